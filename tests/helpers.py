@@ -1,0 +1,59 @@
+"""Shared test helpers: launching real multi-process runs (torchrun over gloo) with a time limit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for child processes: bytecode cache on, one thread per rank, repo importable."""
+    env = dict(os.environ)
+    env["PYTHONDONTWRITEBYTECODE"] = ""
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def run_checked(cmd: list[str], timeout: float, cwd: Path = REPO, **env: str):
+    """Run ``cmd`` in its own process group; kill the whole group on timeout and fail clearly."""
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=subprocess_env(**env), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"timed out after {timeout}s: {' '.join(cmd)}\n{out[-4000:]}")
+    return proc.returncode, out
+
+
+def torchrun(nproc: int, module: str, args: list[str], timeout: float = 300):
+    """``torchrun --nproc-per-node nproc -m module args`` on localhost; asserts success."""
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+        "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", module, *args,
+    ]  # fmt: skip
+    code, out = run_checked(cmd, timeout)
+    assert code == 0, f"{' '.join(cmd)} exited {code}\n{out[-6000:]}"
+    return out

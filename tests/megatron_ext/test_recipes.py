@@ -1,0 +1,76 @@
+"""Model recipes: every size is valid and Llama-shaped; bad layouts and shapes get clear errors."""
+
+import pytest
+
+from megatron_ext.model import LlamaConfig, megatron_flags
+from megatron_ext.reg import JregConfig
+from recipes import SIZES, model_recipe
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_sizes_are_valid(size):
+    cfg = model_recipe(size)
+    assert cfg.hidden_size % cfg.num_attention_heads == 0
+    assert cfg.num_attention_heads % cfg.num_query_groups == 0
+    cfg.check_layout(tp=1, pp=1)
+    flags = megatron_flags(cfg)
+    assert flags[flags.index("--num-layers") + 1] == str(cfg.num_layers)
+    assert "--swiglu" in flags and "--untie-embeddings-and-output-weights" in flags
+
+
+def test_tiny_is_small():
+    cfg = model_recipe("tiny")
+    assert cfg.num_layers <= 6 and 128 <= cfg.hidden_size <= 256
+
+
+def test_known_shapes():
+    assert (model_recipe("8b").num_layers, model_recipe("8b").hidden_size) == (32, 4096)
+    assert model_recipe("1b").ffn_hidden_size == 8192
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_attention_heads": 5}, "num_attention_heads=5 must divide hidden_size=128"),
+        ({"num_query_groups": 3}, "num_query_groups=3 must divide num_attention_heads=4"),
+        ({"num_layers": 0}, "num_layers must be a positive integer"),
+    ],
+)
+def test_bad_shapes(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        model_recipe("tiny").replace(**kwargs)
+
+
+def test_bad_layouts():
+    cfg = model_recipe("tiny")  # 4 layers
+    with pytest.raises(ValueError, match="num_layers=4 is not divisible by PP=3"):
+        cfg.check_layout(pp=3)
+    with pytest.raises(ValueError, match="PP=2 x VPP=4"):
+        cfg.check_layout(pp=2, vpp=4)
+    with pytest.raises(ValueError, match="TP=4 must divide num_query_groups=2"):
+        cfg.check_layout(tp=4)
+    cfg.check_layout(tp=2, pp=2, vpp=2)
+
+
+def test_unknown_size():
+    with pytest.raises(ValueError, match="unknown SIZE 'huge'; valid: tiny, 125m"):
+        model_recipe("huge")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"reg": "l1"}, "unknown REG 'l1'; valid: jreg, l2rel, none"),
+        ({"lam": -0.1}, "LAMBDA must be a finite number >= 0"),
+        ({"lam": float("nan")}, "LAMBDA must be a finite number >= 0"),
+        ({"schedule": "cubic"}, "unknown WEIGHTS 'cubic'"),
+        ({"schedule": "last_k", "schedule_k": 9}, "last_k needs an integer k in 1..4"),
+    ],
+)
+def test_bad_jreg_config(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        JregConfig(num_layers=4, **kwargs)
+
+
+def test_layer_config_is_dataclass():
+    assert LlamaConfig.__dataclass_params__.kw_only
