@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from megatron_ext.model import LlamaConfig
+from megatron_ext.config import LlamaConfig
 
 
 def base() -> LlamaConfig:

@@ -28,8 +28,9 @@ from megatron.core.distributed import (  # noqa: E402
 from megatron.core.pipeline_parallel import get_forward_backward_func  # noqa: E402
 from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed  # noqa: E402
 
+from megatron_ext.config import LlamaConfig  # noqa: E402
 from megatron_ext.init import global_names, global_shape, layout_invariant_init, shard_pieces  # noqa: E402
-from megatron_ext.model import LlamaConfig, build_gpt_model, transformer_config  # noqa: E402
+from megatron_ext.model import build_gpt_model, transformer_config  # noqa: E402
 from megatron_ext.reg import JregConfig, JregRuntime  # noqa: E402
 from megatron_ext.tracker import JumpTracker  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from megatron_ext.model import LlamaConfig, megatron_flags
+from megatron_ext.config import LlamaConfig, megatron_flags
 from megatron_ext.reg import JregConfig
 from recipes import SIZES, model_recipe
 
