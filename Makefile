@@ -12,7 +12,7 @@ export PYTHONDONTWRITEBYTECODE :=
 export OMP_NUM_THREADS ?= 1
 RUNPY := $(UV) run --locked python
 
-.PHONY: help setup test test-fast lint data
+.PHONY: help setup test test-fast lint data pretrain
 help:
 	@echo "make setup | test | lint | data | pretrain SIZE=… REG=…   (see README.md)"
 
@@ -31,3 +31,31 @@ test-fast: setup
 lint: setup
 	$(UV) run --locked ruff check .
 	$(UV) run --locked ruff format --check .
+
+# make pretrain [SIZE=tiny REG=jreg LAMBDA=0.1 WEIGHTS=uniform ITERS= ... ARGS="--megatron-flag ..."]
+PRETRAIN_VARS := RUN SIZE REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP \
+	NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT FP8 ARGS DRY_RUN
+pretrain: setup
+	$(RUNPY) -m megatron_ext.launch $(foreach v,$(PRETRAIN_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
+
+# Data prep (data_prep/): `make data` builds the embedded default corpus into data/default/ and is a
+# fast no-op when that output is already complete. Variables map onto `python -m data_prep build`:
+# CORPUS (default | embedded:a+b | fineweb-edu | hf:REPO[:CONFIG[:SPLIT]] | files/globs), NAME, VOCAB,
+# TOKENIZER (.model | HF dir | tiktoken file), TEXT_FIELD, FORCE=1, WORKERS.
+CORPUS ?= default
+NAME ?=
+VOCAB ?=
+TOKENIZER ?=
+TEXT_FIELD ?= text
+FORCE ?=
+WORKERS ?=
+DATA_PREP_FLAGS = --corpus '$(CORPUS)' --text-field '$(TEXT_FIELD)' $(if $(NAME),--name '$(NAME)') \
+	$(if $(VOCAB),--vocab-size $(VOCAB)) $(if $(TOKENIZER),--tokenizer '$(TOKENIZER)') \
+	$(if $(filter 1 true yes,$(FORCE)),--force) $(if $(WORKERS),--workers $(WORKERS))
+
+.PHONY: data-validate
+data: setup
+	$(RUNPY) -m data_prep build $(DATA_PREP_FLAGS)
+
+data-validate: setup
+	$(RUNPY) -m data_prep validate data/$(or $(NAME),default)

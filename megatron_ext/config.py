@@ -92,3 +92,134 @@ def megatron_flags(cfg: LlamaConfig) -> list[str]:
         "--attention-dropout", "0", "--hidden-dropout", "0",
         "--init-method-std", str(cfg.init_method_std),
     ]  # fmt: skip
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Optimisation and schedule of a pretraining run (what a training recipe states)."""
+
+    micro_batch_size: int
+    """Sequences per microbatch per data-parallel rank."""
+    global_batch_size: int
+    """Sequences per optimizer step (all data-parallel ranks and microbatches)."""
+    train_iters: int
+    """Optimizer steps."""
+    lr: float = 3e-4
+    """Peak learning rate."""
+    min_lr: float = 3e-5
+    """Learning rate at the end of the decay."""
+    lr_warmup_fraction: float = 0.02
+    """Share of train_iters spent in linear warmup."""
+    lr_decay_style: str = "cosine"
+    """Megatron's --lr-decay-style."""
+    weight_decay: float = 0.1
+    """AdamW weight decay."""
+    adam_beta2: float = 0.95
+    """AdamW beta2 (beta1 stays 0.9)."""
+    clip_grad: float = 1.0
+    """Global gradient-norm clip."""
+    log_interval: int = 10
+    """Iterations between log lines (console, TensorBoard, W&B, metrics.jsonl)."""
+    save_interval: int = 1000
+    """Iterations between checkpoints."""
+    eval_interval: int = 1000
+    """Iterations between validation passes."""
+    eval_iters: int = 10
+    """Validation batches per pass."""
+
+    def __post_init__(self):
+        for name in ("micro_batch_size", "global_batch_size", "train_iters", "log_interval",
+                     "save_interval", "eval_interval", "eval_iters"):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.global_batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"micro_batch_size={self.micro_batch_size} must divide "
+                f"global_batch_size={self.global_batch_size}"
+            )
+        if not 0 < self.min_lr <= self.lr:
+            raise ValueError(f"need 0 < min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
+
+    def replace(self, **changes) -> TrainConfig:
+        """A validated copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+    def megatron_flags(self) -> list[str]:
+        """The Megatron-LM flags for this schedule."""
+        return [
+            "--micro-batch-size", str(self.micro_batch_size),
+            "--global-batch-size", str(self.global_batch_size),
+            "--train-iters", str(self.train_iters),
+            "--lr", str(self.lr), "--min-lr", str(self.min_lr),
+            "--lr-decay-style", self.lr_decay_style,
+            "--lr-warmup-iters", str(max(1, round(self.lr_warmup_fraction * self.train_iters))),
+            "--weight-decay", str(self.weight_decay),
+            "--adam-beta1", "0.9", "--adam-beta2", str(self.adam_beta2),
+            "--clip-grad", str(self.clip_grad),
+            "--log-interval", str(self.log_interval),
+            "--save-interval", str(self.save_interval),
+            "--eval-interval", str(self.eval_interval),
+            "--eval-iters", str(self.eval_iters),
+        ]  # fmt: skip
+
+
+@dataclass(kw_only=True)
+class ParallelConfig:
+    """A parallel layout: one place decides it (``recipes.training.parallel_defaults``)."""
+
+    tp: int = 1
+    """Tensor parallel size."""
+    pp: int = 1
+    """Pipeline parallel size."""
+    vpp: int | None = None
+    """Virtual pipeline stages per PP rank (interleaved schedule); None for none."""
+    cp: int = 1
+    """Context parallel size (needs Transformer Engine)."""
+    sequence_parallel: bool | None = None
+    """Split activations over TP ranks; None = on whenever tp > 1."""
+    distributed_optimizer: bool = False
+    """Shard optimizer state over data-parallel ranks."""
+
+    def __post_init__(self):
+        for name in ("tp", "pp", "cp"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name.upper()} must be a positive integer, got {value!r}")
+        if self.vpp is not None and (not isinstance(self.vpp, int) or self.vpp < 1):
+            raise ValueError(f"VPP must be a positive integer, got {self.vpp!r}")
+        if self.vpp == 1:
+            self.vpp = None
+        if self.sequence_parallel is None:
+            self.sequence_parallel = self.tp > 1
+
+    @property
+    def model_parallel_size(self) -> int:
+        """Ranks that hold one model replica (TP x PP x CP)."""
+        return self.tp * self.pp * self.cp
+
+    def check_world(self, world_size: int) -> None:
+        """Raise ValueError unless TP x PP x CP divides the number of processes."""
+        if world_size % self.model_parallel_size:
+            raise ValueError(
+                f"TP={self.tp} x PP={self.pp} x CP={self.cp} = {self.model_parallel_size} does not "
+                f"divide the world size {world_size} (NPROC x NNODES); change TP/PP/CP or NPROC"
+            )
+
+    def megatron_flags(self, num_layers: int) -> list[str]:
+        """The Megatron-LM flags for this layout."""
+        flags = [
+            "--tensor-model-parallel-size", str(self.tp),
+            "--pipeline-model-parallel-size", str(self.pp),
+            "--context-parallel-size", str(self.cp),
+        ]  # fmt: skip
+        if self.vpp:
+            flags += [
+                "--num-layers-per-virtual-pipeline-stage",
+                str(num_layers // self.pp // self.vpp),
+            ]
+        if self.sequence_parallel:
+            flags.append("--sequence-parallel")
+        if self.distributed_optimizer:
+            flags.append("--use-distributed-optimizer")
+        return flags

@@ -9,6 +9,8 @@ Reduction: each rank adds ``(sum of psi means, sum of reg means, count)`` for it
 microbatches; one SUM over all ranks (PP stages fill disjoint layers; TP/SP, CP and DP replicas
 add to the same layers) and a division by the count give, per layer, the mean over microbatches
 and ranks of the local token means, i.e. the global token mean when shards are equal in size.
+The LM loss (token sum and count, added by the last stage's loss function) rides in the same
+buffer, so a logging step costs one all-reduce.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ _PSI, _REG, _COUNT = 0, 1, 2
 
 
 class JumpTracker:
-    """Accumulates D_l (mean Psi per layer) and the regulariser's per-layer mean.
+    """Accumulates D_l (mean Psi per layer), the regulariser's per-layer mean and the LM loss.
 
     Args:
         num_layers: total layers across all pipeline stages (layer numbers are global, 1-based).
@@ -36,7 +38,9 @@ class JumpTracker:
         self.weights = weights.double().cpu()
         self.lam = float(lam)
         self.device = torch.device("cpu") if device is None else torch.device(device)
+        # per split: [3 * num_layers + 2] = psi sums | reg sums | counts | lm-loss sum, tokens
         self._buffers: dict[str, torch.Tensor] = {}
+        self._pending: set[str] = set()
 
     @classmethod
     def from_config(cls, cfg, device=None) -> JumpTracker:
@@ -45,10 +49,12 @@ class JumpTracker:
 
     def _buffer(self, split: str) -> torch.Tensor:
         if split not in self._buffers:
-            self._buffers[split] = torch.zeros(
-                3, self.num_layers, dtype=torch.float64, device=self.device
-            )
+            size = 3 * self.num_layers + 2
+            self._buffers[split] = torch.zeros(size, dtype=torch.float64, device=self.device)
         return self._buffers[split]
+
+    def _layers(self, split: str) -> torch.Tensor:
+        return self._buffer(split)[: 3 * self.num_layers].view(3, self.num_layers)
 
     def record(
         self,
@@ -58,26 +64,38 @@ class JumpTracker:
         training: bool = True,
     ) -> None:
         """Add one microbatch's token means for a layer (``reg_mean`` defaults to ``psi_mean``)."""
-        buf = self._buffer("train" if training else "valid")
+        split = "train" if training else "valid"
+        buf = self._layers(split)
         i = layer_number - 1
+        reg = psi_mean if reg_mean is None else reg_mean
         buf[_PSI, i] += psi_mean.detach().to(buf.device, buf.dtype)
-        buf[_REG, i] += (
-            (psi_mean if reg_mean is None else reg_mean).detach().to(buf.device, buf.dtype)
-        )
+        buf[_REG, i] += reg.detach().to(buf.device, buf.dtype)
         buf[_COUNT, i] += 1
+        self._pending.add(split)
+
+    def record_lm_loss(self, loss_sum: torch.Tensor, num_tokens: torch.Tensor, training: bool):
+        """Add a microbatch's LM loss (sum over its tokens) and token count."""
+        tail = self._buffer("train" if training else "valid")[3 * self.num_layers :]
+        tail[0] += loss_sum.detach().to(tail.device, tail.dtype)
+        tail[1] += num_tokens.detach().to(tail.device, tail.dtype)
+
+    def pending(self, split: str) -> bool:
+        """True if this rank recorded layers for ``split`` since its last report (no sync)."""
+        return split in self._pending
 
     def num_records(self, split: str = "train") -> list[int]:
         """Records per layer on this rank since the last report (host sync: tests only)."""
-        return [int(c) for c in self._buffer(split)[_COUNT].tolist()]
+        return [int(c) for c in self._layers(split)[_COUNT].tolist()]
 
     def report(self, split: str = "train", group=None) -> dict[str, float]:
         """Reduce ``split`` across ranks (collective: every rank must call), clear it, summarise.
 
         Returns an empty dict when no rank recorded anything for ``split``.
         """
-        buf = dist.all_reduce_sum(self._buffer(split).clone(), group)
+        buf = dist.all_reduce_sum(self._buffer(split).clone(), group).cpu()
         self._buffers[split].zero_()
-        sums = buf.cpu()
+        self._pending.discard(split)
+        sums = buf[: 3 * self.num_layers].view(3, self.num_layers)
         counts = sums[_COUNT]
         if counts.sum() == 0:
             return {}
@@ -89,6 +107,9 @@ class JumpTracker:
         if self.num_layers >= 2:
             out["jump/ratio"] = jump_ratio(d)
         out["jump/S_model"] = convergence_score(d)
+        loss_sum, tokens = buf[3 * self.num_layers :].tolist()
+        if tokens > 0:
+            out["lm_loss"] = loss_sum / tokens
         return out
 
     @staticmethod

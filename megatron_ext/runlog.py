@@ -1,0 +1,125 @@
+"""Jump metrics in the run's logs: console, TensorBoard, W&B and ``metrics.jsonl``.
+
+Megatron's training loop calls ``config.finalize_model_grads_func`` once per training step on
+every rank (and keeps a hook installed before training starts). ``RunLogger`` wraps Megatron's
+``finalize_model_grads`` there and, every ``log_interval`` iterations, reduces the jump tracker
+(one collective in which every pipeline stage takes part) and writes one JSON line. Validation
+records made by the evaluation that follows a step are reduced at the next step's hook, or by
+``close()`` after the last evaluation, since evaluation offers no hook on every rank.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from megatron_ext.tracker import JumpTracker
+
+
+class RunLogger:
+    """Reduces and writes jump metrics.
+
+    Args:
+        tracker: the run's jump tracker.
+        finalize: Megatron's ``finalize_model_grads`` (called first, unchanged).
+        log_interval: iterations between train lines.
+        tokens_per_iteration: global batch size x sequence length.
+        iteration_fn: the iteration just completed (1-based), read at hook time.
+        metrics_path: ``metrics.jsonl`` (written by the writer rank only).
+        is_writer: True on the rank that owns the TensorBoard/W&B writers (the last rank).
+        writers_fn: returns ``(tensorboard_writer | None, wandb_writer | None)`` on that rank.
+        print_fn: console output.
+    """
+
+    def __init__(
+        self,
+        tracker: JumpTracker,
+        finalize: Callable,
+        *,
+        log_interval: int,
+        tokens_per_iteration: int,
+        iteration_fn: Callable[[], int],
+        metrics_path: Path,
+        is_writer: bool,
+        writers_fn: Callable[[], tuple] = lambda: (None, None),
+        print_fn: Callable[[str], None] = print,
+    ):
+        self.tracker = tracker
+        self._finalize = finalize
+        self.log_interval = log_interval
+        self.tokens_per_iteration = tokens_per_iteration
+        self.iteration_fn = iteration_fn
+        self.metrics_path = Path(metrics_path)
+        self.is_writer = is_writer
+        self.writers_fn = writers_fn
+        self.print_fn = print_fn
+        self._last_time = time.perf_counter()
+        self._last_iteration: int | None = None
+        self._closed = False
+
+    def finalize_model_grads(self, *args, **kwargs):
+        """Drop-in for ``config.finalize_model_grads_func``."""
+        out = self._finalize(*args, **kwargs)
+        self.after_step(self.iteration_fn())
+        return out
+
+    def after_step(self, iteration: int) -> None:
+        """Per-step bookkeeping; collective on log steps and after an evaluation."""
+        if self.tracker.pending("valid"):
+            self._write("valid", self._last_iteration or iteration - 1)
+        if self._last_iteration is None:
+            self._last_iteration = iteration - 1
+        if iteration % self.log_interval == 0:
+            now = time.perf_counter()
+            step_time = (now - self._last_time) / max(1, iteration - self._last_iteration)
+            self._write("train", iteration, step_time)
+            self._last_time = time.perf_counter()
+            self._last_iteration = iteration
+
+    def close(self, iteration: int) -> None:
+        """Flush a final evaluation's metrics (collective: call on every rank once)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.tracker.pending("valid"):
+            self._write("valid", iteration)
+
+    def _write(self, split: str, iteration: int, step_time: float | None = None) -> None:
+        report = self.tracker.report(split)
+        if not self.is_writer or not report:
+            return
+        d = JumpTracker.layer_values(report)
+        line = {
+            "iteration": iteration,
+            "tokens": iteration * self.tokens_per_iteration,
+            "lm_loss": report.get("lm_loss", math.nan),
+            "jreg_loss": report["jreg/loss"],
+            "jreg_loss_scaled": report["jreg/loss_scaled"],
+            "D": d,
+            "jump_ratio": report.get("jump/ratio", math.nan),
+            "S_model": report["jump/S_model"],
+        }
+        if split == "train":
+            line["step_time_s"] = step_time
+        else:
+            line["split"] = "valid"
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        prefix = "" if split == "train" else "valid/"
+        scalars = {f"{prefix}{k}": v for k, v in report.items() if k != "lm_loss"}
+        tb, wandb = self.writers_fn()
+        if tb is not None:
+            for key, value in scalars.items():
+                tb.add_scalar(key, value, iteration)
+            tb.flush()
+        if wandb is not None:
+            wandb.log(scalars, iteration)
+        d_text = " ".join(f"{x:.4f}" for x in d)
+        self.print_fn(
+            f" [jump{'/' + split if split != 'train' else ''}] iteration {iteration}: "
+            f"lm_loss {line['lm_loss']:.4f} | jreg_loss {line['jreg_loss']:.5f} | "
+            f"D [{d_text}] | ratio {line['jump_ratio']:.3f} | S_model {line['S_model']:.3f}"
+        )

@@ -1,0 +1,171 @@
+"""Training entry point: Megatron-LM's ``pretrain()`` with JREG (``python -m megatron_ext.train``).
+
+Takes every Megatron-LM flag plus the ``--jreg-*`` and ``--run-dir`` flags below, reads Megatron's
+args once here and passes plain config down: the JREG layer spec and loss-scale hook, the
+layout-invariant initialisation (a pre-wrap hook), the run logger (the finalize-grads hook) and the
+dataset provider. ``megatron_ext.launch`` (``make pretrain``) builds the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from megatron_ext import cpu_compat
+
+ON_CPU = cpu_compat.enable(training=True)
+
+from megatron.core import parallel_state as ps  # noqa: E402
+from megatron.core.datasets.gpt_dataset import GPTDatasetConfig  # noqa: E402
+from megatron.core.distributed import finalize_model_grads  # noqa: E402
+from megatron.core.enums import ModelType  # noqa: E402
+from megatron.training import get_args, get_tokenizer, pretrain  # noqa: E402
+from megatron.training.argument_utils import (  # noqa: E402
+    gpt_config_from_args,
+    pretrain_cfg_container_from_args,
+)
+from megatron.training.arguments import parse_and_validate_args  # noqa: E402
+from megatron.training.global_vars import get_tensorboard_writer, get_wandb_writer  # noqa: E402
+from megatron.training.utils import get_blend_and_blend_per_split  # noqa: E402
+
+from megatron_ext.init import layout_invariant_init  # noqa: E402
+from megatron_ext.jreg import parse_schedule  # noqa: E402
+from megatron_ext.layer import jreg_layer_spec  # noqa: E402
+from megatron_ext.reg import JregConfig, JregRuntime  # noqa: E402
+from megatron_ext.resume import last_checkpoint, set_aside_incomplete, supersede_metrics  # noqa: E402
+from megatron_ext.runlog import RunLogger  # noqa: E402
+from megatron_ext.step import dataset_provider, make_forward_step  # noqa: E402
+from megatron_ext.tracker import JumpTracker  # noqa: E402
+
+
+def add_jreg_args(parser):
+    """Our flags, next to Megatron-LM's (``extra_args_provider``)."""
+    group = parser.add_argument_group("jreg")
+    group.add_argument("--jreg-reg", default="jreg", choices=["none", "jreg", "l2rel"])
+    group.add_argument("--jreg-lambda", type=float, default=0.1)
+    group.add_argument("--jreg-weights", default="uniform", help="schedule[:k], e.g. exp:0.25")
+    group.add_argument("--run-dir", required=True, help="where metrics.jsonl is written")
+    # fault injection for the NaN-stop test; hidden from --help
+    group.add_argument("--inject-nan-at-iteration", type=int, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def jreg_config(args) -> JregConfig:
+    name, kw = parse_schedule(args.jreg_weights)
+    return JregConfig(
+        reg=args.jreg_reg, lam=args.jreg_lambda, schedule=name, schedule_k=kw.get("k"),
+        num_layers=args.num_layers,
+    )  # fmt: skip
+
+
+def gpt_dataset_config(args) -> GPTDatasetConfig:
+    """As Megatron-LM's pretrain_gpt.py builds it from the data flags."""
+    blend, blend_per_split = get_blend_and_blend_per_split(args)
+    return GPTDatasetConfig(
+        random_seed=args.seed,
+        sequence_length=args.seq_length,
+        blend=blend,
+        blend_per_split=blend_per_split,
+        split=args.split,
+        path_to_cache=args.data_cache_path,
+        mmap_bin_files=args.mmap_bin_files,
+        tokenizer=get_tokenizer(),
+        reset_position_ids=args.reset_position_ids,
+        reset_attention_mask=args.reset_attention_mask,
+        eod_mask_loss=args.eod_mask_loss,
+        create_attention_mask=False,
+        num_dataset_builder_threads=args.num_dataset_builder_threads,
+    )
+
+
+def layout_invariant_hook(args):
+    """Pre-wrap hook: weights from (seed, parameter name) only, whatever the layout."""
+
+    def hook(model_chunks):
+        layout_invariant_init(
+            model_chunks, seed=args.seed, std=args.init_method_std, num_layers=args.num_layers,
+            tp_rank=ps.get_tensor_model_parallel_rank(),
+            tp_size=ps.get_tensor_model_parallel_world_size(), gated=args.swiglu,
+        )  # fmt: skip
+        return model_chunks
+
+    return hook
+
+
+def writers() -> tuple:
+    """Megatron's TensorBoard writer and W&B module (None once pretrain() has finished W&B)."""
+    wandb = get_wandb_writer()
+    return get_tensorboard_writer(), wandb if getattr(wandb, "run", None) is not None else None
+
+
+def current_iteration() -> int:
+    """The iteration being run (1-based), from Megatron's live training state."""
+    args = get_args()
+    return getattr(args, "curr_iteration", args.iteration - 1) + 1
+
+
+def main() -> int:
+    args = parse_and_validate_args(extra_args_provider=add_jreg_args)
+    jcfg = jreg_config(args)
+    device = torch.device("cpu") if ON_CPU else torch.device("cuda", torch.cuda.current_device())
+    tracker = JumpTracker.from_config(jcfg, device=device)
+    runtime = JregRuntime(
+        jcfg, tracker, sequence_parallel=args.sequence_parallel,
+        tp_size=args.tensor_model_parallel_size, cp_size=args.context_parallel_size,
+        per_token_loss=args.calculate_per_token_loss,
+    )  # fmt: skip
+    run_dir = Path(args.run_dir)
+    start_iteration = last_checkpoint(args.load) if args.load else 0
+    is_writer = args.rank == args.world_size - 1  # where Megatron puts the TB/W&B writers
+    if is_writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        supersede_metrics(run_dir / "metrics.jsonl", start_iteration or 0)
+    if args.rank == 0 and args.save:
+        for path in set_aside_incomplete(args.save):
+            print(f"set aside an interrupted checkpoint save: {path}", flush=True)
+
+    model_cfg = gpt_config_from_args(args)
+    model_cfg.transformer_layer_spec = jreg_layer_spec(
+        runtime, use_te=args.transformer_impl == "transformer_engine"
+    )
+    model_cfg.pre_wrap_hooks.append(layout_invariant_hook(args))
+    logger = RunLogger(
+        tracker, finalize_model_grads, log_interval=args.log_interval,
+        tokens_per_iteration=args.global_batch_size * args.seq_length,
+        iteration_fn=current_iteration,
+        metrics_path=run_dir / "metrics.jsonl", is_writer=is_writer,
+        writers_fn=writers,
+    )  # fmt: skip
+    transformer = model_cfg.transformer
+    transformer.experimental_attention_variant_loss_scale_func = runtime.set_loss_scale
+    transformer.finalize_model_grads_func = logger.finalize_model_grads
+    forward_step = make_forward_step(tracker, args.inject_nan_at_iteration, current_iteration)
+    container = pretrain_cfg_container_from_args(args, model_cfg)
+    try:
+        pretrain(
+            container, dataset_provider(gpt_dataset_config(args)), ModelType.encoder_or_decoder,
+            forward_step,
+        )  # fmt: skip
+    except RuntimeError as err:
+        if "nan" not in str(err).lower() and "inf" not in str(err).lower():
+            raise
+        iteration = current_iteration()
+        last = last_checkpoint(args.save)
+        where = f"{args.save}/iter_{last:07d}" if last else "none saved yet"
+        print(
+            f"error: NaN/inf in the loss or gradients at iteration {iteration}; "
+            f"last good checkpoint: {where}. Lower the learning rate or LAMBDA and rerun "
+            f"(the same command resumes from it).",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 3
+    logger.close(current_iteration())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
