@@ -194,6 +194,66 @@ def _patch_megatron_core() -> None:
     torch_norm.WrappedTorchNorm.__new__ = sp_capable_new
 
 
+def _patch_distributed_optimizer() -> None:
+    """Resuming with --use-distributed-optimizer and torch Adam (no Apex/TE, i.e. every CPU run).
+
+    distrib_optimizer.py:839 reads each parameter's Adam ``step`` while building the state dict to
+    load into; a fresh torch Adam has no state before its first step, so the assertion
+    ``len(steps) == 1`` fails and no checkpoint can be resumed. Give empty states zeros and step 0
+    first: exactly what the checkpoint then overwrites.
+    """
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    orig_state_dict = DistributedOptimizer.state_dict
+
+    def state_dict(self):
+        inner = self.optimizer
+        for group in inner.param_groups:
+            for param in group["params"]:
+                state = inner.state[param]
+                if not state:
+                    state["exp_avg"] = torch.zeros_like(param.data)
+                    state["exp_avg_sq"] = torch.zeros_like(param.data)
+                if "step" not in state:
+                    state["step"] = torch.tensor(0.0)
+        return orig_state_dict(self)
+
+    DistributedOptimizer.state_dict = state_dict
+
+    # distrib_optimizer.py:1193-1224 then copies the loaded shards into the main params (fp32 on
+    # CPU, where they are views of leaf parameters, so autograd refuses the in-place copy outside
+    # no_grad) and into every tensor of the optimizer state, `step` included; the `step` handed
+    # in is the placeholder of the load template (0), while the restored one is already in the
+    # state (from the checkpoint's param groups, distrib_optimizer.py:1021), so keep that one.
+    orig_set = DistributedOptimizer._set_main_param_and_optimizer_states
+
+    def set_states(self, model_param, tensors):
+        group_index, group_order = self.model_param_group_index_map[model_param]
+        main_param = self.optimizer.param_groups[group_index]["params"][group_order]
+        state = self.optimizer.state[main_param]
+        current = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+        loaded = {k: v for k, v in tensors.items() if k != "step"}
+        with torch.no_grad():
+            orig_set(self, model_param, {**current, **loaded})
+
+    DistributedOptimizer._set_main_param_and_optimizer_states = set_states
+
+    # distrib_optimizer.py:1021-1027 gives every parameter's state the SAME `step` tensor, and
+    # torch's Optimizer.load_state_dict keeps `step` values uncopied: torch Adam then increments
+    # the shared counter once per parameter, so after a resume the bias correction uses
+    # step ~ num_params x iterations. Give each parameter its own copy.
+    orig_load = DistributedOptimizer.load_state_dict
+
+    def load_state_dict(self, state_dict):
+        result = orig_load(self, state_dict)
+        for state in self.optimizer.state.values():
+            if isinstance(state.get("step"), torch.Tensor):
+                state["step"] = state["step"].clone()
+        return result
+
+    DistributedOptimizer.load_state_dict = load_state_dict
+
+
 def _patch_megatron_training() -> None:
     """Patches needed only by megatron.training's pretrain() loop."""
     from megatron.core.datasets import utils as dataset_utils
@@ -223,6 +283,7 @@ def enable(training: bool = False) -> bool:
         os.environ.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", "1")
         _patch_torch()
         _patch_megatron_core()
+        _patch_distributed_optimizer()
         _enabled = True
     if training and not getattr(enable, "_training", False):
         _patch_megatron_training()

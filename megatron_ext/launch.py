@@ -26,7 +26,7 @@ from recipes.training import parallel_defaults, train_recipe
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "data/default"
 VARIABLES = {
-    "RUN": "run name under runs/ (default: <SIZE>-<REG>)",
+    "RUN": "run name under runs/, or a path (default: <SIZE>-<REG>)",
     "SIZE": "model recipe: tiny 125m 350m 1b 3b 8b (default tiny)",
     "REG": "none | jreg | l2rel (default jreg)",
     "LAMBDA": "regulariser weight >= 0 (default 0.1)",
@@ -180,14 +180,64 @@ def plan(v: dict) -> dict:
     data, manifest = load_dataset(v)
     data_vocab = int(manifest["tokenizer"]["vocab_size"])
     run = v.get("RUN", f"{size}-{reg}")
-    run_dir = REPO / "runs" / run
+    run_dir = Path(run) if "/" in run else REPO / "runs" / run  # a name, or a path
+    run_dir = run_dir if run_dir.is_absolute() else REPO / run_dir
+    extra = shlex.split(v.get("ARGS", ""))
+    model_vocab = _flag_value(extra, "--vocab-size")
+    model_vocab = int(model_vocab) if model_vocab else padded_vocab(data_vocab, layout.tp)
+    if data_vocab > model_vocab:
+        raise LaunchError(
+            f"the dataset's tokenizer has {data_vocab} tokens but the model's vocabulary is "
+            f"{model_vocab}; drop --vocab-size from ARGS or raise it to at least {data_vocab}"
+        )
+    check_resume(run_dir, size=size, train_iters=train.train_iters, vocab=model_vocab,
+                 overriding="--override-opt_param-scheduler" in extra)  # fmt: skip
     return {
         "size": size, "reg": reg, "lam": lam, "weights": weights, "layout": layout,
         "nproc": nproc, "nnodes": nnodes, "num_gpus": num_gpus, "fp8": fp8, "model": model,
         "train": train, "data": data, "manifest": manifest, "data_vocab": data_vocab,
-        "run_dir": run_dir, "seed": _int(v, "SEED", 1234), "extra": shlex.split(v.get("ARGS", "")),
+        "run_dir": run_dir, "seed": _int(v, "SEED", 1234), "extra": extra,
+        "model_vocab": model_vocab,
         "defaults_used": not any(k in v for k in ("TP", "PP", "VPP", "CP")),
     }  # fmt: skip
+
+
+def _flag_value(flags: list[str], name: str) -> str | None:
+    """The value given to ``name`` in a flag list (last one wins), if any."""
+    value = None
+    for i, flag in enumerate(flags):
+        if flag == name and i + 1 < len(flags):
+            value = flags[i + 1]
+        elif flag.startswith(name + "="):
+            value = flag.split("=", 1)[1]
+    return value
+
+
+def check_resume(run_dir: Path, *, size: str, train_iters: int, vocab: int, overriding: bool):
+    """A run dir with checkpoints resumes only with the settings its checkpoints were made with."""
+    record = run_dir / "launch.json"
+    if (
+        not record.is_file()
+        or not (run_dir / "checkpoints" / "latest_checkpointed_iteration.txt").is_file()
+    ):
+        return
+    old = json.loads(record.read_text())
+    if old.get("size") != size:
+        raise LaunchError(
+            f"runs/{run_dir.name} holds a SIZE={old.get('size')} model; use SIZE={old.get('size')} "
+            f"to resume it or a new RUN=name"
+        )
+    if old.get("vocab") != vocab:
+        raise LaunchError(
+            f"runs/{run_dir.name} was trained with a {old.get('vocab')}-token vocabulary, this "
+            f"dataset gives {vocab}; use the original DATA or a new RUN=name"
+        )
+    if old.get("train_iters") != train_iters and not overriding:
+        raise LaunchError(
+            f"ITERS={train_iters} differs from the {old.get('train_iters')} runs/{run_dir.name} "
+            "was started with (the LR schedule depends on it); resume with the same ITERS, or add "
+            "ARGS=--override-opt_param-scheduler to re-plan the schedule"
+        )
 
 
 def megatron_args(p: dict) -> list[str]:
@@ -205,7 +255,7 @@ def megatron_args(p: dict) -> list[str]:
         "--valid-data-path", str(data / splits["valid"]["prefix"]),
         "--test-data-path", str(data / splits["test"]["prefix"]),
         "--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", str(tok_dir),
-        "--vocab-size", str(padded_vocab(p["data_vocab"], layout.tp)),
+        "--vocab-size", str(p["model_vocab"]),
         "--make-vocab-size-divisible-by", "1",
         "--seed", str(p["seed"]),
         "--save", str(run_dir / "checkpoints"), "--load", str(run_dir / "checkpoints"),
@@ -233,16 +283,23 @@ def megatron_args(p: dict) -> list[str]:
 
 
 def command(p: dict, v: dict) -> list[str]:
-    """torchrun for this node."""
+    """torchrun for this node; a single process runs the entry point directly (run_env sets the
+    rendezvous variables), so a signal to it reaches the trainer itself."""
+    if p["nproc"] * p["nnodes"] == 1:
+        return [sys.executable, "-m", "megatron_ext.train", *megatron_args(p)]
     rdzv = ["--nnodes", str(p["nnodes"]), "--node-rank", v.get("NODE_RANK", "0"),
             "--master-addr", v.get("MASTER_ADDR", "127.0.0.1"),
-            "--master-port", v.get("MASTER_PORT", str(29500 + os.getpid() % 1000))]  # fmt: skip
+            "--master-port", v.get("MASTER_PORT", str(_free_port()))]  # fmt: skip
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(p["nproc"]),
             *rdzv, "-m", "megatron_ext.train", *megatron_args(p)]  # fmt: skip
 
 
-def run_env(p: dict) -> dict[str, str]:
+def run_env(p: dict, v: dict) -> dict[str, str]:
     env = dict(os.environ)
+    if p["nproc"] * p["nnodes"] == 1:
+        env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
+        env.setdefault("MASTER_ADDR", v.get("MASTER_ADDR", "127.0.0.1"))
+        env.setdefault("MASTER_PORT", v.get("MASTER_PORT", str(_free_port())))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["PYTHONDONTWRITEBYTECODE"] = ""  # Megatron recompiles ~3,500 modules per start otherwise
     # W&B: offline unless the user asked for online (WANDB_MODE or an API key).
@@ -254,6 +311,14 @@ def run_env(p: dict) -> dict[str, str]:
     else:
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // p["nproc"])))
     return env
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def describe(p: dict) -> str:
@@ -283,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     p["run_dir"].mkdir(parents=True, exist_ok=True)
     (p["run_dir"] / "command.txt").write_text(shlex.join(cmd) + "\n")
-    os.execvpe(cmd[0], cmd, run_env(p))
+    record = {"size": p["size"], "train_iters": p["train"].train_iters, "vocab": p["model_vocab"]}
+    (p["run_dir"] / "launch.json").write_text(json.dumps(record) + "\n")
+    os.execvpe(cmd[0], cmd, run_env(p, v))
     return 0  # not reached
 
 

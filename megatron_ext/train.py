@@ -22,6 +22,10 @@ from megatron.core import parallel_state as ps  # noqa: E402
 from megatron.core.datasets.gpt_dataset import GPTDatasetConfig  # noqa: E402
 from megatron.core.distributed import finalize_model_grads  # noqa: E402
 from megatron.core.enums import ModelType  # noqa: E402
+from megatron.core.rerun_state_machine import (  # noqa: E402
+    EXIT_CODE_FAILED_ON_RESULT_VALIDATION,
+    EXIT_CODE_RESUME_TO_DISAMBIGUATE,
+)
 from megatron.training import get_args, get_tokenizer, pretrain  # noqa: E402
 from megatron.training.argument_utils import (  # noqa: E402
     gpt_config_from_args,
@@ -107,6 +111,20 @@ def current_iteration() -> int:
     return getattr(args, "curr_iteration", args.iteration - 1) + 1
 
 
+def report_nan(args) -> int:
+    """One line naming the iteration and the last good checkpoint; exit code 3."""
+    last = last_checkpoint(args.save)
+    where = f"{args.save}/iter_{last:07d}" if last else "none saved yet"
+    print(
+        f"error: NaN/inf in the loss or gradients at iteration {current_iteration()}; "
+        f"last good checkpoint: {where}. Lower the learning rate or LAMBDA and rerun "
+        "(the same command resumes from it).",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 3
+
+
 def main() -> int:
     args = parse_and_validate_args(extra_args_provider=add_jreg_args)
     jcfg = jreg_config(args)
@@ -149,21 +167,19 @@ def main() -> int:
             container, dataset_provider(gpt_dataset_config(args)), ModelType.encoder_or_decoder,
             forward_step,
         )  # fmt: skip
+    except SystemExit as exc:
+        # Megatron's rerun state machine exits 16/17 after a NaN/inf it reproduced.
+        if exc.code not in (
+            EXIT_CODE_RESUME_TO_DISAMBIGUATE,
+            EXIT_CODE_FAILED_ON_RESULT_VALIDATION,
+        ):
+            raise
+        return report_nan(args)
     except RuntimeError as err:
         if "nan" not in str(err).lower() and "inf" not in str(err).lower():
             raise
-        iteration = current_iteration()
-        last = last_checkpoint(args.save)
-        where = f"{args.save}/iter_{last:07d}" if last else "none saved yet"
-        print(
-            f"error: NaN/inf in the loss or gradients at iteration {iteration}; "
-            f"last good checkpoint: {where}. Lower the learning rate or LAMBDA and rerun "
-            f"(the same command resumes from it).",
-            file=sys.stderr,
-            flush=True,
-        )
-        return 3
-    logger.close(current_iteration())
+        return report_nan(args)
+    logger.close(max(current_iteration(), get_args().iteration))
     return 0
 
 
