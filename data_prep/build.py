@@ -34,7 +34,7 @@ from data_prep.merge import check_heldout, merge
 from data_prep.outdir import WORK, build_lock, prepare_output
 from data_prep.pool import run_tasks
 from data_prep.shards import ShardTask, committed_pieces
-from data_prep.split import SPLITS, split_of, thresholds
+from data_prep.split import SPLITS, split_of, thresholds, utf8
 from data_prep.tokenizer import (
     MIN_VOCAB,
     TRAIN_RECIPE,
@@ -171,7 +171,7 @@ def _sample(
             if text is None or not text.strip():
                 continue
             docs += 1
-            data = text.encode("utf-8")
+            text, data = utf8(text)
             if split_of(data, cuts) == 0:
                 if train_bytes < budget:
                     train.append(text)
@@ -364,12 +364,14 @@ def _build(
     write_json(out / "manifest.json", manifest)
     shutil.rmtree(work / "shards", ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
+    rate = manifest["build"]["tokens_per_s"]
     log.info(
-        "wrote %s: %s tokens (%s) in %.1fs",
+        "wrote %s: %s tokens (%s) in %.1fs%s",
         out,
         f"{num_tokens:,}",
         ", ".join(f"{k} {v['num_docs']:,} docs" for k, v in splits.items()),
         timings["total_s"],
+        f"; tokenized at {rate / 1e6:.2f}M tokens/s" if rate else "",
     )
     return manifest
 

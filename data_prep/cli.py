@@ -5,6 +5,7 @@ without a traceback; an interrupted build exits 130 and says how to resume.
 """
 
 import argparse
+import glob
 import json
 import logging
 import shlex
@@ -25,11 +26,16 @@ def _split(value: str) -> tuple[float, float, float]:
 
 
 def _default_name(corpus: list[str]) -> str:
+    """`default` for the embedded corpus, else the last literal part of the first spec."""
     if corpus == ["default"]:
         return "default"
-    first = corpus[0].split(",")[0].split()[0]
-    stem = first.removeprefix("hf:").removeprefix("embedded:").rstrip("/").split("/")[-1]
-    stem = stem.split("*")[0].rsplit(".", 1)[0] if "." in stem else stem
+    first = corpus[0].replace(",", " ").split()[0].removeprefix("embedded:")
+    if first.startswith("hf:"):  # repo name + config: hf:org/fineweb-edu:sample-10BT
+        first = "-".join(
+            f for f in [first[3:].split(":")[0].rstrip("/"), *first.split(":")[2:3]] if f
+        )
+    parts = [p for p in first.split("/") if p and not glob.has_magic(p)]
+    stem = Path(parts[-1]).stem if parts and "." in parts[-1] else (parts[-1] if parts else "")
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in stem).strip("-_") or "corpus"
 
 
@@ -131,7 +137,10 @@ def _build(args: argparse.Namespace, argv: list[str]) -> None:
     try:
         build(cfg)
     except (BuildInterrupted, KeyboardInterrupt) as e:
-        print(f"interrupted ({e or 'Ctrl-C'}); re-run the same command to resume", file=sys.stderr)
+        print(
+            f"interrupted ({str(e) or 'Ctrl-C'}); re-run the same command to resume",
+            file=sys.stderr,
+        )
         raise SystemExit(130) from None
 
 

@@ -213,7 +213,7 @@ def check_text_field(sources: list[Source], text_field: str) -> None:
         for path in src.files:
             kind = FILE_KINDS[Path(path).suffix]
             if kind == "jsonl":
-                for line in _iter_lines(path, 0, Path(path).stat().st_size):
+                for _, line in _iter_lines(path, 0, Path(path).stat().st_size):
                     _text_of(json.loads(line), text_field, path)
                     break
             elif kind == "parquet":
@@ -303,8 +303,9 @@ def _count_records(shard: Shard) -> int:
     return sum(meta.row_group(i).num_rows for i in range(shard.start, shard.end))
 
 
-def _iter_lines(path: str, start: int, end: int) -> Iterator[bytes]:
-    """Non-blank lines that *start* in [start, end): each line belongs to exactly one range."""
+def _iter_lines(path: str, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) of non-blank lines that *start* in [start, end): each line belongs to
+    exactly one range."""
     with open(path, "rb") as f:
         if start > 0:
             f.seek(start - 1)
@@ -314,9 +315,9 @@ def _iter_lines(path: str, start: int, end: int) -> Iterator[bytes]:
             line = f.readline()
             if not line:
                 break
-            pos += len(line)
             if line.strip():
-                yield line
+                yield pos, line
+            pos += len(line)
 
 
 def _text_of(record: object, text_field: str, where: str) -> str | None:
@@ -336,16 +337,16 @@ def _text_of(record: object, text_field: str, where: str) -> str | None:
 def _iter_records(shard: Shard, text_field: str) -> Iterator[str | None]:
     if shard.kind == "jsonl":
         path = shard.paths[0]
-        for line in _iter_lines(path, shard.start, shard.end):
+        for offset, line in _iter_lines(path, shard.start, shard.end):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(
-                    f"{path}: invalid JSON line ({e.msg}) near byte {shard.start}+"
+                    f"{path}: invalid JSON in the line at byte {offset} ({e.msg})"
                 ) from e
             yield _text_of(record, text_field, path)
     elif shard.kind == "txt-line":
-        for line in _iter_lines(shard.paths[0], shard.start, shard.end):
+        for _, line in _iter_lines(shard.paths[0], shard.start, shard.end):
             yield line.decode("utf-8").rstrip("\r\n")
     elif shard.kind == "txt-file":
         for path in shard.paths:

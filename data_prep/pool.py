@@ -8,10 +8,10 @@ the pool (workers = cores). With one worker, or one shard, tasks run in-process.
 import logging
 import os
 import queue
+import signal
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from multiprocessing import get_context
+from multiprocessing import TimeoutError, get_context
 
 from tqdm import tqdm
 
@@ -26,6 +26,8 @@ _progress_queue = None
 def _init_worker(progress_queue) -> None:
     global _progress_queue
     _progress_queue = progress_queue
+    # Ctrl-C reaches the whole process group; only the parent handles it (and terminates us).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # One tokenizer thread per worker: the pool already uses every core.
     os.environ["RAYON_RS_NUM_CPUS"] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -81,32 +83,26 @@ def run_tasks(
             for task in tasks:
                 run_shard(task, progress=bar.update)
                 finished += 1
-                if stop_after is not None and finished >= stop_after:
+                if stop_after is not None and finished >= stop_after and finished < len(tasks):
                     raise BuildInterrupted(f"stopped after {finished} shards")
             return bar.bytes, bar.tokens
         ctx = get_context("spawn")
         progress_queue = ctx.Queue()
-        pool = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=ctx,
-            initializer=_init_worker,
-            initargs=(progress_queue,),
-        )
-        try:
-            pending = {pool.submit(_run_in_worker, t) for t in tasks}
-            while pending:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(progress_queue, bar)
-                for fut in done:
-                    fut.result()  # re-raises a worker's DataError here
+        # Pool.__exit__ terminates the workers: on Ctrl-C, an error or stop_after, work in
+        # flight is abandoned at once (its uncommitted piece is redone on resume).
+        with ctx.Pool(
+            min(workers, len(tasks)), initializer=_init_worker, initargs=(progress_queue,)
+        ) as pool:
+            results = pool.imap_unordered(_run_in_worker, tasks)
+            while finished < len(tasks):
+                try:
+                    results.next(timeout=0.2)  # re-raises a worker's DataError here
                     finished += 1
-                if stop_after is not None and finished >= stop_after and pending:
+                except TimeoutError:
+                    pass
+                _drain(progress_queue, bar)
+                if stop_after is not None and finished >= stop_after and finished < len(tasks):
                     raise BuildInterrupted(f"stopped after {finished} shards")
-            _drain(progress_queue, bar)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
         return bar.bytes, bar.tokens
     finally:
         bar.close()

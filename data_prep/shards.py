@@ -17,7 +17,7 @@ import numpy as np
 
 from data_prep.corpus import Shard, iter_texts
 from data_prep.encoders import EncoderSpec, make_encoder
-from data_prep.split import SPLITS, split_of
+from data_prep.split import SPLITS, split_of, utf8
 from data_prep.util import read_json, write_json
 
 Progress = Callable[[int, int], None]
@@ -143,7 +143,7 @@ def run_shard(task: ShardTask, progress: Progress | None = None) -> dict:
         if text is None or not text.strip():
             writer.skipped += 1
             continue
-        data = text.encode("utf-8")
+        text, data = utf8(text)
         batch.append((text, data))
         batch_bytes += len(data)
         writer.text_bytes += len(data)

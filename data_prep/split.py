@@ -21,3 +21,14 @@ def split_of(data: bytes, cuts: tuple[int, int]) -> int:
     """Index into SPLITS for a document's UTF-8 bytes."""
     h = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
     return 0 if h < cuts[0] else 1 if h < cuts[1] else 2
+
+
+def utf8(text: str) -> tuple[str, bytes]:
+    """(text, its UTF-8 bytes); lone surrogates (possible in JSON) become U+FFFD instead of
+    crashing the encoders, which need valid UTF-8."""
+    try:
+        return text, text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Round-trip through UTF-16: valid surrogate pairs recombine, lone ones become U+FFFD.
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return text, text.encode("utf-8")

@@ -94,25 +94,29 @@ def validate_dataset(path: str | Path, *, deep: bool = False) -> dict:
 
 
 def _deep_check(root: Path, manifest: dict, fix: str) -> None:
-    """Read every document with megatron-core and check it ends with the EOD token."""
+    """Open each split with megatron-core, then scan all tokens in chunks: every document ends
+    with EOD and every id is inside the vocabulary."""
     import warnings
 
     import numpy as np
+
+    from data_prep.indexfile import DocReader
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    eod = manifest["tokenizer"]["eod_id"]
-    vocab = manifest["tokenizer"]["vocab_size"]
+    eod, vocab = manifest["tokenizer"]["eod_id"], manifest["tokenizer"]["vocab_size"]
+    chunk = 1 << 26  # tokens per read: bounded memory on any corpus size
     for split in SPLITS:
-        ds = IndexedDataset(str(root / manifest["splits"][split]["prefix"]))
-        lengths = ds.sequence_lengths
-        if len(lengths) == 0:
-            continue
-        ends = np.cumsum(lengths.astype(np.int64)) - 1
-        tokens = ds.bin_reader.read(dtype=ds.index.dtype, count=int(ends[-1]) + 1, offset=0)
-        if not np.all(tokens[ends] == eod):
+        prefix = root / manifest["splits"][split]["prefix"]
+        if len(IndexedDataset(str(prefix))) != manifest["splits"][split]["num_docs"]:
+            raise DataError(f"megatron-core reads a different document count for {prefix}; {fix}")
+        reader = DocReader(prefix)
+        ends = np.cumsum(reader.lengths.astype(np.int64)) - 1
+        if len(ends) and not np.all(reader.tokens[ends] == eod):
             raise DataError(f"{split}: some documents do not end with EOD {eod}; {fix}")
-        if int(tokens.max()) >= vocab:
-            raise DataError(f"{split}: token id {int(tokens.max())} >= vocab size {vocab}; {fix}")
+        for start in range(0, len(reader.tokens), chunk):
+            top = int(reader.tokens[start : start + chunk].max())
+            if top >= vocab:
+                raise DataError(f"{split}: token id {top} >= vocab size {vocab}; {fix}")

@@ -1,5 +1,6 @@
 """Input formats and sharding: parquet, txt, globs/dirs, streamed `datasets`, max_docs."""
 
+import json
 import random
 
 import pyarrow as pa
@@ -8,6 +9,7 @@ import pytest
 
 from data_prep.build import build
 from data_prep.corpus import Shard, iter_texts, parse_corpus, plan_shards, resolve_sources
+from data_prep.encoders import EncoderSpec, make_encoder
 from data_prep.indexfile import DocReader
 from data_prep.split import SPLITS
 from tests.data_prep.common import SPLIT, build_config, dataset_bytes, expected_splits
@@ -116,3 +118,18 @@ def test_shard_limit_is_respected(corpus):
     )
     assert list(iter_texts(shard, "text")) == corpus[1][:5]
     assert list(iter_texts(shard, "text", skip=3)) == corpus[1][3:5]
+
+
+def test_lone_surrogates_in_json_become_replacement_characters(tmp_path, corpus):
+    path = tmp_path / "s.jsonl"
+    lines = [f'{{"text": {json.dumps(d)}}}' for d in _texts(corpus)[:150]] + [
+        '{"text": "bad \\ud800 surrogate"}'
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    m = build(build_config(path, tmp_path, split=(1, 0, 0), workers=1))
+    reader = DocReader(tmp_path / "syn" / "train_text_document")
+    enc = make_encoder(
+        EncoderSpec(kind="sentencepiece", tokenizer_dir=str(tmp_path / "syn" / "tokenizer"))
+    )
+    assert enc.decode(reader[len(reader) - 1].tolist()[:-1]) == "bad \ufffd surrogate"
+    assert m["splits"]["train"]["num_docs"] == 149  # 150 texts, one of them empty, + the bad one

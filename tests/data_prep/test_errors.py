@@ -206,3 +206,10 @@ def test_rebuild_over_damaged_output_needs_force(capsys, existing, corpus):
     code, err = run_cli(capsys, *args, "--force")
     assert code == 0, err
     validate_dataset(existing)
+
+
+def test_invalid_json_line_names_its_byte_offset(capsys, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": broken\n')
+    code, err = run_cli(capsys, *_build_args(path, tmp_path))
+    _assert_one_line_error(code, err, "invalid JSON", "at byte 17")
