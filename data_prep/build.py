@@ -12,7 +12,6 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from data_prep.corpus import (
 )
 from data_prep.encoders import EncoderSpec
 from data_prep.errors import DataError
+from data_prep.manifest import heldout_samples, make_manifest
 from data_prep.merge import check_heldout, merge
 from data_prep.outdir import WORK, build_lock, prepare_output
 from data_prep.pool import run_tasks
@@ -321,10 +321,8 @@ def _build(
                 name,
                 100 * cfg.split[SPLITS.index(name)] / sum(cfg.split),
             )
-    for name in SPLITS:
-        splits[name]["num_bytes"] = sum(p["splits"][name]["num_bytes"] for m in markers for p in m)
     checked = check_heldout(
-        out, _heldout_samples(markers), encoder, tok_info["eod_id"], roundtrip=cfg.tokenizer is None
+        out, heldout_samples(markers), encoder, tok_info["eod_id"], roundtrip=cfg.tokenizer is None
     )
 
     if (out / "tokenizer").exists():
@@ -332,27 +330,20 @@ def _build(
     shutil.copytree(work / "tokenizer", out / "tokenizer")
     timings["total_s"] = time.perf_counter() - t_start
     num_tokens = sum(s["num_tokens"] for s in splits.values())
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "name": cfg.name,
-        "created_by": cfg.created_by or f"data_prep.build.build({cfg!r})",
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "corpus": [s.text for s in specs],
-        "text_field": cfg.text_field,
-        "sources": _source_stats(sources, shards, markers),
-        "splits": splits,
-        "split_rule": {
-            "method": "blake2b-64 of the document's UTF-8 text",
-            "fractions": list(cfg.split),
-        },
-        "tokenizer": {**tok_info, "checked_bin_docs": checked},
-        "dtype": dtype.name,
-        "eod_appended": True,
-        "bos_prepended": False,
-        "num_records": sum(p["records"] for m in markers for p in m),
-        "num_skipped_empty": sum(p["skipped"] for m in markers for p in m),
-        "fingerprint": fp,
-        "build": {
+    manifest = make_manifest(
+        name=cfg.name,
+        created_by=cfg.created_by or f"data_prep.build.build({cfg!r})",
+        specs=specs,
+        text_field=cfg.text_field,
+        sources=sources,
+        shards=shards,
+        markers=markers,
+        splits=splits,
+        split_fractions=cfg.split,
+        tokenizer={**tok_info, "checked_bin_docs": checked},
+        dtype=dtype,
+        fingerprint=fp,
+        build_info={
             "workers": cfg.workers,
             "num_shards": len(shards),
             "resumed": resumed,
@@ -360,7 +351,7 @@ def _build(
             "tokens_per_s": None if resumed else round(num_tokens / timings["tokenize_s"]),
             **{k: round(v, 2) for k, v in timings.items()},
         },
-    }
+    )
     write_json(out / "manifest.json", manifest)
     shutil.rmtree(work / "shards", ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
@@ -380,35 +371,3 @@ def _shard_bytes(s: Shard) -> int:
     if s.kind in ("jsonl", "txt-line"):
         return s.end - s.start
     return sum(Path(p).stat().st_size for p in s.paths)
-
-
-def _heldout_samples(markers: list[list[dict]], limit: int = 256) -> list[tuple[str, int, str]]:
-    """(split, global doc index, text) of held-out docs stashed by workers, evenly thinned."""
-    offsets = dict.fromkeys(SPLITS, 0)
-    samples = []
-    for pieces in markers:
-        for p in pieces:
-            samples += [
-                (h["split"], offsets[h["split"]] + h["doc"], h["text"]) for h in p["heldout"]
-            ]
-            for name in SPLITS:
-                offsets[name] += p["splits"][name]["num_docs"]
-    step = max(len(samples) // limit, 1)
-    return samples[::step][:limit]
-
-
-def _source_stats(sources: list, shards: list[Shard], markers: list[list[dict]]) -> list[dict]:
-    stats = [{"num_docs": 0, "bytes": 0} for _ in sources]
-    for shard, pieces in zip(shards, markers, strict=True):
-        for p in pieces:
-            stats[shard.source]["num_docs"] += sum(v["num_docs"] for v in p["splits"].values())
-            stats[shard.source]["bytes"] += sum(v["num_bytes"] for v in p["splits"].values())
-    return [
-        {
-            "name": s.name,
-            "licence": s.licence,
-            **st,
-            **{k: v for k, v in s.info.items() if k not in ("name", "licence", "num_docs")},
-        }
-        for s, st in zip(sources, stats, strict=True)
-    ]
