@@ -238,18 +238,18 @@ def build(cfg: BuildConfig) -> dict:
     t_start = time.perf_counter()
     specs = parse_corpus(cfg.corpus, cfg.licence)
     fp = fingerprint(cfg, specs)
-    existed = out.exists()
-    state = prepare_output(out, fp, force=cfg.force, rebuild_hint="FORCE=1 (--force)")
-    if state == "done":
-        log.info("%s is up to date", out)
-        return read_json(out / "manifest.json")
-    try:
-        with build_lock(out):
+    with build_lock(out):
+        existed = out.exists()
+        state = prepare_output(out, fp, force=cfg.force, rebuild_hint="FORCE=1 (--force)")
+        if state == "done":
+            log.info("%s is up to date", out)
+            return read_json(out / "manifest.json")
+        try:
             return _build(cfg, specs, fp, work, t_start, resumed=state == "resume")
-    except DataError:
-        if not existed and state == "fresh":
-            shutil.rmtree(out, ignore_errors=True)  # leave no half-made directory for bad input
-        raise
+        except DataError:
+            if not existed and state == "fresh":
+                shutil.rmtree(out, ignore_errors=True)  # leave no half-made directory for bad input
+            raise
 
 
 def _build(
@@ -263,6 +263,7 @@ def _build(
 ) -> dict:
     out = cfg.out_dir
     timings = {}
+    work.mkdir(parents=True, exist_ok=True)
     write_json(work / "config.json", fp)
     if resumed:
         log.info("resuming the unfinished build in %s", out)

@@ -213,8 +213,14 @@ def check_text_field(sources: list[Source], text_field: str) -> None:
         for path in src.files:
             kind = FILE_KINDS[Path(path).suffix]
             if kind == "jsonl":
-                for _, line in _iter_lines(path, 0, Path(path).stat().st_size):
-                    _text_of(json.loads(line), text_field, path)
+                for offset, line in _iter_lines(path, 0, Path(path).stat().st_size):
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DataError(
+                            f"{path}: invalid JSON in the line at byte {offset} ({e.msg})"
+                        ) from e
+                    _text_of(record, text_field, path)
                     break
             elif kind == "parquet":
                 import pyarrow.parquet as pq

@@ -7,12 +7,15 @@ FORCE never deletes a directory that data_prep did not create.
 """
 
 import fcntl
+import logging
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
 from data_prep.errors import DataError
 from data_prep.util import read_json
+
+log = logging.getLogger("data_prep")
 
 WORK = ".work"
 """In-progress state inside data/<name>/ (plan, tokenizer, shard pieces); removed when done."""
@@ -79,11 +82,13 @@ def prepare_output(out: Path, fingerprint: dict, *, force: bool, rebuild_hint: s
 
 @contextmanager
 def build_lock(out: Path):
-    """Exclusive lock so two builds never write the same directory."""
-    (out / WORK).mkdir(parents=True, exist_ok=True)
-    with open(out / WORK / "lock", "w") as f:
+    """Exclusive lock on data/<name> (a file beside it), so concurrent `make data` calls, e.g.
+    from several training jobs, build once: the others wait, then find the output up to date."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise DataError(f"another build is writing {out}; wait for it to finish") from None
+            log.info("waiting for another build of %s to finish", out)
+            fcntl.flock(f, fcntl.LOCK_EX)
         yield

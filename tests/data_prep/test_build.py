@@ -1,5 +1,6 @@
 """End-to-end build of the synthetic corpus: manifest, counts, round trip, determinism, no-op."""
 
+import threading
 import time
 
 import numpy as np
@@ -112,3 +113,16 @@ def test_token_ids_fit_the_vocab(built):
     for split in SPLITS:
         tokens = np.fromfile(root / f"{split}_text_document.bin", dtype=np.uint16)
         assert tokens.max() < m["tokenizer"]["vocab_size"]
+
+
+def test_concurrent_builds_of_the_same_output_build_once(corpus, tmp_path):
+    """Several training jobs may run `make data` at once: one builds, the others wait for it."""
+    results = []
+    cfg = build_config(corpus[0], tmp_path, workers=1)
+    threads = [threading.Thread(target=lambda: results.append(build(cfg))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3 and all(r == results[0] for r in results)
+    assert sum(not r["build"]["resumed"] for r in results) == 3  # all report the one build
