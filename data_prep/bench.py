@@ -9,6 +9,7 @@ directory. megatron-core is imported before timing; its one-off import cost is r
 separately, as are the single-threaded and single-worker figures.
 """
 
+import os
 import statistics
 import tempfile
 import time
@@ -25,15 +26,6 @@ from data_prep.shards import ShardTask
 from data_prep.split import thresholds
 from data_prep.util import num_cores
 from data_prep.validate import validate_dataset
-
-
-def _median_time(fn, repeats: int) -> tuple[float, list[float]]:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), times
 
 
 def _pipeline(shards, manifest: dict, encoder: EncoderSpec, workers: int) -> None:
@@ -94,19 +86,27 @@ def bench(path: Path, *, repeats: int = 3, workers: int | None = None, cache_dir
         "repeats": repeats,
         "megatron_import_s": round(import_s, 2),
     }
-    for label, threads in [("bare", workers), ("bare_1thread", 1)]:
-        enc = make_encoder(spec, num_threads=threads)
-        median, times = _median_time(lambda e=enc: e.encode_batch(texts), repeats)
+    encoders = {w: make_encoder(spec, num_threads=w) for w in {workers, 1}}
+    runs = {
+        "bare": lambda: encoders[workers].encode_batch(texts),
+        "pipeline": lambda: _pipeline(shards, manifest, spec, workers),
+        "bare_1thread": lambda: encoders[1].encode_batch(texts),
+        "pipeline_1worker": lambda: _pipeline(shards, manifest, spec, 1),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    result["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
+    # Interleaved repeats: on a shared machine each figure sees the same background load.
+    for _ in range(repeats):
+        for label, fn in runs.items():
+            t = time.perf_counter()
+            fn()
+            times[label].append(time.perf_counter() - t)
+    result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    for label, ts in times.items():
+        median = statistics.median(ts)
         result[label] = {
             "median_s": round(median, 3),
-            "times_s": [round(x, 3) for x in times],
-            "tokens_per_s": round(num_tokens / median),
-        }
-    for label, w in [("pipeline", workers), ("pipeline_1worker", 1)]:
-        median, times = _median_time(lambda w=w: _pipeline(shards, manifest, spec, w), repeats)
-        result[label] = {
-            "median_s": round(median, 3),
-            "times_s": [round(x, 3) for x in times],
+            "times_s": [round(x, 3) for x in ts],
             "tokens_per_s": round(num_tokens / median),
         }
     result["overhead_vs_bare"] = round(

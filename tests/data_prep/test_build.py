@@ -6,6 +6,7 @@ import time
 import numpy as np
 from transformers import AutoTokenizer
 
+from data_prep.bench import bench
 from data_prep.build import build
 from data_prep.encoders import EncoderSpec, make_encoder
 from data_prep.indexfile import DocReader, read_index_summary
@@ -126,3 +127,12 @@ def test_concurrent_builds_of_the_same_output_build_once(corpus, tmp_path):
         t.join()
     assert len(results) == 3 and all(r == results[0] for r in results)
     assert sum(not r["build"]["resumed"] for r in results) == 3  # all report the one build
+
+
+def test_bench_measures_pipeline_against_bare_tokenizer(built):
+    root, m = built
+    result = bench(root, repeats=1, workers=2, cache_dir=root.parent)
+    assert result["num_tokens"] == sum(m["splits"][s]["num_tokens"] for s in SPLITS)
+    for label in ("bare", "pipeline", "bare_1thread", "pipeline_1worker"):
+        assert result[label]["tokens_per_s"] > 0
+    assert result["overhead_vs_bare"] > -1
