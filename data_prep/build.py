@@ -73,7 +73,7 @@ class BuildConfig:
     shard_mb: float | None = None
     """Shard size in MB of input; None picks ~4 shards per worker, 1-64 MB."""
     tokenizer_train_mb: float = 256.0
-    """At most this much training-split text (in corpus order) trains the tokenizer."""
+    """About this much training-split text, spread over all shards, trains the tokenizer."""
     txt_docs: str = "file"
     """For .txt inputs: one document per `file` or per `line`."""
     licence: str | None = None
@@ -164,22 +164,30 @@ def _shard_dict(s: Shard) -> dict:
 def _sample(
     shards: list[Shard], cfg: BuildConfig, cuts: tuple[int, int], budget: int
 ) -> tuple[list[str], list[str], int]:
-    """Training-split texts (up to `budget` bytes, corpus order) and some held-out texts."""
-    train, heldout, train_bytes, docs = [], [], 0, 0
-    for shard in shards:
+    """Training-split texts (about `budget` bytes) and some held-out texts.
+
+    The budget is spread over the shards (leftovers carry forward), so with several sources, or
+    a sorted corpus, the tokenizer sees all of them rather than only the first.
+    """
+    train, heldout, used, docs = [], [], 0, 0
+    for i, shard in enumerate(shards):
+        allowance, taken = (budget - used) / (len(shards) - i), 0
+        if allowance <= 0 and len(heldout) >= _HELDOUT_SAMPLE:
+            break
         for text in iter_texts(shard, cfg.text_field):
             if text is None or not text.strip():
                 continue
             docs += 1
             text, data = utf8(text)
             if split_of(data, cuts) == 0:
-                if train_bytes < budget:
+                if taken < allowance:
                     train.append(text)
-                    train_bytes += len(data)
+                    taken += len(data)
             elif len(heldout) < _HELDOUT_SAMPLE and len(text) <= 20_000:
                 heldout.append(text)
-            if train_bytes >= budget and len(heldout) >= _HELDOUT_SAMPLE:
-                return train, heldout, docs
+            if taken >= allowance and len(heldout) >= _HELDOUT_SAMPLE:
+                break
+        used += taken
     return train, heldout, docs
 
 

@@ -7,12 +7,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_prep.build import build
+from data_prep.build import _sample, build
 from data_prep.corpus import Shard, iter_texts, parse_corpus, plan_shards, resolve_sources
 from data_prep.encoders import EncoderSpec, make_encoder
 from data_prep.indexfile import DocReader
-from data_prep.split import SPLITS
-from tests.data_prep.common import SPLIT, build_config, dataset_bytes, expected_splits
+from data_prep.split import SPLITS, thresholds
+from tests.data_prep.common import SPLIT, build_config, dataset_bytes, expected_splits, write_jsonl
 
 BIN_FILES = [f"{s}_text_document{e}" for s in SPLITS for e in (".bin", ".idx")]
 
@@ -133,3 +133,15 @@ def test_lone_surrogates_in_json_become_replacement_characters(tmp_path, corpus)
     )
     assert enc.decode(reader[len(reader) - 1].tolist()[:-1]) == "bad \ufffd surrogate"
     assert m["splits"]["train"]["num_docs"] == 149  # 150 texts, one of them empty, + the bad one
+
+
+def test_tokenizer_sample_is_spread_over_all_shards(tmp_path):
+    a = write_jsonl(tmp_path / "a.jsonl", [f"alpha document {i} " * 50 for i in range(400)])
+    b = write_jsonl(tmp_path / "b.jsonl", [f"beta document {i} " * 50 for i in range(400)])
+    cfg = build_config(a, tmp_path, corpus=[str(a), str(b)], tokenizer_train_mb=0.2)
+    sources = resolve_sources(parse_corpus(cfg.corpus), cfg.cache_dir)
+    shards = plan_shards(sources, shard_bytes=100_000, txt_docs="file", max_docs=None)
+    train, heldout, docs = _sample(shards, cfg, thresholds(cfg.split), int(0.2 * 2**20))
+    assert docs < 800  # stopped early, once the budget and the held-out sample were met
+    assert any(t.startswith("alpha") for t in train) and any(t.startswith("beta") for t in train)
+    assert 0.15 * 2**20 < sum(len(t) for t in train) < 0.25 * 2**20
