@@ -59,3 +59,25 @@ data: setup
 
 data-validate: setup
 	$(RUNPY) -m data_prep validate data/$(or $(NAME),default)
+
+# Analysis, export and evaluation (eval/, README "Analysis, export and evaluation"); RUN defaults to
+# make pretrain's default run, tiny-jreg.
+# make analyze [RUN= ITER=all|latest|100,200 SAMPLES=64 SPLIT=test VALID=auto|off|N DEVICE= OUT=]
+# make plots [RUN="a b" OUT=]    make export [RUN= ITER=latest DTYPE=as-saved|float32|bfloat16 OUT=]
+# make eval [RUN= ITER=latest TASKS=heldout_lambada,heldout_wikitext LIMIT= BATCH=8 DOCS=500 DEVICE=]
+ANALYZE_VARS := RUN ITER SAMPLES SPLIT VALID DEVICE OUT
+PLOTS_VARS := RUN OUT
+EXPORT_VARS := RUN ITER DTYPE OUT
+EVAL_VARS := RUN ITER TASKS LIMIT BATCH DOCS DEVICE OUT
+.PHONY: analyze plots export eval
+analyze: setup
+	$(RUNPY) -m eval analyze $(foreach v,$(ANALYZE_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
+
+plots: setup
+	$(RUNPY) -m eval plots $(foreach v,$(PLOTS_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
+
+export: setup
+	$(RUNPY) -m eval export $(foreach v,$(EXPORT_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
+
+eval: setup
+	$(RUNPY) -m eval eval $(foreach v,$(EVAL_VARS),$(if $(value $(v)),'$(v)=$($(v))'))

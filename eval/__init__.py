@@ -1,0 +1,14 @@
+"""Offline analysis, HF export and lm-eval evaluation of pretraining runs (``python -m eval``).
+
+Everything here reads a run directory written by ``make pretrain`` (``command.txt``,
+``launch.json``, ``metrics.jsonl``, ``checkpoints/iter_*``) and writes its own files next to it:
+``analysis/iter_*.jsonl`` (one file per checkpoint), ``plots/*.png``, ``hf/iter_*/`` (a
+``LlamaForCausalLM`` folder) and ``lm_eval/iter_*/``. Models and metrics come from the same
+functions as training (``megatron_ext``), never from a second implementation.
+
+Modules: ``rundir`` (what a run directory holds), ``cli`` (``KEY=value`` settings),
+``megatron_io`` (one-process Megatron: model, checkpoint, batches), ``probe`` (hidden states,
+displacements and the logit lens of one forward pass), ``analyze``, ``plots``, ``convert`` (the
+Megatron -> HF Llama mapping), ``export``, ``taskdata`` (lm-eval data from the held-out split) and
+``harness`` (lm-eval).
+"""

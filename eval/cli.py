@@ -1,0 +1,179 @@
+"""``python -m eval <command> KEY=value ...``: the entry point behind ``make analyze|plots|export|
+eval``.
+
+Every setting is checked, and the run directory read, before Megatron or lm-eval is imported, so a
+wrong RUN, ITER or TASKS fails in about a second with one line ``error: ...`` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from eval.rundir import EvalError, RunDir, load_run, resolve_run
+
+DEFAULT_RUN = "tiny-jreg"  # what `make pretrain` with no settings trains
+COMMON = {
+    "RUN": f"run name under runs/, or a path (default {DEFAULT_RUN})",
+    "OUT": "output root (default: the run dir)",
+}
+COMMANDS = {
+    "analyze": {
+        **COMMON,
+        "ITER": "all (default) | latest | 100,200",
+        "SAMPLES": "held-out sequences per checkpoint (default 64)",
+        "SPLIT": "split of the held-out sample: test (default) | valid | train",
+        "VALID": "auto (default): the validation pass after each checkpoint | off | pass number",
+        "DEVICE": "cpu | cuda (default: cuda when available)",
+    },
+    "plots": {
+        "RUN": "one run, or several separated by spaces/commas (overlaid)",
+        "OUT": "output folder (default: <run>/plots, or runs/plots/<a>_vs_<b> for several)",
+    },
+    "export": {
+        **COMMON,
+        "ITER": "latest (default) | an iteration",
+        "DTYPE": "as-saved (default) | float32 | bfloat16",
+    },
+    "eval": {
+        **COMMON,
+        "ITER": "latest (default) | an iteration",
+        "TASKS": "comma list (default heldout_lambada,heldout_wikitext); lm-eval names accepted",
+        "LIMIT": "documents per task (default: all)",
+        "BATCH": "lm-eval batch size (default 8)",
+        "DOCS": "held-out documents used to build the local tasks (default 500)",
+        "DEVICE": "cpu | cuda (default: cuda when available)",
+    },
+}
+
+
+def parse_settings(command: str, argv: list[str]) -> dict[str, str]:
+    """``KEY=value`` arguments of ``command``; EvalError for an unknown or malformed one."""
+    allowed = COMMANDS[command]
+    out = {}
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep or key not in allowed:
+            raise EvalError(f"unknown setting {item!r} for {command}; valid: {', '.join(allowed)}")
+        if value.strip():
+            out[key] = value.strip()
+    out.setdefault("RUN", DEFAULT_RUN)
+    return out
+
+
+def _int(settings: dict, key: str, default: int | None) -> int | None:
+    if key not in settings:
+        return default
+    try:
+        value = int(settings[key])
+    except ValueError:
+        raise EvalError(f"{key} must be an integer, got {settings[key]!r}") from None
+    if value < 1:
+        raise EvalError(f"{key} must be a positive integer, got {value}")
+    return value
+
+
+def quiet() -> None:
+    """Keep import-time warnings of Megatron/torch (no Apex, no TE, no CUDA) off the console."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("megatron", "torch.utils.cpp_extension"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _out(settings: dict, run: RunDir) -> Path:
+    return Path(settings["OUT"]).resolve() if "OUT" in settings else run.path
+
+
+def _single(run: RunDir, spec: str) -> int:
+    chosen = run.select(spec)
+    if len(chosen) != 1:
+        raise EvalError(f"ITER names one checkpoint here (latest or an iteration), got {spec!r}")
+    return chosen[0]
+
+
+def cmd_analyze(s: dict) -> int:
+    run = load_run(s["RUN"])
+    iterations = run.select(s.get("ITER", "all"))
+    from eval.analyze import AnalyzeConfig, analyze
+
+    cfg = AnalyzeConfig(
+        iterations=iterations, out_dir=_out(s, run), samples=_int(s, "SAMPLES", 64),
+        split=s.get("SPLIT", "test"), valid=s.get("VALID", "auto"), device=s.get("DEVICE", ""),
+    )  # fmt: skip
+    quiet()
+    written = analyze(run, cfg)
+    print(f"wrote {len(written)} file(s) under {cfg.out_dir / 'analysis'}")
+    return 0
+
+
+def cmd_plots(s: dict) -> int:
+    names = [x for x in s["RUN"].replace(",", " ").split() if x]
+    runs = [resolve_run(x) for x in names]
+    from eval.plots import plot_runs
+
+    if "OUT" in s:
+        out = Path(s["OUT"]).resolve()
+    elif len(runs) == 1:
+        out = runs[0] / "plots"
+    else:
+        out = resolve_run("plots") / "_vs_".join(r.name for r in runs)
+    for path in plot_runs(runs, out):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_export(s: dict) -> int:
+    run = load_run(s["RUN"])
+    iteration = _single(run, s.get("ITER", "latest"))
+    dtype = s.get("DTYPE", "as-saved")
+    if dtype not in ("as-saved", "float32", "bfloat16"):
+        raise EvalError(f"DTYPE must be as-saved, float32 or bfloat16, got {dtype!r}")
+    quiet()
+    from eval.export import export
+
+    path = export(run, iteration, _out(s, run), dtype)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_eval(s: dict) -> int:
+    run = load_run(s["RUN"])
+    iteration = _single(run, s.get("ITER", "latest"))
+    from eval.harness import HarnessConfig, run_harness
+
+    cfg = HarnessConfig(
+        iteration=iteration, out_dir=_out(s, run),
+        tasks=[t.strip() for t in s.get("TASKS", "").split(",") if t.strip()] or None,
+        limit=_int(s, "LIMIT", None), batch_size=_int(s, "BATCH", 8),
+        num_docs=_int(s, "DOCS", 500), device=s.get("DEVICE", ""),
+    )  # fmt: skip
+    run_harness(run, cfg)
+    return 0
+
+
+HANDLERS = {"analyze": cmd_analyze, "plots": cmd_plots, "export": cmd_export, "eval": cmd_eval}
+
+
+def usage() -> str:
+    lines = ["usage: python -m eval {analyze,plots,export,eval} KEY=value ..."]
+    for command, keys in COMMANDS.items():
+        lines.append(f"  {command}: " + ", ".join(f"{k} ({v})" for k, v in keys.items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command not in HANDLERS:
+            raise EvalError(f"unknown command {command!r}; valid: {', '.join(HANDLERS)}")
+        return HANDLERS[command](parse_settings(command, rest))
+    except EvalError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2

@@ -1,0 +1,103 @@
+"""The Megatron GPT (Llama layer spec) -> Hugging Face ``LlamaForCausalLM`` weight mapping.
+
+Input: the full (TP=1, PP=1) state dict of a model built by ``megatron_ext.model`` with the local
+layer spec. The two fused Megatron weights are split as Megatron computes with them:
+
+* ``linear_qkv`` rows are grouped per KV head g: ``[q heads of group g; k_g; v_g]``
+  (``Attention.get_query_key_value_tensors``), so they regroup into HF ``q_proj``/``k_proj``/
+  ``v_proj``, where query head j uses KV head ``j // (heads / groups)`` as in HF's ``repeat_kv``;
+* ``linear_fc1`` rows are ``[gate; up]`` (Megatron's SwiGLU applies SiLU to the first half).
+
+RoPE needs no permutation: Megatron's non-interleaved rotary embedding rotates halves, exactly
+like HF Llama's ``rotate_half``. The vocabulary is kept padded (see ``hf_config``).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlamaConfig as HFLlamaConfig
+
+from megatron_ext.config import LlamaConfig
+
+
+def split_qkv(
+    qkv: torch.Tensor, cfg: LlamaConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Megatron ``linear_qkv.weight`` ``[(heads + 2 groups) d, h]`` -> HF q, k, v weights."""
+    groups, d = cfg.num_query_groups, cfg.kv_channels
+    per_group = cfg.num_attention_heads // groups
+    expected = ((per_group + 2) * groups * d, cfg.hidden_size)
+    if tuple(qkv.shape) != expected:
+        raise ValueError(f"linear_qkv.weight has shape {tuple(qkv.shape)}, expected {expected}")
+    grouped = qkv.reshape(groups, per_group + 2, d, cfg.hidden_size)
+    q = grouped[:, :per_group].reshape(-1, cfg.hidden_size)
+    k = grouped[:, per_group].reshape(-1, cfg.hidden_size)
+    v = grouped[:, per_group + 1].reshape(-1, cfg.hidden_size)
+    return q, k, v
+
+
+def split_fc1(fc1: torch.Tensor, cfg: LlamaConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Megatron SwiGLU ``linear_fc1.weight`` ``[2 ffn, h]`` -> HF gate, up weights."""
+    if tuple(fc1.shape) != (2 * cfg.ffn_hidden_size, cfg.hidden_size):
+        raise ValueError(f"linear_fc1.weight has shape {tuple(fc1.shape)}, expected [2 ffn, h]")
+    gate, up = fc1.chunk(2, dim=0)
+    return gate, up
+
+
+def hf_state_dict(megatron_sd: dict[str, torch.Tensor], cfg: LlamaConfig) -> dict:
+    """HF ``LlamaForCausalLM`` weights from a full Megatron state dict (contiguous copies)."""
+    sd = {k: v for k, v in megatron_sd.items() if not k.endswith("_extra_state")}
+    out = {
+        "model.embed_tokens.weight": sd.pop("embedding.word_embeddings.weight"),
+        "model.norm.weight": sd.pop("decoder.final_layernorm.weight"),
+        "lm_head.weight": sd.pop("output_layer.weight"),
+    }
+    for i in range(cfg.num_layers):
+        src, dst = f"decoder.layers.{i}.", f"model.layers.{i}."
+        q, k, v = split_qkv(sd.pop(src + "self_attention.linear_qkv.weight"), cfg)
+        gate, up = split_fc1(sd.pop(src + "mlp.linear_fc1.weight"), cfg)
+        out.update({
+            dst + "input_layernorm.weight": sd.pop(src + "input_layernorm.weight"),
+            dst + "self_attn.q_proj.weight": q,
+            dst + "self_attn.k_proj.weight": k,
+            dst + "self_attn.v_proj.weight": v,
+            dst + "self_attn.o_proj.weight": sd.pop(src + "self_attention.linear_proj.weight"),
+            dst + "post_attention_layernorm.weight": sd.pop(src + "pre_mlp_layernorm.weight"),
+            dst + "mlp.gate_proj.weight": gate,
+            dst + "mlp.up_proj.weight": up,
+            dst + "mlp.down_proj.weight": sd.pop(src + "mlp.linear_fc2.weight"),
+        })  # fmt: skip
+    if sd:
+        raise ValueError(f"unmapped Megatron weights: {', '.join(sorted(sd)[:5])}")
+    return {k: v.detach().contiguous().clone() for k, v in out.items()}
+
+
+def hf_config(
+    cfg: LlamaConfig, vocab_size: int, dtype: torch.dtype, token_ids: dict[str, int | None]
+) -> HFLlamaConfig:
+    """The HF config of the same model.
+
+    ``vocab_size`` is the padded Megatron vocabulary: the model was trained with a softmax over
+    all of it, so keeping the padding rows keeps every log-probability identical to training's
+    (trimming would leave real-token logits unchanged but renormalise the softmax).
+    """
+    return HFLlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.ffn_hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_query_groups,
+        head_dim=cfg.kv_channels,
+        max_position_embeddings=cfg.seq_length,
+        rms_norm_eps=cfg.norm_epsilon,
+        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rotary_base)},
+        hidden_act="silu",
+        attention_bias=False,
+        mlp_bias=False,
+        tie_word_embeddings=False,
+        initializer_range=cfg.init_method_std,
+        dtype=dtype,
+        architectures=["LlamaForCausalLM"],
+        **token_ids,
+    )

@@ -1,0 +1,122 @@
+"""Megatron in one process for offline work: the run's model, its checkpoints and its batches.
+
+A world-size-1 gloo group (an in-memory store, so no port) is all Megatron needs. The model is
+built with the training builder (``megatron_ext.model``, local layer spec) at TP=1 x PP=1, and
+dist-checkpointing reshards any saved TP/PP/VPP layout into it; batches come from Megatron's own
+GPTDataset with the run's seed, sequence length and sample counts, so a validation pass here reads
+exactly the sequences the training loop read. Import this module only in processes that may be
+patched by ``cpu_compat`` (the ``python -m eval`` subcommands), never inside pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+
+import torch
+
+from megatron_ext import cpu_compat
+
+ON_CPU = cpu_compat.enable()
+
+from megatron.core import dist_checkpointing  # noqa: E402
+from megatron.core import parallel_state as ps  # noqa: E402
+from megatron.core.datasets.blended_megatron_dataset_builder import (  # noqa: E402
+    BlendedMegatronDatasetBuilder,
+)
+from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig  # noqa: E402
+from megatron.core.models.gpt import GPTModel  # noqa: E402
+from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed  # noqa: E402
+from megatron.core.tokenizers import MegatronTokenizer  # noqa: E402
+
+from eval.rundir import EvalError, RunDir  # noqa: E402
+from megatron_ext.model import build_gpt_model, transformer_config  # noqa: E402
+from megatron_ext.reg import JregConfig, JregRuntime  # noqa: E402
+
+_SPLITS = ("train", "valid", "test")
+BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
+
+
+def init(seed: int) -> None:
+    """A one-process gloo world and TP=PP=1 model-parallel state (idempotent)."""
+    if not torch.distributed.is_initialized():
+        store = torch.distributed.HashStore()
+        torch.distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
+    if not ps.model_parallel_is_initialized():
+        ps.initialize_model_parallel(1, 1)
+    model_parallel_cuda_manual_seed(seed)
+    torch.manual_seed(seed)
+
+
+def device(name: str | None) -> torch.device:
+    """``cuda`` when available unless ``name`` says otherwise."""
+    if name in (None, ""):
+        return torch.device("cpu" if ON_CPU else "cuda")
+    if name == "cuda" and ON_CPU:
+        raise EvalError("DEVICE=cuda but no GPU is visible; use DEVICE=cpu")
+    if name not in ("cpu", "cuda"):
+        raise EvalError(f"DEVICE must be cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def build_model(run: RunDir, dtype: torch.dtype) -> GPTModel:
+    """The run's architecture on one process (local spec, no regulariser attached)."""
+    cfg = run.model
+    runtime = JregRuntime(JregConfig(reg="none", num_layers=cfg.num_layers))
+    config = transformer_config(cfg, params_dtype=dtype)
+    return build_gpt_model(cfg, config, runtime, run.vocab_size, use_te=False)
+
+
+def load_checkpoint(run: RunDir, iteration: int, dtype: torch.dtype | None = None) -> GPTModel:
+    """The model of ``iter_<iteration>`` in eval mode on CPU, in ``dtype`` (default: as saved)."""
+    saved = torch.bfloat16 if run.bf16 else torch.float32
+    model = build_model(run, saved)
+    ckpt = run.checkpoint_dir(iteration)
+    try:
+        meta = dist_checkpointing.load_content_metadata(str(ckpt))
+        sharded = {"model": model.sharded_state_dict(metadata=meta)}
+        with contextlib.redirect_stdout(io.StringIO()):
+            state = dist_checkpointing.load(sharded, str(ckpt))
+        result = model.load_state_dict(state["model"], strict=False)
+    except Exception as err:  # any reader error: name the folder, keep it one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise EvalError(f"cannot load {ckpt}: {first}") from err
+    missing = [k for k in result.missing_keys if not k.endswith("_extra_state")]
+    if missing:
+        raise EvalError(f"{ckpt} lacks weights for {', '.join(missing[:3])}")
+    if dtype is not None and dtype != saved:
+        model = model.to(dtype)
+    return model.eval()
+
+
+def dataset(run: RunDir, split: str, num_samples: int) -> GPTDataset:
+    """The run's GPTDataset for ``split``, built as training builds it for ``num_samples``."""
+    if split not in _SPLITS:
+        raise EvalError(f"SPLIT must be one of {', '.join(_SPLITS)}, got {split!r}")
+    flags = run.flags
+    tokenizer = MegatronTokenizer.from_pretrained(
+        tokenizer_path=str(run.tokenizer_dir), metadata_path={"library": "huggingface"}
+    )
+    blend = [([run.prefixes[s]], None) if s == split else None for s in _SPLITS]
+    config = GPTDatasetConfig(
+        random_seed=run.schedule.seed, sequence_length=run.model.seq_length,
+        blend_per_split=blend, tokenizer=tokenizer, create_attention_mask=False,
+        reset_position_ids="--reset-position-ids" in flags, reset_attention_mask=False,
+        eod_mask_loss="--eod-mask-loss" in flags,
+        path_to_cache=(flags.get("--data-cache-path") or [None])[0],
+        mmap_bin_files="--no-mmap-bin-files" not in flags,
+    )  # fmt: skip
+    sizes = [num_samples if s == split else None for s in _SPLITS]
+    with contextlib.redirect_stdout(io.StringIO()):
+        built = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
+    return built[_SPLITS.index(split)]
+
+
+def batches(
+    ds: GPTDataset, indices: range, micro_batch_size: int, dev: torch.device
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Microbatches of ``ds[indices]`` in order, as ``[b, s]`` tensors on ``dev``."""
+    for start in range(indices.start, indices.stop, micro_batch_size):
+        samples = [ds[i] for i in range(start, min(start + micro_batch_size, indices.stop))]
+        yield {k: torch.stack([torch.as_tensor(s[k]) for s in samples]).to(dev) for k in BATCH_KEYS}
