@@ -36,4 +36,6 @@ def test_tp2_nccl_matches_tp1(tmp_path, smoke_data):
                                           "LOG_INTERVAL=1", *extra], 900)  # fmt: skip
         assert code == 0, out[-5000:]
         runs[name] = train_lines(read_metrics(tmp_path / name))
-    assert runs["tp2"][0]["lm_loss"] == pytest.approx(runs["tp1"][0]["lm_loss"], rel=2e-2)  # bf16
+    for a, b in zip(runs["one"], runs["two"], strict=True):  # bf16: loose tolerances
+        assert b["lm_loss"] == pytest.approx(a["lm_loss"], rel=2e-2)
+        assert b["jreg_loss"] == pytest.approx(a["jreg_loss"], rel=5e-2)
