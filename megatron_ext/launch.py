@@ -85,7 +85,17 @@ def _lambda(v: dict) -> float:
 
 
 def gpu_info() -> tuple[int, int]:
-    """(number of visible GPUs, major compute capability of GPU 0)."""
+    """(number of visible GPUs, major compute capability of GPU 0).
+
+    ``PLAN_GPUS=COUNT[:CAPABILITY]`` in the environment plans for GPUs this machine lacks
+    (``make submit`` on a login node; capability 9 = Hopper); only DRY_RUN may use it.
+    """
+    planned = os.environ.get("PLAN_GPUS", "")
+    if planned:
+        count, _, capability = planned.partition(":")
+        if not (count.isdigit() and (capability or "9").isdigit()):
+            raise LaunchError(f"PLAN_GPUS must be COUNT[:CAPABILITY], e.g. 8:9, got {planned!r}")
+        return int(count), int(capability or "9")
     import torch
 
     if not torch.cuda.is_available():
@@ -337,6 +347,8 @@ def describe(p: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     try:
         v = parse_vars(sys.argv[1:] if argv is None else argv)
+        if os.environ.get("PLAN_GPUS") and v.get("DRY_RUN", "0") in ("0", ""):
+            raise LaunchError("PLAN_GPUS only plans for other machines; add DRY_RUN=1 or unset it")
         p = plan(v)
     except LaunchError as err:
         print(f"error: {err}", file=sys.stderr)
