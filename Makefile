@@ -36,7 +36,7 @@ lint: setup
 PRETRAIN_VARS := RUN SIZE REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP \
 	NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT FP8 ARGS DRY_RUN
 pretrain: setup
-	$(RUNPY) -m megatron_ext.launch $(foreach v,$(PRETRAIN_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
+	UV='$(UV)' $(CURDIR)/jobs/local.sh $(foreach v,$(PRETRAIN_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
 
 # Data prep (data_prep/): `make data` builds the embedded default corpus into data/default/ and is a
 # fast no-op when that output is already complete. Variables map onto `python -m data_prep build`:
@@ -59,6 +59,17 @@ data: setup
 
 data-validate: setup
 	$(RUNPY) -m data_prep validate data/$(or $(NAME),default)
+
+# Multi-node jobs (jobs/, README "Run on ABCI"): check the settings here, print the qsub line, and
+# submit it only with SUBMIT=1.
+# make submit SIZE=8b REG=jreg NODES=4 GROUP=gXXXXX [WALLTIME=24:00:00 QUEUE= SUBMIT=1 ...]
+# make submit CLUSTER=slurm SIZE=8b NODES=4 [GROUP=account PARTITION= GPUS_PER_NODE=8 SUBMIT=1]
+SUBMIT_VARS := CLUSTER NODES GROUP WALLTIME QUEUE PARTITION GPUS_PER_NODE SUBMIT \
+	CUDA_MODULE CUDNN_MODULE NCCL_MODULE HPCX_MODULE \
+	RUN SIZE REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP FP8 ARGS
+.PHONY: submit
+submit:
+	@UV='$(UV)' $(CURDIR)/jobs/submit.sh $(foreach v,$(SUBMIT_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
 
 # Analysis, export and evaluation (eval/, README "Analysis, export and evaluation"); RUN defaults to
 # make pretrain's default run, tiny-jreg.
