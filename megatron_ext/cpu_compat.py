@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import torch
 
@@ -280,6 +281,14 @@ def enable(training: bool = False) -> bool:
     if torch.cuda.is_available():
         return False
     if not _enabled:
+        from megatron.core import package_info
+
+        if package_info.__version__ != MEGATRON_CORE_VERSION:
+            warnings.warn(
+                f"megatron_ext.cpu_compat was written for megatron-core=={MEGATRON_CORE_VERSION}, "
+                f"found {package_info.__version__}: re-check every patch's line reference",
+                stacklevel=2,
+            )
         os.environ.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", "1")
         _patch_torch()
         _patch_megatron_core()

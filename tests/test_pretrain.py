@@ -86,12 +86,20 @@ def test_jreg_vs_none_same_start_and_logged_loss_equals_reference(tmp_path, smok
     assert jreg[0]["jreg_loss_scaled"] == pytest.approx(0.5 * expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("layout", [{"TP": 2}, {"PP": 2}])
-def test_two_process_layouts_start_like_tp1(tmp_path, smoke_data, layout):
-    settings = dict(ITERS=2, LOG_INTERVAL=1, SAVE_INTERVAL=100)
-    ref = train_lines(train(tmp_path / "tp1", smoke_data, **settings))
-    other = train_lines(train(tmp_path / "other", smoke_data, NPROC=2, **layout, **settings))
-    for a, b in zip(ref, other, strict=True):
+START = dict(ITERS=2, LOG_INTERVAL=1, SAVE_INTERVAL=100)
+
+
+@pytest.fixture(scope="module")
+def tp1_start(tmp_path_factory, smoke_data):
+    return train_lines(train(tmp_path_factory.mktemp("tp1"), smoke_data, **START))
+
+
+@pytest.mark.parametrize(
+    "layout", [{"TP": 2}, {"PP": 2}, {"PP": 2, "VPP": 2}], ids=["tp2", "pp2", "pp2_vpp2"]
+)
+def test_two_process_layouts_start_like_tp1(tmp_path, smoke_data, tp1_start, layout):
+    other = train_lines(train(tmp_path / "other", smoke_data, NPROC=2, **layout, **START))
+    for a, b in zip(tp1_start, other, strict=True):
         assert b["lm_loss"] == pytest.approx(a["lm_loss"], rel=1e-5)
         assert b["D"] == pytest.approx(a["D"], rel=1e-4)
 
