@@ -283,7 +283,7 @@ def enable(training: bool = False) -> bool:
     if not _enabled:
         from megatron.core import package_info
 
-        if package_info.__version__ != MEGATRON_CORE_VERSION:
+        if package_info.__version__.split("+")[0] != MEGATRON_CORE_VERSION:
             warnings.warn(
                 f"megatron_ext.cpu_compat was written for megatron-core=={MEGATRON_CORE_VERSION}, "
                 f"found {package_info.__version__}: re-check every patch's line reference",
