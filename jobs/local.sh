@@ -16,4 +16,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [[ -n ${LAUNCH_PYTHON:-} ]]; then
   exec "$LAUNCH_PYTHON" -m megatron_ext.launch "$@"
 fi
-exec "${UV:-uv}" run --locked python -m megatron_ext.launch "$@"
+uv=${UV:-uv}
+if ! command -v "$uv" >/dev/null 2>&1; then
+  echo "error: $uv not found; run make setup (it installs uv), or set LAUNCH_PYTHON" >&2
+  exit 2
+fi
+exec "$uv" run --locked python -m megatron_ext.launch "$@"
