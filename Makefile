@@ -19,8 +19,11 @@ help:
 $(CURDIR)/.tools/bin/uv:
 	python3 -m pip install -q --target $(CURDIR)/.tools uv
 
+# EXTRAS=gpu adds Transformer Engine (GPU machines). --inexact keeps an extra installed earlier,
+# so `make pretrain`/`make test` on a GPU node do not uninstall it again.
+EXTRAS ?=
 setup: $(if $(filter uv,$(UV)),,$(CURDIR)/.tools/bin/uv)
-	$(UV) sync --locked
+	$(UV) sync --locked --inexact $(foreach e,$(EXTRAS),--extra $(e))
 
 test: setup
 	$(UV) run --locked pytest -q
