@@ -1,0 +1,54 @@
+"""Bad input to python -m eval / make analyze|plots|export|eval: one line ``error: ...``, exit 2,
+before any model is loaded."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.eval.conftest import eval_cli
+from tests.eval.test_rundir import fake_run
+from tests.helpers import REPO, run_checked
+
+
+def last_line(out: str) -> str:
+    return out.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", ["analyze", "export", "eval", "plots"])
+def test_missing_run_dir(tmp_path, command):
+    code, out = eval_cli(command, f"RUN={tmp_path / 'nope'}", timeout=60)
+    assert code == 2 and last_line(out).startswith("error: run directory")
+    assert "Traceback" not in out
+
+
+def test_run_without_checkpoints(tmp_path):
+    run = fake_run(tmp_path, checkpoints=(), tracker=None)
+    for command in ("analyze", "export", "eval"):
+        code, out = eval_cli(command, f"RUN={run}", timeout=60)
+        assert code == 2 and last_line(out).startswith(f"error: {run} has no complete checkpoint")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["analyze", "ITER=7"], "error: no checkpoint iter_7"),
+     (["export", "ITER=all"], "error: ITER names one checkpoint"),
+     (["analyze", "SAMPLES=0"], "error: SAMPLES must be a positive integer"),
+     (["analyze", "VALID=maybe"], "error: VALID must be"),
+     (["analyze", "TASKS=x"], "error: unknown setting 'TASKS=x' for analyze"),
+     (["export", "DTYPE=fp8"], "error: DTYPE must be"),
+     (["frobnicate"], "error: unknown command 'frobnicate'")],
+)  # fmt: skip
+def test_bad_settings(tmp_path, args, message):
+    run = fake_run(tmp_path)
+    code, out = eval_cli(*args, f"RUN={run}", timeout=60)
+    assert code == 2 and last_line(out).startswith(message), out
+
+
+def test_make_targets_pass_settings_and_report_errors(tmp_path):
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    code, out = run_checked(["make", "-s", "-C", str(REPO), "analyze", f"RUN={tmp_path / 'x'}",
+                             "ITER=5"], timeout=120)  # fmt: skip
+    assert code != 0 and f"error: run directory {tmp_path / 'x'} does not exist" in out

@@ -1,0 +1,44 @@
+"""make export: a TP=2 x PP=2 checkpoint becomes an HF LlamaForCausalLM with the same logits."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from eval.rundir import load_run
+from tests.helpers import run_checked
+
+pytestmark = pytest.mark.slow
+
+
+def test_hf_logits_equal_megatron_logits(tp_pp_run, exported, tmp_path):
+    dump = tmp_path / "megatron_logits.pt"
+    cmd = [sys.executable, "-m", "tests.eval.megatron_logits", str(tp_pp_run), "2", str(dump)]
+    code, out = run_checked(cmd, timeout=300)
+    assert code == 0, out[-4000:]
+    ref = torch.load(dump)
+    model = AutoModelForCausalLM.from_pretrained(exported, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = model(ref["tokens"]).logits
+    assert logits.shape == ref["logits"].shape
+    torch.testing.assert_close(logits, ref["logits"], rtol=1e-4, atol=1e-4)
+    assert ref["logits"].std() > 1e-2  # real predictions, not a constant
+
+
+def test_export_folder_is_complete(tp_pp_run, exported):
+    config = json.loads((exported / "config.json").read_text())
+    launch = json.loads((tp_pp_run / "launch.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert (config["num_hidden_layers"], config["num_key_value_heads"]) == (4, 2)
+    assert config["vocab_size"] == launch["vocab"]  # padded vocabulary kept (see eval.convert)
+    record = json.loads((exported / "export.json").read_text())
+    assert record["iteration"] == 2 and record["checkpoint"].endswith("iter_0000002")
+    assert not exported.with_name("iter_0000002.partial").exists()
+    data_tok = load_run(str(tp_pp_run)).tokenizer_dir
+    ours, theirs = AutoTokenizer.from_pretrained(exported), AutoTokenizer.from_pretrained(data_tok)
+    text = "def main():\n    return 42  # the answer"
+    assert ours(text)["input_ids"] == theirs(text)["input_ids"]
