@@ -96,12 +96,15 @@ def validate_dataset(path: str | Path, *, deep: bool = False) -> dict:
 def _deep_check(root: Path, manifest: dict, fix: str) -> None:
     """Open each split with megatron-core, then scan all tokens in chunks: every document ends
     with EOD and every id is inside the vocabulary."""
+    import logging
     import warnings
 
     import numpy as np
 
     from data_prep.indexfile import DocReader
 
+    # torch's "No CUDA runtime" log and megatron's "could not determine rank" are noise here.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from megatron.core.datasets.indexed_dataset import IndexedDataset
@@ -110,7 +113,10 @@ def _deep_check(root: Path, manifest: dict, fix: str) -> None:
     chunk = 1 << 26  # tokens per read: bounded memory on any corpus size
     for split in SPLITS:
         prefix = root / manifest["splits"][split]["prefix"]
-        if len(IndexedDataset(str(prefix))) != manifest["splits"][split]["num_docs"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            num_docs = len(IndexedDataset(str(prefix)))
+        if num_docs != manifest["splits"][split]["num_docs"]:
             raise DataError(f"megatron-core reads a different document count for {prefix}; {fix}")
         reader = DocReader(prefix)
         ends = np.cumsum(reader.lengths.astype(np.int64)) - 1
