@@ -19,7 +19,6 @@ from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors.torch import save_file
 from transformers import AutoTokenizer, GenerationConfig
 
-from eval import megatron_io
 from eval.convert import hf_config, hf_state_dict
 from eval.rundir import RunDir
 
@@ -42,6 +41,10 @@ def _save_weights(state: dict[str, torch.Tensor], folder: Path) -> None:
 
 def export(run: RunDir, iteration: int, out_root: Path, dtype: str = "as-saved") -> Path:
     """Write the HF folder of checkpoint ``iteration``; returns it."""
+    # Imported here: it patches torch for CPU (cpu_compat), which must not leak into processes
+    # that only need export_dir (the lm-eval harness gave different results with the patches).
+    from eval import megatron_io
+
     megatron_io.init(run.schedule.seed)
     model = megatron_io.load_checkpoint(run, iteration, _DTYPES.get(dtype))
     weights = hf_state_dict(model.state_dict(), run.model)

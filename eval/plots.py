@@ -6,7 +6,8 @@ copied. Several runs are overlaid (one colour or one panel per run). Figures:
 * ``training.png``: LM loss (train line, validation markers), jump ratio, S_model and D_l over
   iterations, from ``metrics.jsonl``;
 * ``jump_profile.png``: D_l against depth for every analysed checkpoint (held-out sample);
-* ``logit_lens.png``: logit-lens loss and KL to the final prediction against depth (h_0..h_L).
+* ``logit_lens.png``: logit-lens loss and KL to the final prediction against depth (h_0..h_L);
+* ``compare.png`` (several runs): the last analysed checkpoint of each run on shared axes.
 """
 
 from __future__ import annotations
@@ -78,23 +79,46 @@ def _training(runs: dict[str, list[dict]], path: Path) -> None:
 
 
 def _per_checkpoint(runs: dict[str, list[dict]], path: Path, panels: list[tuple]) -> None:
-    """One row per run, one column per panel ``(title, value_fn, first_layer)``."""
+    """One row per run, one column per panel ``(title, value_fn, first_layer, log_scale)``."""
     fig, axes = plt.subplots(
         len(runs), len(panels), figsize=(5.5 * len(panels), 3.8 * len(runs)), squeeze=False
     )
     for row, (name, lines) in zip(axes, runs.items(), strict=True):
         its = [x["iteration"] for x in lines]
-        for ax, (title, value_fn, first) in zip(row, panels, strict=True):
+        for ax, (title, value_fn, first, log_scale) in zip(row, panels, strict=True):
             for x in lines:
                 values = value_fn(x)
                 shade = (x["iteration"] - min(its)) / max(1, max(its) - min(its))
                 ax.plot(range(first, first + len(values)), values, "o-", ms=3,
                         color=plt.cm.viridis(shade), label=f"iter {x['iteration']}")  # fmt: skip
             ax.set_title(f"{name}: {title}")
-            ax.set_xlabel("layer")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            _layer_axis(ax, log_scale)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _layer_axis(ax, log_scale: bool = False) -> None:
+    ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if log_scale:
+        ax.set_yscale("log")  # h_0 (embeddings) is small: relative change of layer 1 is huge
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _compare(runs: dict[str, list[dict]], path: Path) -> None:
+    """The last analysed checkpoint of each run on shared axes."""
+    panels = [("D_l (mean Psi)", lambda x: x["D"], 1),
+              ("logit-lens LM loss of h_l", lambda x: x["lens"]["loss"], 0)]  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8))
+    for ax, (title, value_fn, first) in zip(axes, panels, strict=True):
+        for n, (name, lines) in enumerate(runs.items()):
+            values = value_fn(lines[-1])
+            ax.plot(range(first, first + len(values)), values, "o-", ms=3, color=f"C{n}",
+                    label=f"{name} iter {lines[-1]['iteration']}")  # fmt: skip
+        ax.set_title(f"{title}, held-out sample")
+        _layer_axis(ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -120,12 +144,15 @@ def plot_runs(runs: list[Path], out: Path) -> list[Path]:
     if analysis:
         written.append(out / "jump_profile.png")
         _per_checkpoint(analysis, written[-1], [
-            ("D_l (mean Psi), held-out sample", lambda x: x["D"], 1),
-            ("relative L2 |h_l - h_{l-1}| / |h_{l-1}|", lambda x: x["rel_l2"], 1),
+            ("D_l (mean Psi), held-out sample", lambda x: x["D"], 1, False),
+            ("relative L2 |h_l - h_{l-1}| / |h_{l-1}|", lambda x: x["rel_l2"], 1, True),
         ])  # fmt: skip
         written.append(out / "logit_lens.png")
         _per_checkpoint(analysis, written[-1], [
-            ("logit-lens LM loss of h_l", lambda x: x["lens"]["loss"], 0),
-            ("KL(final || lens of h_l)", lambda x: x["lens"]["kl_to_final"], 0),
+            ("logit-lens LM loss of h_l", lambda x: x["lens"]["loss"], 0, False),
+            ("KL(final || lens of h_l)", lambda x: x["lens"]["kl_to_final"], 0, False),
         ])  # fmt: skip
+    if len(analysis) > 1:
+        written.append(out / "compare.png")
+        _compare(analysis, written[-1])
     return written

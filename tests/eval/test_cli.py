@@ -4,6 +4,7 @@ before any model is loaded."""
 from __future__ import annotations
 
 import shutil
+import sys
 
 import pytest
 
@@ -52,3 +53,14 @@ def test_make_targets_pass_settings_and_report_errors(tmp_path):
     code, out = run_checked(["make", "-s", "-C", str(REPO), "analyze", f"RUN={tmp_path / 'x'}",
                              "ITER=5"], timeout=120)  # fmt: skip
     assert code != 0 and f"error: run directory {tmp_path / 'x'} does not exist" in out
+
+
+def test_lm_eval_side_never_patches_torch():
+    """cpu_compat.enable() before transformers loads a model leaves HF Llama's rotary inv_freq
+    buffer uninitialised (seen: wrong, even NaN, lm-eval results): the harness must not import
+    the Megatron side (eval.megatron_io) at all."""
+    code = ("import eval.cli, eval.harness, eval.export, eval.taskdata, eval.plots, eval.analyze; "
+            "from megatron_ext import cpu_compat; import sys; "
+            "sys.exit(3 if cpu_compat.is_enabled() or 'eval.megatron_io' in sys.modules else 0)")  # fmt: skip
+    rc, out = run_checked([sys.executable, "-c", code], timeout=120)
+    assert rc == 0, out[-3000:]
