@@ -34,6 +34,7 @@ def _save_weights(state: dict[str, torch.Tensor], folder: Path) -> None:
     split = split_torch_state_dict_into_shards(state, max_shard_size="5GB")
     for filename, names in split.filename_to_tensors.items():
         save_file({n: state[n] for n in names}, folder / filename, metadata={"format": "pt"})
+        (folder / filename).chmod(0o644)  # safetensors writes 0600; the folder is for sharing
     if split.is_sharded:
         index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
         (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
