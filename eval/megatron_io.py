@@ -86,7 +86,11 @@ def load_checkpoint(run: RunDir, iteration: int, dtype: torch.dtype | None = Non
     if missing:
         raise EvalError(f"{ckpt} lacks weights for {', '.join(missing[:3])}")
     if dtype is not None and dtype != saved:
-        model = model.to(dtype)
+        # A fresh model whose TransformerConfig has this dtype too (casting the parameters alone
+        # leaves bf16 in the config and mixed dtypes in attention); load_state_dict casts.
+        target = build_model(run, dtype)
+        target.load_state_dict(model.state_dict())
+        model = target
     return model.eval()
 
 

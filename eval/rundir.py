@@ -301,7 +301,8 @@ def load_run(name: str) -> RunDir:
         raise EvalError(f"tokenizer folder {tokenizer_dir} (from command.txt) is missing")
     record = path / "launch.json"
     launch = json.loads(record.read_text()) if record.is_file() else {}
-    vocab = _int(flags, "--vocab-size", launch.get("vocab"))
+    # launch.json holds the padded model vocabulary (what the checkpoint's embedding has).
+    vocab = launch.get("vocab") or _int(flags, "--vocab-size")
     local = path / "checkpoints"
     checkpoints_dir = local if local.is_dir() else Path(_one(flags, "--save", str(local)))
     return RunDir(

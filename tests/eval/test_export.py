@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from eval.rundir import load_run
+from tests.eval.conftest import eval_ok
 from tests.helpers import run_checked
 
 pytestmark = pytest.mark.slow
@@ -27,6 +28,16 @@ def test_hf_logits_equal_megatron_logits(tp_pp_run, exported, tmp_path):
     assert logits.shape == ref["logits"].shape
     torch.testing.assert_close(logits, ref["logits"], rtol=1e-4, atol=1e-4)
     assert ref["logits"].std() > 1e-2  # real predictions, not a constant
+
+    # DTYPE=bfloat16 (the cast path that bf16 runs take the other way): close, not equal
+    eval_ok("export", f"RUN={tp_pp_run}", "ITER=2", "DTYPE=bfloat16", f"OUT={tmp_path}")
+    folder = tmp_path / "hf" / "iter_0000002"
+    assert json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"
+    bf16 = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits_bf16 = bf16(ref["tokens"]).logits
+    torch.testing.assert_close(logits_bf16, ref["logits"], rtol=0.05, atol=0.05)
+    assert not torch.allclose(logits_bf16, ref["logits"], rtol=1e-4, atol=1e-4)
 
 
 def test_export_folder_is_complete(tp_pp_run, exported):
