@@ -361,7 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     p["run_dir"].mkdir(parents=True, exist_ok=True)
     if v.get("NODE_RANK", "0") == "0":  # one writer per run, also on a shared multi-node FS
         (p["run_dir"] / "command.txt").write_text(shlex.join(cmd) + "\n")
-        record = {"size": p["size"], "train_iters": p["train"].train_iters, "vocab": p["model_vocab"]}
+        record = {
+            "size": p["size"],
+            "train_iters": p["train"].train_iters,
+            "vocab": p["model_vocab"],
+        }
         (p["run_dir"] / "launch.json").write_text(json.dumps(record) + "\n")
     os.execvpe(cmd[0], cmd, run_env(p, v))
     return 0  # not reached

@@ -3,9 +3,14 @@
 Megatron's training loop calls ``config.finalize_model_grads_func`` once per training step on
 every rank (and keeps a hook installed before training starts). ``RunLogger`` wraps Megatron's
 ``finalize_model_grads`` there and, every ``log_interval`` iterations, reduces the jump tracker
-(one collective in which every pipeline stage takes part) and writes one JSON line. Validation
-records made by the evaluation that follows a step are reduced at the next step's hook, or by
-``close()`` after the last evaluation, since evaluation offers no hook on every rank.
+(one collective in which every pipeline stage takes part) and writes one JSON line.
+
+Evaluation offers no hook on every rank, so each evaluation pass is closed by counting its forward
+steps (``on_eval_forward``, called by the forward step on every rank: eval_iters x microbatches x
+model chunks per pass) and reduced at the next training step's hook, or by ``close()`` for the
+passes Megatron runs after training (the last validation pass, then the test set). Every pass is
+its own line: ``"split": "valid"`` with ``"eval_pass"`` (1-based, in Megatron's validation-sample
+order), or ``"split": "test"``.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class RunLogger:
         is_writer: bool,
         writers_fn: Callable[[], tuple] = lambda: (None, None),
         print_fn: Callable[[str], None] = print,
+        eval_steps_per_pass: int = 0,
+        eval_pass_fn: Callable[[], int] = lambda: 0,
     ):
         self.tracker = tracker
         self._finalize = finalize
@@ -59,6 +66,28 @@ class RunLogger:
         self._last_time = time.perf_counter()
         self._last_iteration: int | None = None
         self._closed = False
+        self.eval_steps_per_pass = eval_steps_per_pass
+        self.eval_pass_fn = eval_pass_fn
+        self._eval_steps = 0
+        self._pass_number = 0
+        self._sealed_passes: list[int] = []  # eval_pass of each sealed, unreported pass
+        self._prev_step: int | None = None
+
+    def on_eval_forward(self) -> None:
+        """Count one evaluation forward step, called before its model forward (no sync).
+
+        A pass is sealed when the next pass starts or at the next hook, i.e. only after its last
+        microbatch has recorded."""
+        self._seal_if_complete()
+        if self._eval_steps == 0:
+            self._pass_number = self.eval_pass_fn()
+        self._eval_steps += 1
+
+    def _seal_if_complete(self) -> None:
+        if self.eval_steps_per_pass and self._eval_steps == self.eval_steps_per_pass:
+            self._sealed_passes.append(self._pass_number)
+            self.tracker.seal("valid")
+            self._eval_steps = 0
 
     def finalize_model_grads(self, *args, **kwargs):
         """Drop-in for ``config.finalize_model_grads_func``."""
@@ -68,27 +97,46 @@ class RunLogger:
 
     def after_step(self, iteration: int) -> None:
         """Per-step bookkeeping; collective on log steps and after an evaluation."""
-        if self.tracker.pending("valid"):
-            self._write("valid", self._last_iteration or iteration - 1)
+        self._seal_if_complete()
+        if self._sealed_passes:
+            self._write_passes(self._prev_step or iteration - 1, has_test=False)
         if self._last_iteration is None:
             self._last_iteration = iteration - 1
+        self._prev_step = iteration
         if iteration % self.log_interval == 0:
             now = time.perf_counter()
             step_time = (now - self._last_time) / max(1, iteration - self._last_iteration)
-            self._write("train", iteration, step_time)
+            self._write("train", iteration, self.tracker.report("train"), step_time=step_time)
             self._last_time = time.perf_counter()
             self._last_iteration = iteration
 
-    def close(self, iteration: int) -> None:
-        """Flush a final evaluation's metrics (collective: call on every rank once)."""
+    def close(self, iteration: int, has_test: bool) -> None:
+        """Write the passes run after training (collective: call on every rank once).
+
+        Args:
+            iteration: the last iteration.
+            has_test: Megatron ran the test set after the last validation pass (``args.do_test``).
+        """
         if self._closed:
             return
         self._closed = True
-        if self.tracker.pending("valid"):
-            self._write("valid", iteration)
+        self._seal_if_complete()
+        if self._sealed_passes:
+            self._write_passes(iteration, has_test)
 
-    def _write(self, split: str, iteration: int, step_time: float | None = None) -> None:
-        report = self.tracker.report(split)
+    def _write_passes(self, iteration: int, has_test: bool) -> None:
+        passes, self._sealed_passes = self._sealed_passes, []
+        for i, (eval_pass, report) in enumerate(
+            zip(passes, self.tracker.report_sealed(), strict=True)
+        ):
+            if has_test and i == len(passes) - 1:
+                self._write("test", iteration, report)
+            else:
+                self._write("valid", iteration, report, eval_pass=eval_pass)
+
+    def _write(
+        self, split: str, iteration: int, report: dict, *, step_time=None, eval_pass=None
+    ) -> None:
         if not self.is_writer or not report:
             return
         d = JumpTracker.layer_values(report)
@@ -105,10 +153,12 @@ class RunLogger:
         if split == "train":
             line["step_time_s"] = step_time
         else:
-            line["split"] = "valid"
+            line["split"] = split
+            if eval_pass is not None:
+                line["eval_pass"] = eval_pass
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(line) + "\n")
-        prefix = "" if split == "train" else "valid/"
+        prefix = "" if split == "train" else f"{split}/"
         scalars = {f"{prefix}{k}": v for k, v in report.items() if k != "lm_loss"}
         tb, wandb = self.writers_fn()
         if tb is not None:

@@ -72,9 +72,12 @@ def loss_func(
     return loss_sum, num_tokens, {"lm loss": report}
 
 
-def make_forward_step(tracker: JumpTracker | None, nan_at_iteration=None, iteration_fn=None):
+def make_forward_step(
+    tracker: JumpTracker | None, nan_at_iteration=None, iteration_fn=None, on_eval=None
+):
     """``forward_step(data_iterator, model)`` for pretrain().
 
+    ``on_eval`` is called once per evaluation forward step (the run logger counts passes).
     ``nan_at_iteration``/``iteration_fn`` inject a NaN loss at one iteration (fault-injection for
     the tests of the NaN stop; never set in normal runs).
     """
@@ -83,6 +86,8 @@ def make_forward_step(tracker: JumpTracker | None, nan_at_iteration=None, iterat
         batch = get_batch(data_iterator, model)
         output_bs = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
         training = model.training
+        if not training and on_eval is not None:
+            on_eval()
         nan_now = bool(
             nan_at_iteration is not None and training and iteration_fn() == nan_at_iteration
         )

@@ -40,7 +40,7 @@ class JumpTracker:
         self.device = torch.device("cpu") if device is None else torch.device(device)
         # per split: [3 * num_layers + 2] = psi sums | reg sums | counts | lm-loss sum, tokens
         self._buffers: dict[str, torch.Tensor] = {}
-        self._pending: set[str] = set()
+        self._sealed: list[torch.Tensor] = []  # finished evaluation passes, not yet reported
 
     @classmethod
     def from_config(cls, cfg, device=None) -> JumpTracker:
@@ -71,7 +71,6 @@ class JumpTracker:
         buf[_PSI, i] += psi_mean.detach().to(buf.device, buf.dtype)
         buf[_REG, i] += reg.detach().to(buf.device, buf.dtype)
         buf[_COUNT, i] += 1
-        self._pending.add(split)
 
     def record_lm_loss(self, loss_sum: torch.Tensor, num_tokens: torch.Tensor, training: bool):
         """Add a microbatch's LM loss (sum over its tokens) and token count."""
@@ -79,22 +78,35 @@ class JumpTracker:
         tail[0] += loss_sum.detach().to(tail.device, tail.dtype)
         tail[1] += num_tokens.detach().to(tail.device, tail.dtype)
 
-    def pending(self, split: str) -> bool:
-        """True if this rank recorded layers for ``split`` since its last report (no sync)."""
-        return split in self._pending
-
     def num_records(self, split: str = "train") -> list[int]:
         """Records per layer on this rank since the last report (host sync: tests only)."""
         return [int(c) for c in self._layers(split)[_COUNT].tolist()]
+
+    def seal(self, split: str = "valid") -> None:
+        """Close one evaluation pass: its records are kept apart from the next pass's (no sync)."""
+        self._sealed.append(self._buffer(split).clone())
+        self._buffers[split].zero_()
+
+    def num_sealed(self) -> int:
+        """Sealed passes waiting for ``report_sealed`` on this rank (the same on every rank)."""
+        return len(self._sealed)
+
+    def report_sealed(self, group=None) -> list[dict[str, float]]:
+        """Reduce every sealed pass, oldest first (one collective per pass; every rank calls)."""
+        sealed, self._sealed = self._sealed, []
+        return [self._summarise(buf, group) for buf in sealed]
 
     def report(self, split: str = "train", group=None) -> dict[str, float]:
         """Reduce ``split`` across ranks (collective: every rank must call), clear it, summarise.
 
         Returns an empty dict when no rank recorded anything for ``split``.
         """
-        buf = dist.all_reduce_sum(self._buffer(split).clone(), group).cpu()
+        buf = self._buffer(split).clone()
         self._buffers[split].zero_()
-        self._pending.discard(split)
+        return self._summarise(buf, group)
+
+    def _summarise(self, buf: torch.Tensor, group) -> dict[str, float]:
+        buf = dist.all_reduce_sum(buf, group).cpu()
         sums = buf[: 3 * self.num_layers].view(3, self.num_layers)
         counts = sums[_COUNT]
         if counts.sum() == 0:

@@ -105,6 +105,15 @@ def writers() -> tuple:
     return get_tensorboard_writer(), wandb if getattr(wandb, "run", None) is not None else None
 
 
+def eval_steps_per_pass(args) -> int:
+    """Forward steps one rank runs per evaluation pass (Megatron's evaluate()): eval_iters
+    batches of eval_global_batch_size / (eval_micro_batch_size x DP) microbatches, per chunk."""
+    dp = args.data_parallel_size
+    microbatches = args.eval_global_batch_size // (args.eval_micro_batch_size * dp)
+    chunks = args.virtual_pipeline_model_parallel_size or 1
+    return args.eval_iters * microbatches * chunks
+
+
 def current_iteration() -> int:
     """The iteration being run (1-based), from Megatron's live training state."""
     args = get_args()
@@ -145,6 +154,7 @@ def main() -> int:
         for path in set_aside_incomplete(args.save):
             print(f"set aside an interrupted checkpoint save: {path}", flush=True)
 
+    eval_samples = args.eval_iters * args.eval_global_batch_size  # validation samples per pass
     model_cfg = gpt_config_from_args(args)
     model_cfg.transformer_layer_spec = jreg_layer_spec(
         runtime, use_te=args.transformer_impl == "transformer_engine"
@@ -155,12 +165,15 @@ def main() -> int:
         tokens_per_iteration=args.global_batch_size * args.seq_length,
         iteration_fn=current_iteration,
         metrics_path=run_dir / "metrics.jsonl", is_writer=is_writer,
-        writers_fn=writers,
+        writers_fn=writers, eval_steps_per_pass=eval_steps_per_pass(args),
+        eval_pass_fn=lambda: get_args().consumed_valid_samples // eval_samples + 1,
     )  # fmt: skip
     transformer = model_cfg.transformer
     transformer.experimental_attention_variant_loss_scale_func = runtime.set_loss_scale
     transformer.finalize_model_grads_func = logger.finalize_model_grads
-    forward_step = make_forward_step(tracker, args.inject_nan_at_iteration, current_iteration)
+    forward_step = make_forward_step(
+        tracker, args.inject_nan_at_iteration, current_iteration, on_eval=logger.on_eval_forward
+    )
     container = pretrain_cfg_container_from_args(args, model_cfg)
     try:
         pretrain(
@@ -179,7 +192,7 @@ def main() -> int:
         if "nan" not in str(err).lower() and "inf" not in str(err).lower():
             raise
         return report_nan(args)
-    logger.close(max(current_iteration(), get_args().iteration))
+    logger.close(max(current_iteration(), get_args().iteration), has_test=bool(args.do_test))
     return 0
 
 

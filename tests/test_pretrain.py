@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def read_metrics(run_dir) -> list[dict]:
 
 
 def train_lines(lines: list[dict]) -> list[dict]:
-    return [x for x in lines if x.get("split") != "valid"]
+    return [x for x in lines if "split" not in x]
 
 
 def test_default_pretrain_path(tmp_path):
@@ -56,9 +57,17 @@ def test_default_pretrain_path(tmp_path):
     lines = read_metrics(run_dir)
     train_part = train_lines(lines)
     assert [x["iteration"] for x in train_part] == [2, 4, 6]
-    assert any(x.get("split") == "valid" for x in lines)
+    # after training Megatron evaluates one validation pass, then the test split: one line each,
+    # with the loss Megatron prints for it
+    evals = [x for x in lines if x.get("split")]
+    assert [(x["split"], x.get("eval_pass"), x["iteration"]) for x in evals] == [
+        ("valid", 1, 6),
+        ("test", None, 6),
+    ]
+    printed = re.findall(r"on (validation|test) set \| lm loss value: (\S+) ", out)
+    assert [float(v) for _, v in printed] == pytest.approx([x["lm_loss"] for x in evals], rel=1e-6)
     for line in lines:
-        keys = KEYS - ({"step_time_s"} if line.get("split") == "valid" else set())
+        keys = KEYS - ({"step_time_s"} if "split" in line else set())
         assert keys <= line.keys(), line
         values = [line[k] for k in keys if k != "D"] + line["D"]
         assert all(math.isfinite(v) for v in values), line
