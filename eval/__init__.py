@@ -2,13 +2,15 @@
 
 Everything here reads a run directory written by ``make pretrain`` (``command.txt``,
 ``launch.json``, ``metrics.jsonl``, ``checkpoints/iter_*``) and writes its own files next to it:
-``analysis/iter_*.jsonl`` (one file per checkpoint), ``plots/*.png``, ``hf/iter_*/`` (a
-``LlamaForCausalLM`` folder) and ``lm_eval/iter_*/``. Models and metrics come from the same
-functions as training (``megatron_ext``), never from a second implementation.
+``analysis.jsonl`` (one line per checkpoint), ``plots/*.png``, ``hf/iter_*/`` (a
+``LlamaForCausalLM`` folder) and ``lm_eval/`` (``iter_*/`` per checkpoint, ``scores.*`` over
+them). Models and metrics come from the same functions as training (``megatron_ext``), never from
+a second implementation.
 
 Modules: ``rundir`` (what a run directory holds), ``cli`` (``KEY=value`` settings),
 ``megatron_io`` (one-process Megatron: model, checkpoint, batches), ``probe`` (hidden states,
-displacements and the logit lens of one forward pass), ``analyze``, ``plots``, ``convert`` (the
-Megatron -> HF Llama mapping), ``export``, ``taskdata`` (lm-eval data from the held-out split) and
-``harness`` (lm-eval).
+displacements and the logit lens of one forward pass), ``activations`` (massive activations and
+voids, pure functions), ``analyze``, ``plots``, ``scores`` (the task x iteration table),
+``convert`` (the Megatron -> HF Llama mapping), ``export``, ``taskdata`` (lm-eval data from the
+held-out split) and ``harness`` (lm-eval).
 """

@@ -1,45 +1,47 @@
-"""``make analyze``: jump metrics and the logit lens of every checkpoint of a run.
+"""``make analyze``: jump metrics, logit lens, massive activations and voids of every checkpoint.
 
-For each selected checkpoint, writes ``<out>/analysis/iter_<N>.jsonl`` with one line per sample
-set:
+Writes one JSON line per checkpoint into ``<out>/analysis.jsonl`` (sorted by iteration; the file
+is rewritten through a temporary file after each checkpoint, so an interrupted run keeps the
+checkpoints it finished). Checkpoints already in the file with the same settings are skipped
+unless ``FORCE=1``; a file written with other settings is refused (``FORCE=1`` redoes the selected
+checkpoints and drops lines of other settings). A line:
 
-* ``heldout``: the first ``SAMPLES`` sequences of the run's ``SPLIT`` split (default ``test``),
+* ``iteration``, ``tokens_seen``, ``settings`` (``split``, ``samples``, ``alpha``, ``valid``),
+  ``seconds``;
+* measured on the held-out sample (the first ``SAMPLES`` sequences of the run's ``SPLIT`` split,
   drawn by Megatron's GPTDataset with the run's seed: the same sequences for every checkpoint and
-  every run on the same data, so profiles compare across training;
-* ``valid``: the validation batches that training evaluated right after this iteration (pass
-  ``iteration / eval_interval``, or the final pass), when there was one; the line then carries
-  the ``metrics.jsonl`` validation line of that iteration under ``logged`` and the largest
-  relative difference from it (LM loss, D_l, jump ratio, S_model, jreg_loss) under
-  ``max_rel_diff_vs_logged``. ``VALID=E`` evaluates pass E instead, ``VALID=off`` skips it.
-
-Each line: ``iteration``, ``sample``, ``lm_loss``, ``D`` (per-layer mean Psi), ``jump_ratio``,
-``S_model``, ``jreg_loss``, ``rel_l2``, ``hidden_norm`` (h_0..h_L) and ``lens`` (per h_l: ``loss``,
-``acc``, ``kl_to_final``, ``agree_with_final``). ``analysis/summary.csv`` lists the scalars.
+  every run on the same data): ``num_sequences``, ``num_tokens``, ``lm_loss``, ``D`` (D_1..D_L,
+  mean Psi), ``jump_ratio``, ``S_model``, ``jreg_loss``, ``rel_l2``, ``hidden_norm`` (h_0..h_L),
+  ``lens`` (per h_0..h_L: ``acc``, ``loss``, ``ppl``, ``kl_to_final``, ``agree_with_final``),
+  ``massive`` (per h_0..h_L: ``top`` (3 largest |a|), ``median``, ``num_over_100``,
+  ``num_over_1000x_median``, ``num_activations``) and ``voids`` (``alpha``, ``active_fraction``,
+  ``layer_rate`` for layers 1..L), see ``eval.probe`` and ``eval.activations``;
+* ``valid``: the same measurements (without ``massive``) on the validation batches training
+  evaluated right after this iteration (pass ``iteration / eval_interval``, or the final pass),
+  with ``pass``, the ``metrics.jsonl`` line of that pass under ``logged`` and the largest relative
+  difference from it (LM loss, D_l, jump ratio, S_model, jreg_loss) under
+  ``max_rel_diff_vs_logged``. ``VALID=E`` evaluates pass E instead (compared when the logged pass
+  ran on this iteration's model), ``VALID=off`` leaves ``valid`` out.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
-from eval.rundir import EvalError, RunDir
+from eval.activations import VOID_ALPHA
+from eval.rundir import ANALYSIS_FILE, EvalError, RunDir
 from megatron_ext.jreg import parse_schedule
 from megatron_ext.reg import JregConfig
 
 _COMPARED = ("lm_loss", "jump_ratio", "S_model", "jreg_loss")
-# megatron_ext's run logger flushes every evaluation after the last training step into one line:
-# the in-loop pass (when train_iters is a multiple of eval_interval), the final validation pass
-# and Megatron's test-set pass, recorded under "valid" too. That line cannot match one pass.
-POOLED_NOTE = (
-    "the logged line at the last iteration averages this pass with the final validation pass and "
-    "the test-set pass; only lines before the last iteration are single passes"
-)
 
 
 @dataclass(kw_only=True)
@@ -49,13 +51,17 @@ class AnalyzeConfig:
     iterations: list[int]
     """Checkpoints to analyse."""
     out_dir: Path
-    """Root of the outputs (``analysis/`` goes under it)."""
+    """Where ``analysis.jsonl`` goes."""
     samples: int = 64
     """Held-out sequences per checkpoint."""
     split: str = "test"
     """Split the held-out sample is drawn from."""
     valid: str = "auto"
     """``auto`` (the pass after each checkpoint), ``off``, or a pass number."""
+    alpha: float = VOID_ALPHA
+    """Void threshold scale."""
+    force: bool = False
+    """Redo checkpoints already in ``analysis.jsonl``."""
     device: str = ""
     """``cpu`` or ``cuda`` (default: cuda when available)."""
 
@@ -66,6 +72,14 @@ class AnalyzeConfig:
             raise EvalError(f"SPLIT must be train, valid or test, got {self.split!r}")
         if self.valid not in ("auto", "off") and not (self.valid.isdigit() and int(self.valid)):
             raise EvalError(f"VALID must be auto, off or a pass number >= 1, got {self.valid!r}")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise EvalError(f"ALPHA must be a positive number, got {self.alpha}")
+
+    @property
+    def settings(self) -> dict:
+        """What a line's numbers depend on besides the checkpoint."""
+        return {"split": self.split, "samples": self.samples, "alpha": self.alpha,
+                "valid": self.valid}  # fmt: skip
 
 
 def _rel_diff(ours: float, logged: float) -> float:
@@ -75,7 +89,7 @@ def _rel_diff(ours: float, logged: float) -> float:
 
 
 def compare(result: dict, logged: dict) -> float:
-    """Largest relative difference between our line and a ``metrics.jsonl`` line."""
+    """Largest relative difference between our measurements and a ``metrics.jsonl`` line."""
     pairs = [(result[k], logged[k]) for k in _COMPARED if k in logged]
     pairs += list(zip(result["D"], logged["D"], strict=True))
     return max(_rel_diff(a, b) for a, b in pairs if math.isfinite(a) and math.isfinite(b))
@@ -90,12 +104,12 @@ def _weights(run: RunDir):
     return cfg.weights
 
 
-def measure(run: RunDir, model, ds, indices: range, dev) -> dict:
+def measure(run: RunDir, model, ds, indices: range, dev, alpha: float, massive: bool) -> dict:
     """The probe's summary over ``ds[indices]`` in the run's microbatches."""
     from eval import megatron_io
     from eval.probe import Probe
 
-    probe = Probe(run.model.num_layers, _weights(run), run.reg)
+    probe = Probe(run.model.num_layers, _weights(run), run.reg, alpha=alpha, massive=massive)
     for batch in megatron_io.batches(ds, indices, run.schedule.micro_batch_size, dev):
         probe.add(model, batch)
     return probe.summary()
@@ -109,78 +123,101 @@ def _valid_pass(run: RunDir, cfg: AnalyzeConfig, iteration: int) -> int | None:
     return int(cfg.valid)
 
 
-def analyze(run: RunDir, cfg: AnalyzeConfig, print_fn=print) -> list[Path]:
-    """Analyse ``cfg.iterations``; returns the files written."""
+def read_analysis(path: Path) -> dict[int, dict]:
+    """Lines of an ``analysis.jsonl`` by iteration (a torn last line is ignored)."""
+    lines = {}
+    if path.is_file():
+        for text in path.read_text().splitlines():
+            try:
+                line = json.loads(text)
+            except json.JSONDecodeError:
+                continue
+            lines[line["iteration"]] = line
+    return lines
+
+
+def _write(path: Path, lines: dict[int, dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(lines[k]) + "\n" for k in sorted(lines)))
+    os.replace(tmp, path)
+
+
+def _existing(path: Path, cfg: AnalyzeConfig, print_fn) -> dict[int, dict]:
+    """Lines to keep; raises when the file holds other settings and FORCE is off."""
+    lines = read_analysis(path)
+    other = sorted(k for k, x in lines.items() if x.get("settings") != cfg.settings)
+    if other and not cfg.force:
+        raise EvalError(
+            f"{path} holds iterations {', '.join(map(str, other))} analysed with other settings "
+            f"({lines[other[0]].get('settings')}); use FORCE=1 to redo, or OUT= another folder"
+        )
+    if other:
+        print_fn(f"FORCE=1: dropping lines of iterations {other} (other settings)")
+    return {k: x for k, x in lines.items() if k not in other}
+
+
+def analyze(run: RunDir, cfg: AnalyzeConfig, print_fn=tqdm.write) -> Path:
+    """Analyse ``cfg.iterations`` into ``<out_dir>/analysis.jsonl``; returns its path."""
+    path = cfg.out_dir / ANALYSIS_FILE
+    lines = _existing(path, cfg, print_fn)
+    todo = [it for it in cfg.iterations if cfg.force or it not in lines]
+    skipped = [it for it in cfg.iterations if it not in todo]
+    if skipped:
+        print_fn(f"skipping iterations {skipped}: already in {path} (FORCE=1 redoes them)")
+    for it in todo:  # validate every pass before spending time on any checkpoint
+        valid_pass = _valid_pass(run, cfg, it)
+        if valid_pass is not None:
+            run.schedule.pass_samples(valid_pass)
+    if not todo:
+        return path
     from eval import megatron_io  # patches torch for CPU (cpu_compat): imported only to run
 
     megatron_io.init(run.schedule.seed)
     dev = megatron_io.device(cfg.device)
-    sched = run.schedule
-    for it in cfg.iterations:  # validate every pass before spending time on any checkpoint
-        valid_pass = _valid_pass(run, cfg, it)
-        if valid_pass is not None:
-            sched.pass_samples(valid_pass)
     heldout = megatron_io.dataset(run, cfg.split, cfg.samples)
     valid_ds = None
-    out = cfg.out_dir / "analysis"
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for it in cfg.iterations:
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    for it in tqdm(todo, desc="analyze", unit="checkpoint"):
         start = time.perf_counter()
         model = megatron_io.load_checkpoint(run, it, dtype=torch.float32).to(dev)
-        lines = [{"iteration": it, "sample": f"heldout:{cfg.split}:{cfg.samples}"}]
-        lines[0].update(measure(run, model, heldout, range(cfg.samples), dev))
+        line = {"iteration": it, "tokens_seen": run.tokens_seen(it), "settings": cfg.settings}
+        line.update(measure(run, model, heldout, range(cfg.samples), dev, cfg.alpha, True))
         valid_pass = _valid_pass(run, cfg, it)
         if valid_pass is not None:
-            valid_ds = valid_ds or megatron_io.dataset(run, "valid", sched.valid_num_samples)
-            line = {"iteration": it, "sample": f"valid:pass{valid_pass}", "valid_pass": valid_pass}
-            line.update(measure(run, model, valid_ds, sched.pass_samples(valid_pass), dev))
-            logged = run.logged_valid(it) if valid_pass == sched.pass_at(it) else None
-            if logged is not None:
-                line["logged"] = {k: logged[k] for k in ("lm_loss", "D", *_COMPARED[1:])}
-                line["max_rel_diff_vs_logged"] = compare(line, logged)
-                if it >= sched.train_iters:
-                    line["logged_note"] = POOLED_NOTE
-            lines.append(line)
-        path = out / f"iter_{it:07d}.jsonl"
-        path.write_text("".join(json.dumps(x) + "\n" for x in lines))
-        written.append(path)
-        for line in lines:
-            print_fn(_describe(line) + f" ({time.perf_counter() - start:.1f} s)")
+            valid_ds = valid_ds or megatron_io.dataset(run, "valid", run.schedule.valid_num_samples)
+            valid = {"pass": valid_pass}
+            valid.update(
+                measure(run, model, valid_ds, run.schedule.pass_samples(valid_pass), dev,
+                        cfg.alpha, False)
+            )  # fmt: skip
+            logged, note = run.logged_pass(valid_pass)
+            if logged is not None and logged["iteration"] == it:
+                valid["logged"] = {k: logged[k] for k in ("lm_loss", "D", *_COMPARED[1:])}
+                valid["max_rel_diff_vs_logged"] = compare(valid, logged)
+                if note:
+                    valid["logged_note"] = note
+            line["valid"] = valid
+        line["seconds"] = round(time.perf_counter() - start, 2)
+        lines[it] = line
+        _write(path, lines)
+        print_fn(describe(line))
         del model
-    _write_summary(out)
-    return written
+    return path
 
 
-def _describe(line: dict) -> str:
+def describe(line: dict) -> str:
+    """One console line per checkpoint."""
     d = " ".join(f"{x:.4f}" for x in line["D"])
     text = (
-        f"iter {line['iteration']} {line['sample']}: lm_loss {line['lm_loss']:.4f} | D [{d}] | "
-        f"ratio {line['jump_ratio']:.3f} | S_model {line['S_model']:.3f} | lens loss "
-        f"{' '.join(f'{x:.2f}' for x in line['lens']['loss'])}"
+        f"iter {line['iteration']}: lm_loss {line['lm_loss']:.4f} | D [{d}] | "
+        f"ratio {line['jump_ratio']:.3f} | S_model {line['S_model']:.3f} | lens acc "
+        f"{' '.join(f'{x:.3f}' for x in line['lens']['acc'])} | max|a| "
+        f"{max(t[0] for t in line['massive']['top']):.1f} | active layers "
+        f"{line['voids']['active_fraction']:.3f}"
     )
-    if "max_rel_diff_vs_logged" in line:
-        text += f" | vs metrics.jsonl: max rel diff {line['max_rel_diff_vs_logged']:.1e}"
-        text += " (pooled line, see logged_note)" if "logged_note" in line else ""
-    return text
-
-
-def _write_summary(analysis_dir: Path) -> None:
-    """``summary.csv``: the scalar columns of every line of every ``iter_*.jsonl`` there."""
-    rows = []
-    for path in sorted(analysis_dir.glob("iter_*.jsonl")):
-        for text in path.read_text().splitlines():
-            line = json.loads(text)
-            row = {k: line[k] for k in ("iteration", "sample", "lm_loss", "jump_ratio", "S_model")}
-            row["jreg_loss"] = line["jreg_loss"]
-            row.update({f"D_{i + 1:02d}": v for i, v in enumerate(line["D"])})
-            row.update({f"lens_loss_{i:02d}": v for i, v in enumerate(line["lens"]["loss"])})
-            row["max_rel_diff_vs_logged"] = line.get("max_rel_diff_vs_logged", "")
-            rows.append(row)
-    if not rows:
-        return
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    with (analysis_dir / "summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    valid = line.get("valid", {})
+    if "max_rel_diff_vs_logged" in valid:
+        text += f" | pass {valid['pass']} vs metrics.jsonl: max rel diff "
+        text += f"{valid['max_rel_diff_vs_logged']:.1e}"
+        text += " (pooled line, see logged_note)" if "logged_note" in valid else ""
+    return text + f" ({line['seconds']:.1f} s)"

@@ -24,20 +24,23 @@ COMMANDS = {
         "SAMPLES": "held-out sequences per checkpoint (default 64)",
         "SPLIT": "split of the held-out sample: test (default) | valid | train",
         "VALID": "auto (default): the validation pass after each checkpoint | off | pass number",
+        "ALPHA": "void threshold scale alpha (default 0.8)",
+        "FORCE": "1: redo checkpoints already in analysis.jsonl (default 0)",
         "DEVICE": "cpu | cuda (default: cuda when available)",
     },
     "plots": {
-        "RUN": "one run, or several separated by spaces/commas (overlaid)",
-        "OUT": "output folder (default: <run>/plots, or runs/plots/<a>_vs_<b> for several)",
+        "RUN": "a run (its plots/ folder gets the figures); several separated by spaces/commas",
+        **{f"RUN{n}": "another run overlaid" for n in range(2, 10)},
+        "OUT": "output folder (default: <RUN>/plots)",
     },
     "export": {
         **COMMON,
-        "ITER": "latest (default) | an iteration",
+        "ITER": "latest (default) | all | 100,200",
         "DTYPE": "as-saved (default) | float32 | bfloat16",
     },
     "eval": {
         **COMMON,
-        "ITER": "latest (default) | an iteration",
+        "ITER": "all (default) | latest | 100,200",
         "TASKS": "comma list (default heldout_lambada,heldout_wikitext); lm-eval names accepted",
         "LIMIT": "documents per task (default: all)",
         "BATCH": "lm-eval batch size (default 8)",
@@ -59,6 +62,20 @@ def parse_settings(command: str, argv: list[str]) -> dict[str, str]:
             out[key] = value.strip()
     out.setdefault("RUN", DEFAULT_RUN)
     return out
+
+
+def _flag(settings: dict, key: str) -> bool:
+    value = settings.get(key, "0")
+    if value not in ("0", "1"):
+        raise EvalError(f"{key} must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
+def _float(settings: dict, key: str, default: float) -> float:
+    try:
+        return float(settings.get(key, default))
+    except ValueError:
+        raise EvalError(f"{key} must be a number, got {settings[key]!r}") from None
 
 
 def _int(settings: dict, key: str, default: int | None) -> int | None:
@@ -87,13 +104,6 @@ def _out(settings: dict, run: RunDir) -> Path:
     return Path(settings["OUT"]).resolve() if "OUT" in settings else run.path
 
 
-def _single(run: RunDir, spec: str) -> int:
-    chosen = run.select(spec)
-    if len(chosen) != 1:
-        raise EvalError(f"ITER names one checkpoint here (latest or an iteration), got {spec!r}")
-    return chosen[0]
-
-
 def cmd_analyze(s: dict) -> int:
     run = load_run(s["RUN"])
     iterations = run.select(s.get("ITER", "all"))
@@ -101,25 +111,22 @@ def cmd_analyze(s: dict) -> int:
 
     cfg = AnalyzeConfig(
         iterations=iterations, out_dir=_out(s, run), samples=_int(s, "SAMPLES", 64),
-        split=s.get("SPLIT", "test"), valid=s.get("VALID", "auto"), device=s.get("DEVICE", ""),
+        split=s.get("SPLIT", "test"), valid=s.get("VALID", "auto"),
+        alpha=_float(s, "ALPHA", 0.8), force=_flag(s, "FORCE"), device=s.get("DEVICE", ""),
     )  # fmt: skip
     quiet()
-    written = analyze(run, cfg)
-    print(f"wrote {len(written)} file(s) under {cfg.out_dir / 'analysis'}")
+    path = analyze(run, cfg)
+    print(f"analysis: {path}")
     return 0
 
 
 def cmd_plots(s: dict) -> int:
-    names = [x for x in s["RUN"].replace(",", " ").split() if x]
-    runs = [resolve_run(x) for x in names]
+    specs = [s["RUN"]] + [s[f"RUN{n}"] for n in range(2, 10) if f"RUN{n}" in s]
+    names = [x for spec in specs for x in spec.replace(",", " ").split() if x]
+    runs = list(dict.fromkeys(resolve_run(x) for x in names))
     from eval.plots import plot_runs
 
-    if "OUT" in s:
-        out = Path(s["OUT"]).resolve()
-    elif len(runs) == 1:
-        out = runs[0] / "plots"
-    else:
-        out = resolve_run("plots") / "_vs_".join(r.name for r in runs)
+    out = Path(s["OUT"]).resolve() if "OUT" in s else runs[0] / "plots"
     for path in plot_runs(runs, out):
         print(f"wrote {path}")
     return 0
@@ -127,25 +134,25 @@ def cmd_plots(s: dict) -> int:
 
 def cmd_export(s: dict) -> int:
     run = load_run(s["RUN"])
-    iteration = _single(run, s.get("ITER", "latest"))
+    iterations = run.select(s.get("ITER", "latest"))
     dtype = s.get("DTYPE", "as-saved")
     if dtype not in ("as-saved", "float32", "bfloat16"):
         raise EvalError(f"DTYPE must be as-saved, float32 or bfloat16, got {dtype!r}")
     quiet()
     from eval.export import export
 
-    path = export(run, iteration, _out(s, run), dtype)
-    print(f"wrote {path}")
+    for iteration in iterations:
+        print(f"wrote {export(run, iteration, _out(s, run), dtype)}", flush=True)
     return 0
 
 
 def cmd_eval(s: dict) -> int:
     run = load_run(s["RUN"])
-    iteration = _single(run, s.get("ITER", "latest"))
+    iterations = run.select(s.get("ITER", "all"))
     from eval.harness import HarnessConfig, run_harness
 
     cfg = HarnessConfig(
-        iteration=iteration, out_dir=_out(s, run),
+        iterations=iterations, out_dir=_out(s, run),
         tasks=[t.strip() for t in s.get("TASKS", "").split(",") if t.strip()] or None,
         limit=_int(s, "LIMIT", None), batch_size=_int(s, "BATCH", 8),
         num_docs=_int(s, "DOCS", 500), device=s.get("DEVICE", ""),

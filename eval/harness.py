@@ -7,9 +7,11 @@ and the data is not cached, the command stops with one line naming the task. Wit
 Hub libraries are switched to offline mode first, so that failure is immediate instead of minutes
 of retries.
 
-Writes ``<out>/lm_eval/iter_<N>/results.json`` (lm-eval's results, configs and versions) and
-``table.md`` (the table lm-eval prints), and exports the checkpoint first when
-``<out>/hf/iter_<N>/`` does not exist yet.
+For each selected checkpoint (every one by default), writes ``<out>/lm_eval/iter_<N>/results.json``
+(lm-eval's results, configs and versions, plus the iteration and tokens seen) and ``table.md``
+(the table lm-eval prints), exporting the checkpoints that have no ``<out>/hf/iter_<N>/`` yet
+first (one ``python -m eval export`` process for all of them). Then ``eval.scores`` writes the
+task x iteration table (``lm_eval/scores.csv``, ``scores.md``) and ``scores.png``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from eval.rundir import REPO, EvalError, RunDir
+from eval.scores import write_scores
 from eval.taskdata import LOCAL_TASKS, build_tasks
 
 
@@ -31,8 +34,8 @@ from eval.taskdata import LOCAL_TASKS, build_tasks
 class HarnessConfig:
     """What ``make eval`` runs."""
 
-    iteration: int
-    """Checkpoint to evaluate."""
+    iterations: list[int]
+    """Checkpoints to evaluate."""
     out_dir: Path
     """Output root (``hf/`` and ``lm_eval/`` go under it)."""
     tasks: list[str] | None = None
@@ -74,22 +77,23 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _ensure_export(run: RunDir, cfg: HarnessConfig) -> Path:
+def _ensure_exports(run: RunDir, cfg: HarnessConfig) -> dict[int, Path]:
     from eval.export import export_dir  # light: only paths
 
-    folder = export_dir(cfg.out_dir, cfg.iteration)
-    if (folder / "export.json").is_file():
-        return folder
-    cmd = [sys.executable, "-m", "eval", "export", f"RUN={run.path}", f"ITER={cfg.iteration}",
-           f"OUT={cfg.out_dir}"]  # fmt: skip
-    print(f"exporting iter {cfg.iteration} first: {' '.join(cmd[1:])}", flush=True)
+    folders = {it: export_dir(cfg.out_dir, it) for it in cfg.iterations}
+    missing = [it for it, f in folders.items() if not (f / "export.json").is_file()]
+    if not missing:
+        return folders
+    cmd = [sys.executable, "-m", "eval", "export", f"RUN={run.path}",
+           f"ITER={','.join(map(str, missing))}", f"OUT={cfg.out_dir}"]  # fmt: skip
+    print(f"exporting iterations {missing} first: {' '.join(cmd[1:])}", flush=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode:
         lines = (proc.stderr or proc.stdout).strip().splitlines() or ["export failed"]
         raise EvalError(lines[-1].removeprefix("error: "))
-    return folder
+    return folders
 
 
 def _task_manager(tasks_dir: Path, hub_tasks: list[str]):
@@ -114,8 +118,8 @@ def _task_manager(tasks_dir: Path, hub_tasks: list[str]):
     return manager
 
 
-def run_harness(run: RunDir, cfg: HarnessConfig, print_fn=print) -> Path:
-    """Evaluate; returns the folder with ``results.json`` and ``table.md``."""
+def run_harness(run: RunDir, cfg: HarnessConfig, print_fn=print) -> list[Path]:
+    """Evaluate every checkpoint of ``cfg``; returns the table and plot files written."""
     hub_tasks = [t for t in cfg.tasks if t not in LOCAL_TASKS]
     if hub_tasks and not hub_reachable():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -123,7 +127,7 @@ def run_harness(run: RunDir, cfg: HarnessConfig, print_fn=print) -> Path:
     tasks_dir = cfg.out_dir / "lm_eval" / "tasks"
     counts = build_tasks(run, tasks_dir, cfg.num_docs)
     manager = _task_manager(tasks_dir, hub_tasks)
-    model_dir = _ensure_export(run, cfg)
+    model_dirs = _ensure_exports(run, cfg)
 
     import torch
     from lm_eval import simple_evaluate
@@ -136,20 +140,27 @@ def run_harness(run: RunDir, cfg: HarnessConfig, print_fn=print) -> Path:
     for name in cfg.tasks:
         if name in counts:
             print_fn(f"{name}: {counts[name]} documents from the held-out split")
-    lm = HFLM(pretrained=str(model_dir), device=device, batch_size=cfg.batch_size, dtype="float32")
-    results = simple_evaluate(
-        model=lm, tasks=list(cfg.tasks), task_manager=manager, limit=cfg.limit,
-        bootstrap_iters=1000, log_samples=False, verbosity="WARNING",
-    )  # fmt: skip
-    out = cfg.out_dir / "lm_eval" / f"iter_{cfg.iteration:07d}"
-    out.mkdir(parents=True, exist_ok=True)
-    record = {
-        k: results[k] for k in ("results", "configs", "versions", "n-samples") if k in results
-    }
-    record["model"] = str(model_dir)
-    (out / "results.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-    table = make_table(results)
-    (out / "table.md").write_text(table)
-    print_fn(table)
-    print_fn(f"wrote {out / 'results.json'} and {out / 'table.md'}")
-    return out
+    for iteration, model_dir in model_dirs.items():
+        print_fn(f"iter {iteration}: lm-eval on {model_dir}")
+        lm = HFLM(pretrained=str(model_dir), device=device, batch_size=cfg.batch_size,
+                  dtype="float32")  # fmt: skip
+        results = simple_evaluate(
+            model=lm, tasks=list(cfg.tasks), task_manager=manager, limit=cfg.limit,
+            bootstrap_iters=1000, log_samples=False, verbosity="WARNING",
+        )  # fmt: skip
+        del lm
+        out = cfg.out_dir / "lm_eval" / f"iter_{iteration:07d}"
+        out.mkdir(parents=True, exist_ok=True)
+        record = {"iteration": iteration, "tokens_seen": run.tokens_seen(iteration),
+                  "model": str(model_dir)}  # fmt: skip
+        record.update(
+            {k: results[k] for k in ("results", "configs", "versions", "n-samples") if k in results}
+        )
+        (out / "results.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+        table = make_table(results)
+        (out / "table.md").write_text(table)
+        print_fn(table)
+    written = write_scores(cfg.out_dir / "lm_eval")
+    print_fn((written[1]).read_text())
+    print_fn("wrote " + ", ".join(str(p) for p in written))
+    return written

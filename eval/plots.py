@@ -1,13 +1,22 @@
-"""``make plots``: figures from a run's files only (``metrics.jsonl``, ``analysis/iter_*.jsonl``).
+"""``make plots``: figures from a run's files only (``metrics.jsonl``, ``analysis.jsonl``).
 
 Nothing here loads a model or imports Megatron, so plots can be redrawn anywhere the files are
-copied. Several runs are overlaid (one colour or one panel per run). Figures:
+copied. Several runs (``RUN=runs/a RUN2=runs/b``, baseline vs JREG being the main use) share the
+axes, one colour per run. Figures, each drawn when its input exists:
 
-* ``training.png``: LM loss (train line, validation markers), jump ratio, S_model and D_l over
-  iterations, from ``metrics.jsonl``;
-* ``jump_profile.png``: D_l against depth for every analysed checkpoint (held-out sample);
-* ``logit_lens.png``: logit-lens loss and KL to the final prediction against depth (h_0..h_L);
-* ``compare.png`` (several runs): the last analysed checkpoint of each run on shared axes.
+* ``jump_growth.png``: last-layer D_L and the jump ratio D_L / D_{L-1} against tokens seen; lines
+  with markers are the analysed checkpoints (held-out sample, ``analysis.jsonl``), thin lines the
+  training log (``metrics.jsonl``);
+* ``D_per_layer.png``: D_l against layer, one line per checkpoint coloured by iteration (one
+  panel per run);
+* ``S_model.png``: the convergence score against tokens seen (as ``jump_growth.png``);
+* ``logit_lens.png``: logit-lens next-token accuracy and perplexity against layer for the first,
+  middle and last analysed checkpoints;
+* ``activations.png``: per layer, the largest |activation| and the median |activation| of the
+  residual stream, and the fraction of tokens for which the layer is active (not a void), at the
+  last analysed checkpoint;
+* ``training.png``: LM loss (training and validation) and the regulariser's loss (unscaled)
+  against tokens seen, from ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -21,12 +30,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from eval.rundir import EvalError  # noqa: E402
+from eval.rundir import ANALYSIS_FILE, EvalError  # noqa: E402
+
+_TOKENS = "tokens seen (millions)"
 
 
 def _jsonl(path: Path) -> list[dict]:
     lines = []
-    for text in path.read_text().splitlines():
+    for text in path.read_text().splitlines() if path.is_file() else []:
         try:
             lines.append(json.loads(text))
         except json.JSONDecodeError:
@@ -35,93 +46,92 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def read_metrics(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    return _jsonl(path) if path.is_file() else []
+    return _jsonl(run / "metrics.jsonl")
 
 
 def read_analysis(run: Path) -> list[dict]:
-    """Held-out lines of ``analysis/iter_*.jsonl``, in iteration order."""
-    lines = []
-    for path in sorted((run / "analysis").glob("iter_*.jsonl")):
-        lines += [x for x in _jsonl(path) if x["sample"].startswith("heldout")]
-    return sorted(lines, key=lambda x: x["iteration"])
+    """``analysis.jsonl`` lines in iteration order."""
+    return sorted(_jsonl(run / ANALYSIS_FILE), key=lambda x: x["iteration"])
 
 
-def _training(runs: dict[str, list[dict]], path: Path) -> None:
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    (ax_loss, ax_ratio), (ax_s, ax_d) = axes
-    styles = ["-", "--", ":", "-."]
-    for n, (name, lines) in enumerate(runs.items()):
-        train = [x for x in lines if x.get("split") != "valid"]
-        valid = [x for x in lines if x.get("split") == "valid"]
-        color = f"C{n}"
-        it = [x["iteration"] for x in train]
-        ax_loss.plot(it, [x["lm_loss"] for x in train], color=color, label=f"{name} train")
-        if valid:
-            ax_loss.plot([x["iteration"] for x in valid], [x["lm_loss"] for x in valid], "o",
-                         color=color, label=f"{name} valid")  # fmt: skip
-        ax_ratio.plot(it, [x["jump_ratio"] for x in train], color=color, label=name)
-        ax_s.plot(it, [x["S_model"] for x in train], color=color, label=name)
-        num_layers = len(train[0]["D"]) if train else 0
-        for layer in range(num_layers):
-            ax_d.plot(it, [x["D"][layer] for x in train], styles[n % len(styles)],
-                      color=plt.cm.viridis(layer / max(1, num_layers - 1)),
-                      label=f"{name} D_{layer + 1}" if len(runs) > 1 else f"D_{layer + 1}")  # fmt: skip
-    for ax, title in ((ax_loss, "LM loss"), (ax_ratio, "jump ratio D_L / D_{L-1}"),
-                      (ax_s, "convergence score S_model"), (ax_d, "D_l (mean Psi) per layer")):  # fmt: skip
-        ax.set_title(title)
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+def _train(lines: list[dict]) -> list[dict]:
+    """Training lines of ``metrics.jsonl`` (no ``split``, or ``train``)."""
+    return [x for x in lines if x.get("split", "train") == "train"]
+
+
+def _mtok(lines: list[dict], key: str = "tokens") -> list[float]:
+    return [x[key] / 1e6 for x in lines]
+
+
+def _finish(fig, path: Path, title: str) -> None:
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def _per_checkpoint(runs: dict[str, list[dict]], path: Path, panels: list[tuple]) -> None:
-    """One row per run, one column per panel ``(title, value_fn, first_layer, log_scale)``."""
-    fig, axes = plt.subplots(
-        len(runs), len(panels), figsize=(5.5 * len(panels), 3.8 * len(runs)), squeeze=False
-    )
-    for row, (name, lines) in zip(axes, runs.items(), strict=True):
-        its = [x["iteration"] for x in lines]
-        for ax, (title, value_fn, first, log_scale) in zip(row, panels, strict=True):
-            for x in lines:
-                values = value_fn(x)
-                shade = (x["iteration"] - min(its)) / max(1, max(its) - min(its))
-                ax.plot(range(first, first + len(values)), values, "o-", ms=3,
-                        color=plt.cm.viridis(shade), label=f"iter {x['iteration']}")  # fmt: skip
-            ax.set_title(f"{name}: {title}")
-            _layer_axis(ax, log_scale)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _layer_axis(ax, log_scale: bool = False) -> None:
-    ax.set_xlabel("layer")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if log_scale:
-        ax.set_yscale("log")  # h_0 (embeddings) is small: relative change of layer 1 is huge
+def _style(ax, xlabel: str, ylabel: str, title: str, log: bool = False) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if log:
+        ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
 
 
-def _compare(runs: dict[str, list[dict]], path: Path) -> None:
-    """The last analysed checkpoint of each run on shared axes."""
-    panels = [("D_l (mean Psi)", lambda x: x["D"], 1),
-              ("logit-lens LM loss of h_l", lambda x: x["lens"]["loss"], 0)]  # fmt: skip
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8))
-    for ax, (title, value_fn, first) in zip(axes, panels, strict=True):
-        for n, (name, lines) in enumerate(runs.items()):
-            values = value_fn(lines[-1])
-            ax.plot(range(first, first + len(values)), values, "o-", ms=3, color=f"C{n}",
-                    label=f"{name} iter {lines[-1]['iteration']}")  # fmt: skip
-        ax.set_title(f"{title}, held-out sample")
-        _layer_axis(ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def _over_training(metrics, analysis, path: Path, panels: list[tuple], title: str) -> None:
+    """Panels ``(label, value_fn)`` against tokens seen: analysed checkpoints and training log."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    names = list(dict.fromkeys([*analysis, *metrics]))
+    for ax, (label, value_fn) in zip(axes[0], panels, strict=True):
+        for n, name in enumerate(names):
+            train = [x for x in _train(metrics.get(name, [])) if "tokens" in x]
+            if train:
+                ax.plot(_mtok(train), [value_fn(x) for x in train], "-", lw=0.8, alpha=0.5,
+                        color=f"C{n}", label=f"{name}: training log")  # fmt: skip
+            lines = analysis.get(name, [])
+            if lines:
+                ax.plot(_mtok(lines, "tokens_seen"), [value_fn(x) for x in lines], "o-", lw=2,
+                        color=f"C{n}", label=f"{name}: checkpoints, held-out")  # fmt: skip
+        _style(ax, _TOKENS, label, label)
+    _finish(fig, path, title)
+
+
+def _per_layer_by_step(analysis: dict, path: Path) -> None:
+    fig, axes = plt.subplots(1, len(analysis), figsize=(6 * len(analysis), 4.2), squeeze=False)
+    for ax, (name, lines) in zip(axes[0], analysis.items(), strict=True):
+        its = [x["iteration"] for x in lines]
+        norm = plt.Normalize(min(its), max(max(its), min(its) + 1))
+        for x in lines:
+            ax.plot(range(1, len(x["D"]) + 1), x["D"], "o-", ms=3,
+                    color=plt.cm.viridis(norm(x["iteration"])), label=f"iter {x['iteration']}")  # fmt: skip
+        fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _style(ax, "layer l", "D_l (mean displacement Psi)", name)
+    _finish(fig, path, "Per-layer displacement D_l by checkpoint (held-out sample)")
+
+
+def _pick(lines: list[dict]) -> list[dict]:
+    """First, middle and last (fewer when there are fewer checkpoints)."""
+    idx = sorted({0, (len(lines) - 1) // 2, len(lines) - 1})
+    return [lines[i] for i in idx]
+
+
+def _per_layer_rows(analysis: dict, path: Path, panels: list[tuple], title: str, pick) -> None:
+    """One row per run, panels ``(ylabel, value_fn, first_layer, log)`` against layer."""
+    fig, axes = plt.subplots(len(analysis), len(panels), figsize=(6 * len(panels),
+                             4 * len(analysis)), squeeze=False)  # fmt: skip
+    for row, (name, lines) in zip(axes, analysis.items(), strict=True):
+        for ax, (label, value_fn, first, log) in zip(row, panels, strict=True):
+            for n, x in enumerate(pick(lines)):
+                for suffix, values, style in value_fn(x):
+                    ax.plot(range(first, first + len(values)), values, style, ms=4,
+                            color=f"C{n}", label=f"iter {x['iteration']}{suffix}")  # fmt: skip
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            xlabel = "layer l (0 = embeddings)" if first == 0 else "layer l"
+            _style(ax, xlabel, label, f"{name}: {label.split(' (')[0]}", log)
+    _finish(fig, path, title)
 
 
 def plot_runs(runs: list[Path], out: Path) -> list[Path]:
@@ -129,30 +139,56 @@ def plot_runs(runs: list[Path], out: Path) -> list[Path]:
     for run in runs:
         if not run.is_dir():
             raise EvalError(f"run directory {run} does not exist")
-    metrics = {r.name: read_metrics(r) for r in runs}
-    analysis = {r.name: read_analysis(r) for r in runs}
-    metrics = {k: v for k, v in metrics.items() if v}
-    analysis = {k: v for k, v in analysis.items() if v}
+    metrics = {r.name: m for r in runs if (m := read_metrics(r))}
+    analysis = {r.name: a for r in runs if (a := read_analysis(r))}
     if not metrics and not analysis:
         names = ", ".join(str(r) for r in runs)
-        raise EvalError(f"nothing to plot in {names}: no metrics.jsonl and no analysis/ files")
+        raise EvalError(f"nothing to plot in {names}: no metrics.jsonl and no {ANALYSIS_FILE}")
     out.mkdir(parents=True, exist_ok=True)
     written = []
+
+    def target(name: str) -> Path:
+        written.append(out / name)
+        return written[-1]
+
+    _over_training(metrics, analysis, target("jump_growth.png"), [
+        ("last-layer displacement D_L", lambda x: x["D"][-1]),
+        ("jump ratio D_L / D_{L-1}", lambda x: x["jump_ratio"]),
+    ], "Jump growth over training")  # fmt: skip
+    _over_training(metrics, analysis, target("S_model.png"), [
+        ("convergence score S_model (0..1)", lambda x: x["S_model"]),
+    ], "S_model over training")  # fmt: skip
     if metrics:
-        written.append(out / "training.png")
-        _training(metrics, written[-1])
+        _training(metrics, target("training.png"))
     if analysis:
-        written.append(out / "jump_profile.png")
-        _per_checkpoint(analysis, written[-1], [
-            ("D_l (mean Psi), held-out sample", lambda x: x["D"], 1, False),
-            ("relative L2 |h_l - h_{l-1}| / |h_{l-1}|", lambda x: x["rel_l2"], 1, True),
-        ])  # fmt: skip
-        written.append(out / "logit_lens.png")
-        _per_checkpoint(analysis, written[-1], [
-            ("logit-lens LM loss of h_l", lambda x: x["lens"]["loss"], 0, False),
-            ("KL(final || lens of h_l)", lambda x: x["lens"]["kl_to_final"], 0, False),
-        ])  # fmt: skip
-    if len(analysis) > 1:
-        written.append(out / "compare.png")
-        _compare(analysis, written[-1])
+        _per_layer_by_step(analysis, target("D_per_layer.png"))
+        _per_layer_rows(analysis, target("logit_lens.png"), [
+            ("next-token accuracy (fraction)", lambda x: [("", x["lens"]["acc"], "o-")], 0, False),
+            ("perplexity (log scale)", lambda x: [("", x["lens"]["ppl"], "o-")], 0, True),
+        ], "Logit lens: final norm + output layer on h_l (held-out sample)", _pick)  # fmt: skip
+        _per_layer_rows(analysis, target("activations.png"), [
+            ("|activation| (log scale)", lambda x: [
+                (" max", [t[0] for t in x["massive"]["top"]], "o-"),
+                (" median", x["massive"]["median"], "s--")], 0, True),
+            ("active-token rate (fraction)", lambda x: [
+                (f", alpha {x['voids']['alpha']}", x["voids"]["layer_rate"], "o-")], 1, False),
+        ], "Massive activations and voids of the residual stream (last checkpoint)",
+            lambda lines: lines[-1:])  # fmt: skip
     return written
+
+
+def _training(metrics: dict, path: Path) -> None:
+    """LM loss and regulariser loss, training lines and validation-pass markers."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for n, (name, lines) in enumerate(metrics.items()):
+        train = [x for x in _train(lines) if "tokens" in x]
+        valid = [x for x in lines if x.get("split") == "valid" and "tokens" in x]
+        for ax, key in zip(axes, ("lm_loss", "jreg_loss"), strict=True):
+            ax.plot(_mtok(train), [x[key] for x in train], "-", color=f"C{n}",
+                    label=f"{name}: train")  # fmt: skip
+            if valid:
+                ax.plot(_mtok(valid), [x[key] for x in valid], "o", color=f"C{n}",
+                        label=f"{name}: validation")  # fmt: skip
+    _style(axes[0], _TOKENS, "LM loss (nats/token)", "LM loss")
+    _style(axes[1], _TOKENS, "regulariser loss (unscaled)", "regulariser loss")
+    _finish(fig, path, "Training curves (metrics.jsonl)")

@@ -9,16 +9,29 @@ microbatches; the LM loss as a sum over unmasked tokens divided by their count),
 pass measured here reproduces the ``metrics.jsonl`` line of the same checkpoint and batches.
 
 Logit lens: layer l's prediction is ``output_layer(final_norm(h_l))``; at l = L this is the
-model's own output. Shapes: ``_sbh`` = Megatron's [sequence, batch, hidden], ``_n*`` = tokens
+model's own output. Voids and massive activations (``eval.activations``) are measured on every
+token position (loss mask ignored): voids streamed per microbatch, massive activations over the
+whole sample set, which keeps |h_0|..|h_L| of every token on the CPU (samples x seq x hidden x
+(L+1) x 4 bytes: 21 MB for 64 sequences of the tiny model) and so is switched on only for the
+held-out sample. Shapes: ``_sbh`` = Megatron's [sequence, batch, hidden], ``_n*`` = tokens
 flattened in [batch, sequence] order (the order of labels and loss masks).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from megatron.core.transformer.transformer_layer import TransformerLayer
 
+from eval.activations import (
+    VOID_ALPHA,
+    active_layers,
+    massive_activations,
+    token_norms,
+    void_summary,
+)
 from megatron_ext.jreg import displacement, relative_l2
 from megatron_ext.metrics import convergence_score, jump_ratio
 
@@ -34,10 +47,23 @@ class Probe:
         num_layers: L.
         layer_weights: w_1..w_L of the run's regulariser (for ``jreg_loss``).
         reg: the run's regulariser (``l2rel`` weighs relative L2, else Psi), as the tracker does.
+        alpha: the void threshold's alpha.
+        massive: also measure massive activations (keeps every activation, see above).
     """
 
-    def __init__(self, num_layers: int, layer_weights: torch.Tensor, reg: str):
+    def __init__(
+        self,
+        num_layers: int,
+        layer_weights: torch.Tensor,
+        reg: str,
+        alpha: float = VOID_ALPHA,
+        massive: bool = False,
+    ):
         self.num_layers = num_layers
+        self.alpha = alpha
+        # |h_0|..|h_L| of every microbatch, for massive_activations over the whole sample set
+        self.abs_hidden = [[] for _ in range(num_layers + 1)] if massive else None
+        self.num_active = torch.zeros(num_layers, dtype=torch.float64)
         self.weights = layer_weights.double().cpu()
         self.reg = reg
         layers = num_layers + 1
@@ -85,6 +111,9 @@ class Probe:
             self.rel[i] += float(relative_l2(a, b).mean())
         for i, h in enumerate(hidden_sbh):
             self.norm[i] += float(h.float().norm(dim=-1).mean())
+            if self.abs_hidden is not None:
+                self.abs_hidden[i].append(h.detach().float().abs().cpu())
+        self.num_active += active_layers(token_norms(hidden_sbh), self.alpha).double().sum(0).cpu()
         self._lens(model, hidden_sbh, batch["labels"].reshape(-1), mask_bs.reshape(-1))
 
     def _lens(self, model, hidden_sbh, labels_n, mask_n) -> None:
@@ -121,7 +150,9 @@ class Probe:
         rel = (self.rel / self.num_microbatches).tolist()
         reg_means = torch.tensor(rel if self.reg == "l2rel" else d, dtype=torch.float64)
         denom = max(self.num_loss_tokens, 1.0)
-        return {
+        lens = {k: (v / denom).tolist() for k, v in self.lens.items()}
+        lens["ppl"] = [math.exp(x) if x < 700 else math.inf for x in lens["loss"]]
+        out = {
             "num_sequences": self.num_sequences,
             "num_tokens": self.num_tokens,
             "lm_loss": self.loss_sum / denom,
@@ -131,5 +162,15 @@ class Probe:
             "jreg_loss": float((self.weights * reg_means).sum()),
             "rel_l2": rel,
             "hidden_norm": (self.norm / self.num_microbatches).tolist(),
-            "lens": {k: (v / denom).tolist() for k, v in self.lens.items()},
+            "lens": lens,
+            "voids": void_summary(self.num_active, self.num_tokens, self.alpha),
         }
+        if self.abs_hidden is not None:
+            out["massive"] = self._massive()
+        return out
+
+    def _massive(self) -> dict:
+        """Per residual state h_0..h_L, each statistic of ``massive_activations`` as a list."""
+        per_state = [massive_activations(torch.cat([t.reshape(-1) for t in parts]))
+                     for parts in self.abs_hidden]  # fmt: skip
+        return {k: [x[k] for x in per_state] for k in per_state[0]}

@@ -20,6 +20,11 @@ from megatron_ext.config import LlamaConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TRACKER = "latest_checkpointed_iteration.txt"
+ANALYSIS_FILE = "analysis.jsonl"  # written by eval.analyze, read by eval.plots
+POOLED_NOTE = (
+    "old metrics.jsonl format: the line at the last iteration averages this pass with the final "
+    "validation pass and the test-set pass"
+)
 
 # Flags whose model the one-process Llama builder (megatron_ext.model) cannot reproduce.
 _UNSUPPORTED = {
@@ -187,12 +192,28 @@ class RunDir:
                 continue
         return lines
 
-    def logged_valid(self, iteration: int) -> dict | None:
-        """The validation line logged for ``iteration`` (the last one if resumed), if any."""
-        found = [
-            x for x in self.metrics() if x.get("split") == "valid" and x["iteration"] == iteration
-        ]
-        return found[-1] if found else None
+    def logged_pass(self, valid_pass: int) -> tuple[dict | None, str | None]:
+        """The ``metrics.jsonl`` line of validation pass ``valid_pass`` and a caveat, if any.
+
+        Lines with ``eval_pass`` name their pass (the last one wins after a resume). In older
+        files (no ``eval_pass``) a validation line is matched by its iteration; the line of the
+        last iteration there averaged every evaluation after training (the in-loop pass, the final
+        pass and the test-set pass), so it comes with a note saying it is not one pass.
+        """
+        valid = [x for x in self.metrics() if x.get("split") == "valid"]
+        if any("eval_pass" in x for x in valid):
+            found = [x for x in valid if x.get("eval_pass") == valid_pass]
+            return (found[-1] if found else None), None
+        found = [x for x in valid if self.schedule.pass_at(x["iteration"]) == valid_pass]
+        if not found:
+            return None, None
+        pooled = found[-1]["iteration"] >= self.schedule.train_iters
+        return found[-1], POOLED_NOTE if pooled else None
+
+    def tokens_seen(self, iteration: int) -> int:
+        """Training tokens consumed up to ``iteration`` (a constant global batch is assumed:
+        Megatron's ``--rampup-batch-size`` is not modelled)."""
+        return iteration * self.schedule.global_batch_size * self.model.seq_length
 
     def select(self, spec: str) -> list[int]:
         """Checkpoint iterations for ``ITER=``: ``all``, ``latest`` or a comma list."""

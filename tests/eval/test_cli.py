@@ -34,9 +34,11 @@ def test_run_without_checkpoints(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["analyze", "ITER=7"], "error: no checkpoint iter_7"),
-     (["export", "ITER=all"], "error: ITER names one checkpoint"),
+     (["eval", "ITER=3,5"], "error: no checkpoint iter_3"),
      (["analyze", "SAMPLES=0"], "error: SAMPLES must be a positive integer"),
      (["analyze", "VALID=maybe"], "error: VALID must be"),
+     (["analyze", "ALPHA=0"], "error: ALPHA must be a positive number"),
+     (["analyze", "FORCE=yes"], "error: FORCE must be 0 or 1"),
      (["analyze", "TASKS=x"], "error: unknown setting 'TASKS=x' for analyze"),
      (["export", "DTYPE=fp8"], "error: DTYPE must be"),
      (["frobnicate"], "error: unknown command 'frobnicate'")],

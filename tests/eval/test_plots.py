@@ -10,6 +10,8 @@ from tests.eval.conftest import eval_cli, eval_ok
 
 pytestmark = pytest.mark.slow
 PNG = b"\x89PNG"
+FIGURES = ["jump_growth.png", "S_model.png", "training.png", "D_per_layer.png", "logit_lens.png",
+           "activations.png"]  # fmt: skip
 
 
 def test_plots_from_copied_files_and_overlay(analyzed, tmp_path):
@@ -17,15 +19,21 @@ def test_plots_from_copied_files_and_overlay(analyzed, tmp_path):
     copy = tmp_path / "copy"
     copy.mkdir()
     shutil.copy(run / "metrics.jsonl", copy)
-    shutil.copytree(run / "analysis", copy / "analysis")
+    shutil.copy(run / "analysis.jsonl", copy)
     out = eval_ok("plots", f"RUN={copy}")
-    names = ["training.png", "jump_profile.png", "logit_lens.png"]
-    for name in names:
+    for name in FIGURES:
         data = (copy / "plots" / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 20_000, name
         assert f"wrote {copy / 'plots' / name}" in out
-    eval_ok("plots", f"RUN={copy} {run}", f"OUT={tmp_path / 'both'}")
-    assert all((tmp_path / "both" / name).is_file() for name in names)
+    # baseline vs JREG style overlay: RUN2 adds a run, figures go to the first run's plots/
+    training_only = tmp_path / "training_only"
+    training_only.mkdir()
+    shutil.copy(run / "metrics.jsonl", training_only)
+    eval_ok("plots", f"RUN={copy}", f"RUN2={training_only}", f"OUT={tmp_path / 'both'}")
+    for name in FIGURES:
+        assert (tmp_path / "both" / name).stat().st_size > 20_000, name
+    overlaid = (tmp_path / "both" / "training.png").read_bytes()
+    assert overlaid != (copy / "plots" / "training.png").read_bytes()  # two runs drawn
 
 
 def test_plots_without_files_fail_cleanly(tmp_path):

@@ -135,9 +135,22 @@ def test_valid_num_samples_is_megatrons(train_iters, eval_interval):
     assert sched.valid_num_samples == valid_samples
 
 
-def test_logged_valid_takes_last_line(tmp_path):
-    run = load_run(str(fake_run(tmp_path)))
-    lines = [{"iteration": 5, "split": "valid", "lm_loss": 1.0}, {"iteration": 5, "lm_loss": 9.0},
-             {"iteration": 5, "split": "valid", "lm_loss": 2.0}]  # fmt: skip
-    (run.path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + "{torn")
-    assert run.logged_valid(5)["lm_loss"] == 2.0 and run.logged_valid(10) is None
+def test_logged_pass_old_and_new_format(tmp_path):
+    run = load_run(str(fake_run(tmp_path)))  # eval_interval 5, train_iters 10
+    path = run.path / "metrics.jsonl"
+    old = [{"iteration": 5, "split": "valid", "lm_loss": 1.0}, {"iteration": 5, "lm_loss": 9.0},
+           {"iteration": 5, "split": "valid", "lm_loss": 2.0},
+           {"iteration": 10, "split": "valid", "lm_loss": 3.0}]  # fmt: skip
+    path.write_text("".join(json.dumps(x) + "\n" for x in old) + "{torn")
+    assert run.logged_pass(1) == (old[2], None)  # the last line after a resume
+    line, note = run.logged_pass(2)
+    assert line == old[3] and "averages" in note  # the pooled last line of the old format
+    assert run.logged_pass(3) == (None, None)
+    new = [{"iteration": 5, "split": "valid", "eval_pass": 1, "lm_loss": 1.0},
+           {"iteration": 10, "split": "valid", "eval_pass": 2, "lm_loss": 2.0},
+           {"iteration": 10, "split": "valid", "eval_pass": 3, "lm_loss": 3.0},
+           {"iteration": 10, "split": "test", "lm_loss": 4.0}]  # fmt: skip
+    path.write_text("".join(json.dumps(x) + "\n" for x in new))
+    assert [run.logged_pass(e) for e in (1, 2, 3, 4)] == [
+        (new[0], None), (new[1], None), (new[2], None), (None, None)]  # fmt: skip
+    assert run.tokens_seen(10) == 10 * 8 * 128
