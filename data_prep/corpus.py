@@ -207,6 +207,14 @@ def _file_kind(path: str, txt_docs: str) -> str:
     return f"txt-{txt_docs}" if kind == "txt" else kind
 
 
+def _json_record(line, path, offset: int):
+    """One jsonl record; a DataError naming the file and byte offset if it is not JSON."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON in the line at byte {offset} ({e.msg})") from e
+
+
 def check_text_field(sources: list[Source], text_field: str) -> None:
     """Fail before any heavy work if the first record of a file lacks the text field."""
     for src in sources:
@@ -214,13 +222,7 @@ def check_text_field(sources: list[Source], text_field: str) -> None:
             kind = FILE_KINDS[Path(path).suffix]
             if kind == "jsonl":
                 for offset, line in _iter_lines(path, 0, Path(path).stat().st_size):
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DataError(
-                            f"{path}: invalid JSON in the line at byte {offset} ({e.msg})"
-                        ) from e
-                    _text_of(record, text_field, path)
+                    _text_of(_json_record(line, path, offset), text_field, path)
                     break
             elif kind == "parquet":
                 import pyarrow.parquet as pq
@@ -344,13 +346,7 @@ def _iter_records(shard: Shard, text_field: str) -> Iterator[str | None]:
     if shard.kind == "jsonl":
         path = shard.paths[0]
         for offset, line in _iter_lines(path, shard.start, shard.end):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(
-                    f"{path}: invalid JSON in the line at byte {offset} ({e.msg})"
-                ) from e
-            yield _text_of(record, text_field, path)
+            yield _text_of(_json_record(line, path, offset), text_field, path)
     elif shard.kind == "txt-line":
         for _, line in _iter_lines(shard.paths[0], shard.start, shard.end):
             yield line.decode("utf-8").rstrip("\r\n")
