@@ -11,16 +11,6 @@ def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def rank() -> int:
-    """Global rank (0 outside a distributed job)."""
-    return dist.get_rank() if is_initialized() else 0
-
-
-def world_size() -> int:
-    """Global world size (1 outside a distributed job)."""
-    return dist.get_world_size() if is_initialized() else 1
-
-
 def all_reduce_sum(tensor: torch.Tensor, group=None) -> torch.Tensor:
     """In-place SUM over ``group`` (default: every rank); returns the tensor."""
     if is_initialized() and dist.get_world_size(group) > 1:
