@@ -2,7 +2,7 @@
 
 Every ``results.json`` under ``<out>/lm_eval/`` counts, so evaluating more checkpoints later adds
 columns. Rows are (task, metric) pairs, lm-eval's metric names without the filter suffix
-(``acc,none`` -> ``acc``); standard errors are left out. Writes ``scores.csv`` (columns ``task``,
+(``acc,none`` -> ``acc``); standard errors and ``sample_len`` are left out. Writes ``scores.csv`` (columns ``task``,
 ``metric``, then one per iteration), ``scores.md`` (the same, iterations with tokens seen) and
 ``scores.png`` (each metric against tokens seen, one panel per metric).
 """
@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+_NOT_SCORES = ("alias", "sample_len")  # lm-eval bookkeeping, not metrics
 # Metric -> axis label; higher-is-better metrics are not marked, lower-is-better ones are.
 _LABELS = {
     "acc": "accuracy (fraction, higher is better)",
@@ -40,7 +41,7 @@ def collect(lm_eval_dir: Path) -> tuple[dict[int, int | None], dict[tuple[str, s
         for task, metrics in record["results"].items():
             for key, value in metrics.items():
                 name = key.split(",")[0]
-                if "_stderr" in name or not isinstance(value, (int, float)) or name == "alias":
+                if "_stderr" in name or name in _NOT_SCORES or not isinstance(value, (int, float)):
                     continue
                 scores.setdefault((task, name), {})[iteration] = float(value)
     return dict(sorted(tokens.items())), dict(sorted(scores.items()))
@@ -76,9 +77,13 @@ def write_scores(lm_eval_dir: Path) -> list[Path]:
 
 def _plot(tokens: dict, scores: dict, path: Path) -> None:
     metrics = sorted({m for _, m in scores})
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False)
+    cols = min(3, len(metrics))
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(metrics) :]:
+        ax.set_visible(False)
     use_tokens = all(t for t in tokens.values())
-    for ax, metric in zip(axes[0], metrics, strict=True):
+    for ax, metric in zip(axes.flat, metrics, strict=False):
         for n, ((task, name), values) in enumerate(scores.items()):
             if name != metric:
                 continue
