@@ -83,11 +83,11 @@ def make_forward_step(
     """
 
     def forward_step(data_iterator, model, return_schedule_plan: bool = False):
-        batch = get_batch(data_iterator, model)
-        output_bs = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
         training = model.training
         if not training and on_eval is not None:
-            on_eval()
+            on_eval()  # before the forward: it may close the previous pass's records
+        batch = get_batch(data_iterator, model)
+        output_bs = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
         nan_now = bool(
             nan_at_iteration is not None and training and iteration_fn() == nan_at_iteration
         )

@@ -51,12 +51,6 @@ def test_one_line_per_checkpoint_replays_validation_pass(analyzed):
     assert "pass 1 vs metrics.jsonl: max rel diff" in out and "analyze: 100%" in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="megatron_ext bug (d223487): the eval_pass lines after the last iteration (passes 2 "
-    "and 3 here) log Megatron's LM loss exactly but D_l about 1% off the replay of the same batches "
-    "(D_1 0.21133 logged vs 0.21302 replayed for pass 2); pass 1 matches exactly",
-)
 def test_last_iteration_pass(analyzed):
     """Pass 2 ran after iteration 10, the last one. metrics.jsonl with eval_pass logs it alone;
     the older format pooled it with the final and test passes, which analysis flags."""
