@@ -6,6 +6,14 @@ import dataclasses
 from dataclasses import dataclass
 
 
+def _check_positive_ints(cfg, *names: str, label=lambda name: name) -> None:
+    """ValueError naming the first field that is not a positive integer."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{label(name)} must be a positive integer, got {value!r}")
+
+
 @dataclass(kw_only=True)
 class LlamaConfig:
     """Architecture of a Llama-style decoder (what a model-size recipe states)."""
@@ -30,11 +38,8 @@ class LlamaConfig:
     """RMSNorm epsilon."""
 
     def __post_init__(self):
-        for name in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads",
-                     "num_query_groups", "seq_length"):  # fmt: skip
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        _check_positive_ints(self, "num_layers", "hidden_size", "ffn_hidden_size",
+                             "num_attention_heads", "num_query_groups", "seq_length")  # fmt: skip
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} must divide "
@@ -128,11 +133,8 @@ class TrainConfig:
     """Validation batches per pass."""
 
     def __post_init__(self):
-        for name in ("micro_batch_size", "global_batch_size", "train_iters", "log_interval",
-                     "save_interval", "eval_interval", "eval_iters"):  # fmt: skip
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        _check_positive_ints(self, "micro_batch_size", "global_batch_size", "train_iters",
+                             "log_interval", "save_interval", "eval_interval", "eval_iters")  # fmt: skip
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError(
                 f"micro_batch_size={self.micro_batch_size} must divide "
@@ -182,10 +184,7 @@ class ParallelConfig:
     """Shard optimizer state over data-parallel ranks."""
 
     def __post_init__(self):
-        for name in ("tp", "pp", "cp"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name.upper()} must be a positive integer, got {value!r}")
+        _check_positive_ints(self, "tp", "pp", "cp", label=str.upper)
         if self.vpp is not None and (not isinstance(self.vpp, int) or self.vpp < 1):
             raise ValueError(f"VPP must be a positive integer, got {self.vpp!r}")
         if self.vpp == 1:
