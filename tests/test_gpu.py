@@ -26,14 +26,13 @@ def test_te_fp8_pretrain_runs(tmp_path, smoke_data):
 
 @requires_gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
-def test_tp2_nccl_matches_tp1(tmp_path, smoke_data):
+@pytest.mark.parametrize("layout", [["TP=2"], ["CP=2"]], ids=["tp2", "cp2"])
+def test_two_gpu_layouts_match_one_gpu(tmp_path, smoke_data, layout):
+    """NCCL TP+SP, and context parallelism (TE attention; JREG's local mean divided by CP)."""
     runs = {}
-    for name, extra in {
-        "tp1": ["NPROC=1", "FP8=off"],
-        "tp2": ["NPROC=2", "TP=2", "FP8=off"],
-    }.items():
+    for name, extra in {"one": ["NPROC=1"], "two": ["NPROC=2", *layout]}.items():
         code, out = run_checked(LAUNCH + [f"RUN={tmp_path / name}", f"DATA={smoke_data}", "ITERS=2",
-                                          "LOG_INTERVAL=1", *extra], 900)  # fmt: skip
+                                          "LOG_INTERVAL=1", "FP8=off", *extra], 900)  # fmt: skip
         assert code == 0, out[-5000:]
         runs[name] = train_lines(read_metrics(tmp_path / name))
     for a, b in zip(runs["one"], runs["two"], strict=True):  # bf16: loose tolerances
