@@ -87,10 +87,6 @@ class JumpTracker:
         self._sealed.append(self._buffer(split).clone())
         self._buffers[split].zero_()
 
-    def num_sealed(self) -> int:
-        """Sealed passes waiting for ``report_sealed`` on this rank (the same on every rank)."""
-        return len(self._sealed)
-
     def report_sealed(self, group=None) -> list[dict[str, float]]:
         """Reduce every sealed pass, oldest first (one collective per pass; every rank calls)."""
         sealed, self._sealed = self._sealed, []
