@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass
+
+
+def te_available() -> bool:
+    """True when Transformer Engine is installed (GPU machines with the ``gpu`` extra). A presence
+    check, cheap enough for the launcher; the layer spec and the launcher decide the same way."""
+    return importlib.util.find_spec("transformer_engine") is not None
 
 
 def _check_positive_ints(cfg, *names: str, label=lambda name: name) -> None:

@@ -9,7 +9,6 @@ instead of running it. Multi-node launchers (jobs/) pass NNODES/NODE_RANK/MASTER
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -18,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from megatron_ext.config import megatron_flags
+from megatron_ext.config import megatron_flags, te_available
 from megatron_ext.jreg import layer_weights, parse_schedule
 from recipes.models import model_recipe
 from recipes.training import parallel_defaults, train_recipe
@@ -103,10 +102,6 @@ def gpu_info() -> tuple[int, int]:
     return torch.cuda.device_count(), torch.cuda.get_device_capability(0)[0]
 
 
-def te_available() -> bool:
-    return importlib.util.find_spec("transformer_engine") is not None
-
-
 def load_dataset(v: dict) -> tuple[Path, dict]:
     """Validate the prepared dataset (building the default one if missing); return its manifest."""
     data = Path(v.get("DATA", DEFAULT_DATA))
@@ -185,8 +180,11 @@ def plan(v: dict) -> dict:
     )
     dp = nproc * nnodes // layout.model_parallel_size
     if train.global_batch_size % (train.micro_batch_size * dp):
-        train = train.replace(global_batch_size=train.micro_batch_size * dp * max(
-            1, train.global_batch_size // (train.micro_batch_size * dp)))  # fmt: skip
+        fitted = train.micro_batch_size * dp * max(
+            1, train.global_batch_size // (train.micro_batch_size * dp))  # fmt: skip
+        print(f"global batch {train.global_batch_size} is not a multiple of micro batch "
+              f"{train.micro_batch_size} x DP={dp}: using {fitted}", flush=True)  # fmt: skip
+        train = train.replace(global_batch_size=fitted)
     data, manifest = load_dataset(v)
     data_vocab = int(manifest["tokenizer"]["vocab_size"])
     run = v.get("RUN", f"{size}-{reg}")

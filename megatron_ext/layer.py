@@ -18,6 +18,7 @@ from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_layer import TransformerLayer
 from megatron.core.utils import make_viewless_tensor
 
+from megatron_ext.config import te_available
 from megatron_ext.reg import JregRuntime
 
 
@@ -42,15 +43,6 @@ class JregTransformerLayer(TransformerLayer):
             # yields a view.
             new_out = make_viewless_tensor(new_out, requires_grad=True, keep_graph=True)
         return new_out, context
-
-
-def te_available() -> bool:
-    """True when Transformer Engine imports (GPU machines with the ``gpu`` extra)."""
-    try:
-        import transformer_engine.pytorch  # noqa: F401
-    except Exception:  # ImportError, or a CUDA/driver error raised while importing
-        return False
-    return True
 
 
 def jreg_layer_spec(runtime: JregRuntime, use_te: bool | None = None) -> ModuleSpec:
