@@ -179,11 +179,10 @@ def plan(v: dict) -> dict:
         log_interval=_int(v, "LOG_INTERVAL", train.log_interval),
     )
     dp = nproc * nnodes // layout.model_parallel_size
+    asked_batch = train.global_batch_size
     if train.global_batch_size % (train.micro_batch_size * dp):
         fitted = train.micro_batch_size * dp * max(
             1, train.global_batch_size // (train.micro_batch_size * dp))  # fmt: skip
-        print(f"global batch {train.global_batch_size} is not a multiple of micro batch "
-              f"{train.micro_batch_size} x DP={dp}: using {fitted}", flush=True)  # fmt: skip
         train = train.replace(global_batch_size=fitted)
     data, manifest = load_dataset(v)
     data_vocab = int(manifest["tokenizer"]["vocab_size"])
@@ -205,7 +204,7 @@ def plan(v: dict) -> dict:
         "nproc": nproc, "nnodes": nnodes, "num_gpus": num_gpus, "fp8": fp8, "model": model,
         "train": train, "data": data, "manifest": manifest, "data_vocab": data_vocab,
         "run_dir": run_dir, "seed": _int(v, "SEED", 1234), "extra": extra,
-        "model_vocab": model_vocab,
+        "model_vocab": model_vocab, "asked_batch": asked_batch,
         "defaults_used": not any(k in v for k in ("TP", "PP", "VPP", "CP")),
     }  # fmt: skip
 
@@ -333,12 +332,14 @@ def describe(p: dict) -> str:
     layout = p["layout"]
     where = f"{p['num_gpus']} GPU(s)" if p["num_gpus"] else "CPU (gloo)"
     picked = " (defaults for this size)" if p["defaults_used"] else ""
+    batch = p["train"].global_batch_size
+    rounded = "" if batch == p["asked_batch"] else f" (recipe's {p['asked_batch']} rounded to DP)"
     return (
         f"pretrain SIZE={p['size']} REG={p['reg']} LAMBDA={p['lam']} WEIGHTS={p['weights']} on "
         f"{where}, {p['nnodes']} node(s) x {p['nproc']} proc: TP={layout.tp} PP={layout.pp} "
         f"VPP={layout.vpp or 1} CP={layout.cp} SP={'on' if layout.sequence_parallel else 'off'} "
         f"distributed-optimizer={'on' if layout.distributed_optimizer else 'off'} FP8={p['fp8']}"
-        f"{picked}; run dir {p['run_dir']}"
+        f"{picked}, global batch {batch}{rounded}; run dir {p['run_dir']}"
     )
 
 
