@@ -136,14 +136,16 @@ def test_make_submit_prints_qsub_and_submits_only_with_submit(tmp_path, smoke_da
 
 def test_submit_slurm_passes_settings_with_export(tmp_path, smoke_data):
     env = clean_env(tmp_path)
+    run_dir = tmp_path / "run"  # not the repo's runs/: a real run there would be resumed
     proc = run([JOBS / "submit.sh", "CLUSTER=slurm", "NODES=2", "GPUS_PER_NODE=4", "PARTITION=gpu",
-                "GROUP=acct", "SIZE=tiny", f"DATA={smoke_data}", "SUBMIT=1"], env)  # fmt: skip
+                "GROUP=acct", f"RUN={run_dir}", "SIZE=tiny", f"DATA={smoke_data}", "SUBMIT=1"],
+               env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "2 node(s) x 4 proc" in proc.stdout
     sbatch = submit_line(proc.stdout, "sbatch")
     assert sbatch == ["sbatch", "--nodes=2", "--time=24:00:00", "--gpus-per-node=4",
                       "--account=acct", "--partition=gpu",
-                      f"--export=ALL,GPUS_PER_NODE=4,SIZE=tiny,DATA={smoke_data}",
+                      f"--export=ALL,GPUS_PER_NODE=4,RUN={run_dir},SIZE=tiny,DATA={smoke_data}",
                       "jobs/slurm/pretrain.sbatch"]  # fmt: skip
     assert calls(tmp_path) == [sbatch]
 
