@@ -8,11 +8,15 @@ Both displacements are custom autograd functions that compute in fp32 whatever t
 and save only the original (e.g. bf16) tensors, which are alive anyway as layer activations, plus
 per-token fp32 scalars. A plain ``F.cosine_similarity(a.float(), b.float())`` would keep two fp32
 ``[s, b, h]`` copies alive until backward, doubling the activation memory of every layer.
+
+On CUDA the same functions run as fused Triton kernels (``jreg_triton``, same math, same saved
+tensors, one read of the inputs per pass); ``_apply`` is the one place that chooses.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -89,29 +93,65 @@ class _RelativeL2(torch.autograd.Function):
         return grad_a, grad_b
 
 
-def displacement(h_in: torch.Tensor, h_out: torch.Tensor) -> torch.Tensor:
+IMPLS = ("auto", "eager", "triton")
+_FUSED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def _triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
+
+
+def _use_fused(name: str, a: torch.Tensor, impl: str) -> bool:
+    """Which implementation of ``name`` runs: ``auto`` takes the fused kernel for CUDA tensors in
+    bf16/fp16/fp32 (float64 stays eager, for gradcheck) and the eager path on CPU."""
+    if impl == "auto":
+        return a.is_cuda and a.dtype in _FUSED_DTYPES
+    if impl == "eager":
+        return False
+    if impl != "triton":
+        raise ValueError(f"{name}: unknown impl {impl!r}; valid: {', '.join(IMPLS)}")
+    if a.dtype not in _FUSED_DTYPES:
+        raise ValueError(f"{name}: impl='triton' takes bf16/fp16/fp32 inputs, got {a.dtype}")
+    if not a.is_cuda and not _triton_interpreted():
+        raise ValueError(
+            f"{name}: impl='triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before triton "
+            "is imported, for CPU tensors); use impl='eager' on CPU"
+        )
+    return True
+
+
+def _apply(name: str, eager: type[torch.autograd.Function], a, b, impl: str) -> torch.Tensor:
+    """The one dispatch point: ``eager`` or the fused twin registered under ``name`` in
+    ``jreg_triton.FUSED`` (imported only when used, so CPU-only code never imports Triton)."""
+    if a.shape != b.shape:
+        raise ValueError(f"{name}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+    if _use_fused(name, a, impl):
+        from megatron_ext.jreg_triton import FUSED
+
+        return FUSED[name].apply(a, b)
+    return eager.apply(a, b)
+
+
+def displacement(h_in: torch.Tensor, h_out: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:
     """Per-token JREG displacement Psi = 1 - (1 + cos(h_in, h_out)) / 2.
 
     Args:
         h_in: layer input, ``[..., h]`` (Megatron ``[s, b, h]``), any float dtype.
         h_out: layer output, same shape.
+        impl: ``auto`` (fused Triton kernel for CUDA tensors, eager on CPU), ``eager`` or
+            ``triton`` (forced; CPU tensors only under ``TRITON_INTERPRET=1``).
 
     Returns:
         tensor ``[...]`` in [0, 1], fp32 (float64 for float64 inputs); 0.5 where either vector
         is all zeros.
     """
-    if h_in.shape != h_out.shape:
-        raise ValueError(
-            f"displacement: shapes differ, {tuple(h_in.shape)} vs {tuple(h_out.shape)}"
-        )
-    return _Displacement.apply(h_in, h_out)
+    return _apply("displacement", _Displacement, h_in, h_out, impl)
 
 
-def relative_l2(h_in: torch.Tensor, h_out: torch.Tensor) -> torch.Tensor:
-    """Per-token relative L2 displacement ``|h_out - h_in| / |h_in|`` (``[...]``, fp32 or f64)."""
-    if h_in.shape != h_out.shape:
-        raise ValueError(f"relative_l2: shapes differ, {tuple(h_in.shape)} vs {tuple(h_out.shape)}")
-    return _RelativeL2.apply(h_in, h_out)
+def relative_l2(h_in: torch.Tensor, h_out: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:
+    """Per-token relative L2 displacement ``|h_out - h_in| / |h_in|`` (``[...]``, fp32 or f64);
+    ``impl`` as for ``displacement``."""
+    return _apply("relative_l2", _RelativeL2, h_in, h_out, impl)
 
 
 # REG name -> per-token displacement used as the regulariser. "none" adds nothing.
