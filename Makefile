@@ -12,7 +12,7 @@ export PYTHONDONTWRITEBYTECODE :=
 export OMP_NUM_THREADS ?= 1
 RUNPY := $(UV) run --locked python
 
-.PHONY: help setup test test-fast lint data pretrain
+.PHONY: help setup test test-fast lint data pretrain bench bench-gpu
 help:
 	@echo "make setup | test | lint | data | pretrain SIZE=… REG=…   (see README.md)"
 
@@ -96,3 +96,17 @@ export: setup
 
 eval: setup
 	$(RUNPY) -m eval eval $(foreach v,$(EVAL_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
+
+# What JREG costs (megatron_ext/bench.py; not in CI, a smoke of it is): step time, tokens/s and
+# memory for REG=none/jreg/l2rel, the displacement alone eager vs fused, MFU on a GPU.
+# make bench [OUT=runs/bench/bench.json REPEATS= DEVICE=auto|cpu|cuda PARTS=train,kernel,matmul]
+REPEATS ?=
+PARTS ?=
+bench: setup
+	$(RUNPY) -m megatron_ext.bench --out '$(or $(OUT),runs/bench/bench.json)' \
+		$(if $(REPEATS),--repeats $(REPEATS)) $(if $(DEVICE),--device $(DEVICE)) \
+		$(if $(PARTS),--parts $(PARTS))
+
+# One GPU session (~8 min): the Triton kernel cases compiled on CUDA, then the GPU part of bench.
+bench-gpu: setup
+	UV='$(UV)' $(CURDIR)/tools/gpu_check.sh

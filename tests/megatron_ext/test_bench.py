@@ -1,0 +1,42 @@
+"""`make bench` in its shortened form (--smoke): it runs, writes its table and JSON, and shows that
+the regulariser saves no activations beyond per-token scalars in a real Megatron model."""
+
+import json
+import sys
+
+import pytest
+
+from tests.helpers import run_checked
+
+
+@pytest.mark.slow
+def test_bench_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "megatron_ext.bench", "--smoke", "--device", "cpu",
+           "--out", str(out)]  # fmt: skip
+    code, log = run_checked(cmd, timeout=600)
+    assert code == 0, log[-5000:]
+    assert "## train tiny-2L" in log and "## displacement alone" in log
+    report = json.loads(out.read_text())
+    assert report["device"] == "cpu" and report["repeats"] == 2
+    (train,) = report["train"]
+    regs = train["regs"]
+    assert set(regs) == {"none", "jreg", "l2rel"}
+    for r in regs.values():
+        assert len(r["seconds"]["repeats"]) == 2 and r["tokens_per_s"] > 0
+    # JREG keeps the layer inputs/outputs (alive anyway) plus per-token fp32 scalars per layer
+    # (displacement: |a|, |b|, cos; l2rel also: |d|, |a| and the no-grad psi)
+    tokens, layers = train["tokens_per_step"], train["num_layers"]
+    scalars_mib = layers * tokens * 4 * 6 / 2**20
+    for reg in ("jreg", "l2rel"):
+        extra = regs[reg]["saved_activations_mib"] - regs["none"]["saved_activations_mib"]
+        assert 0 <= extra <= scalars_mib, (reg, extra, scalars_mib)
+    (row_psi, row_l2) = report["kernel"]["rows"]
+    assert row_psi["impl"] == "eager" and row_psi["achieved_gbs"] > 0
+
+
+@pytest.mark.parametrize("argv, message", [(["--repeats", "0"], "--repeats must be >= 1"),
+                                           (["--parts", "train,gpu"], "--parts takes")])  # fmt: skip
+def test_bench_bad_arguments(argv, message):
+    code, log = run_checked([sys.executable, "-m", "megatron_ext.bench", *argv], timeout=60)
+    assert code == 2 and f"error: {message}" in log, log
