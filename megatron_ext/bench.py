@@ -1,4 +1,6 @@
-"""``make bench``: what the regulariser costs, measured in one process (``python -m megatron_ext.bench``).
+"""``make bench``: what the regulariser costs, measured in one process.
+
+``python -m megatron_ext.bench [--device auto|cpu|cuda] [--out FILE] [--repeats N] [--smoke]``.
 
 Three parts, each interleaved (A B C A B C ...) so every variant sees the same background load,
 and reported as the median of the repeats (min and max kept for the spread):
@@ -15,7 +17,8 @@ and reported as the median of the repeats (min and max kept for the spread):
   the time they take at the measured device-to-device copy bandwidth (the floor).
 - ``matmul`` (GPU): the bf16 matmul peak, for MFU.
 
-Shapes: CPU ``tiny`` (4 layers, h=128) and ``tiny-12L`` (the study depth, ``ARGS="--num-layers 12"``);
+Shapes: CPU ``tiny`` (4 layers, h=128) and ``tiny-12L`` (the study depth,
+``ARGS="--num-layers 12"``);
 GPU ``1b`` in bf16 (local spec when Transformer Engine is absent) and in FP8 with TE when present.
 """
 
