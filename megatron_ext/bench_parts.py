@@ -62,27 +62,31 @@ def copy_bandwidth(device: str, repeats: int, warmup: int, nbytes: int) -> float
 
 
 def kernels(device: str, repeats: int, warmup: int, smoke: bool) -> dict:
-    """Forward + backward of displacement and relative_l2, eager vs fused (GPU), in bf16."""
+    """Forward + backward of displacement and relative_l2, eager vs fused (GPU): bf16 at the 1b
+    and 8b activation shapes (GPU) or smaller ones (CPU), and on CPU also the tiny recipe's
+    training microbatch in fp32 (the cost that `train` adds per layer and microbatch)."""
+    bf16, fp32 = torch.bfloat16, torch.float32
     if device == "cuda":
-        shapes, impls = [(4096, 2, 2048), (8192, 1, 4096)], ("eager", "triton")
+        shapes, impls = [((4096, 2, 2048), bf16), ((8192, 1, 4096), bf16)], ("eager", "triton")
     else:
-        shapes = [(256, 2, 128)] if smoke else [(1024, 2, 512), (2048, 1, 1024)]
+        shapes = [((256, 2, 128), bf16)] if smoke else [
+            ((128, 4, 128), fp32), ((1024, 2, 512), bf16), ((2048, 1, 1024), bf16)]  # fmt: skip
         impls = ("eager",)  # the interpreter times Python, not a kernel
     bw = copy_bandwidth(device, repeats, warmup, (64 if smoke else 512) * MIB)
     rows = []
-    for shape in shapes:
+    for shape, dtype in shapes:
         for fn in (displacement, relative_l2):
-            rows += _kernel_rows(fn, shape, device, impls, repeats, warmup, bw)
+            rows += _kernel_rows(fn, shape, dtype, device, impls, repeats, warmup, bw)
     return {"copy_bandwidth_gbs": bw / 1e9, "rows": rows}
 
 
-def _kernel_rows(fn, shape, device, impls, repeats, warmup, bw) -> list[dict]:
-    a, b = (torch.randn(shape, device=device, dtype=torch.bfloat16) for _ in range(2))
+def _kernel_rows(fn, shape, dtype, device, impls, repeats, warmup, bw) -> list[dict]:
+    a, b = (torch.randn(shape, device=device, dtype=dtype) for _ in range(2))
     a.requires_grad_()
     b.requires_grad_()
     g = torch.randn(shape[:-1], device=device)
     tokens, elems = g.numel(), a.numel()
-    # inputs read in forward and again in backward, both gradients written (bf16: 2 bytes);
+    # inputs read in forward and again in backward, both gradients written;
     # per-token fp32: psi written, grad read, 3 saved scalars written and read
     must_move = 6 * elems * a.element_size() + tokens * 4 * 8
 
@@ -92,7 +96,8 @@ def _kernel_rows(fn, shape, device, impls, repeats, warmup, bw) -> list[dict]:
     fns = {i: (lambda i=i: step(i)) for i in impls}
     times = interleaved(fns, repeats, warmup, _sync_for(device))
     return [
-        {"fn": fn.__name__, "shape": list(shape), "dtype": "bf16", "impl": impl, "seconds": t,
+        {"fn": fn.__name__, "shape": list(shape),
+         "dtype": str(dtype).removeprefix("torch."), "impl": impl, "seconds": t,
          "bytes_must_move": must_move, "achieved_gbs": must_move / t["median"] / 1e9,
          "floor_seconds": must_move / bw, "fraction_of_floor": must_move / bw / t["median"]}
         for impl, t in times.items()
@@ -309,10 +314,12 @@ def table(report: dict) -> str:
         k = report["kernel"]
         lines += [f"\n## displacement alone, fwd+bwd (copy bandwidth "
                   f"{k['copy_bandwidth_gbs']:.1f} GB/s)",
-                  "| fn | shape | impl | ms median (min-max) | GB/s | floor ms | of floor |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "| fn | shape | dtype | impl | ms median (min-max) | GB/s | floor ms | of floor"
+                  " |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in k["rows"]:
-            lines.append(f"| {r['fn']} | {'x'.join(map(str, r['shape']))} | {r['impl']} | "
+            shape = "x".join(map(str, r["shape"]))
+            lines.append(f"| {r['fn']} | {shape} | {r['dtype']} | {r['impl']} | "
                          f"{_ms(r['seconds'])} | {r['achieved_gbs']:.1f} | "
                          f"{r['floor_seconds'] * 1e3:.3f} | "
                          f"{r['fraction_of_floor']:.2f} |")  # fmt: skip
