@@ -147,3 +147,18 @@ def test_empty_input():
     assert out.shape == (0, 2)
     out.sum().backward()
     assert a.grad.shape == a.shape
+
+
+@pytest.mark.parametrize("fn", FNS, ids=lambda f: f.__name__)
+def test_non_contiguous_inputs(fn):
+    """A transposed [b, s, h] -> [s, b, h] view (copied to rows inside, gradients in its shape)."""
+    a_bsh, b_bsh = inputs((3, 5, 40), torch.bfloat16, seed=13, requires_grad=False)
+    a, b = (x.transpose(0, 1).requires_grad_() for x in (a_bsh, b_bsh))
+    assert not a.is_contiguous()
+    g = rand(5, 3, seed=14).to(DEVICE)
+    out, grads = run(fn, a, b, g, "triton")
+    eager_out, eager_grads = run(fn, a, b, g, "eager")
+    torch.testing.assert_close(out, eager_out, rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads, eager_grads, strict=True):
+        assert got.shape == (5, 3, 40)
+        torch.testing.assert_close(got, want)
