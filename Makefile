@@ -12,9 +12,9 @@ export PYTHONDONTWRITEBYTECODE :=
 export OMP_NUM_THREADS ?= 1
 RUNPY := $(UV) run --locked python
 
-.PHONY: help setup test test-fast lint data pretrain
+.PHONY: help setup test test-fast lint data pretrain preflight
 help:
-	@echo "make setup | test | lint | data | pretrain SIZE=… REG=…   (see README.md)"
+	@echo "make setup | test | lint | data | pretrain SIZE=… REG=… | preflight   (see README.md)"
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m pip install -q --target $(CURDIR)/.tools uv
@@ -96,3 +96,14 @@ export: setup
 
 eval: setup
 	$(RUNPY) -m eval eval $(foreach v,$(EVAL_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
+
+# make preflight [WHEELS=dir PYTHON=python3 OUT=dir]: prove a GPU node is ready (README "Run on
+# ABCI"); exit 0 only if every check passes, 2 without a GPU. Offline. PYTHON= runs it with an
+# interpreter that already has torch (no uv); WHEELS= first installs every wheel in that folder
+# into it with pip, from that folder only (--no-index), for packages the machine lacks.
+PYTHON ?=
+WHEELS ?=
+PREFLIGHT_PY = $(if $(PYTHON),$(PYTHON),$(RUNPY))
+preflight: $(if $(PYTHON),,setup)
+	$(if $(WHEELS),$(PREFLIGHT_PY) -m pip install --no-index --find-links '$(WHEELS)' '$(WHEELS)'/*.whl)
+	PYTHONPATH=$(CURDIR) $(if $(OUT),OUT='$(OUT)') $(PREFLIGHT_PY) -m megatron_ext.preflight
