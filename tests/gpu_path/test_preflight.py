@@ -7,6 +7,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 from megatron_ext.preflight.runs import flops_per_token
 from megatron_ext.preflight.table import Check, exit_code, render
@@ -27,7 +28,7 @@ def test_table_and_exit_codes():
         Check(name="x", ok=True, value="two\nlines")
 
 
-@pytest.mark.skipif("torch.cuda.is_available()")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_no_gpu_exits_2_with_one_line():
     code, out = run_checked([sys.executable, "-m", "megatron_ext.preflight"], 120)
     assert code == 2
