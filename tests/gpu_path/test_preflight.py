@@ -61,3 +61,13 @@ def test_flops_per_token_llama_1b():
 def test_preflight_on_this_gpu():
     code, out = run_checked([sys.executable, "-m", "megatron_ext.preflight"], 900)
     assert code == 0, out[-5000:]
+
+
+@pytest.mark.slow
+def test_layout_runs_through_the_launcher_on_cpu(tmp_path, smoke_data):
+    """The 1 -> 2 process comparison, run through the real launcher (gloo, fp32 on CPU)."""
+    from megatron_ext.preflight.runs import layouts
+
+    checks = layouts(tmp_path, smoke_data, ngpu=2, te=False)
+    assert [c.name for c in checks] == ["1 -> 2 GPUs TP=2 SP", "1 -> 2 GPUs PP=2"]
+    assert all(c.ok for c in checks), render(checks)
