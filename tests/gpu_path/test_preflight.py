@@ -71,3 +71,31 @@ def test_layout_runs_through_the_launcher_on_cpu(tmp_path, smoke_data):
     checks = layouts(tmp_path, smoke_data, ngpu=2, te=False)
     assert [c.name for c in checks] == ["1 -> 2 GPUs TP=2 SP", "1 -> 2 GPUs PP=2"]
     assert all(c.ok for c in checks), render(checks)
+
+
+def test_throughput_numbers_from_run_outputs(monkeypatch, tmp_path):
+    """tokens/s/GPU, TFLOP/s, MFU, peak memory and the JREG/none ratio from (stand-in) runs."""
+    from megatron_ext.preflight import runs
+
+    step = {"none": 1.0, "jreg": 1.2}
+    seen = []
+
+    def fake_launch(run_dir, data, settings):
+        reg = next(s for s in settings if s.startswith("REG="))[4:]
+        seen.append(settings)
+        lines = [{"iteration": i, "lm_loss": 7.0, "D": [0.1] * 4, "step_time_s": step[reg]}
+                 for i in range(1, 9)]  # fmt: skip
+        return lines, "... | max allocated: 20480.0 | reserved: ..."
+
+    monkeypatch.setattr(runs, "launch", fake_launch)
+    checks = runs.throughput(tmp_path, tmp_path, ngpu=1, peak_tflops=800.0, fp8=False)
+    assert [c.name for c in checks] == ["1b/4L bf16 REG=none", "1b/4L bf16 REG=jreg",
+                                        "JREG/none step time (bf16)"]  # fmt: skip
+    tokens = 8 * 2 * 4096  # micro batch 8 x 2 microbatches x 4096 tokens per 1 s step
+    tflops = flops_per_token(4, 2048, 8192, 32, 8, 4096, 1024) * tokens / 1e12
+    assert (
+        f"{tokens:,.0f} tok/s/GPU, {tflops:.0f} TFLOP/s, MFU {tflops / 800:.0%}" in checks[0].value
+    )
+    assert "peak mem 20.0 GiB" in checks[0].value and checks[0].ok
+    assert checks[2].value == "1.200 (< 1.5)" and checks[2].ok
+    assert "ARGS=--num-layers 4 --global-batch-size 16 --eval-iters 1" in seen[0]
