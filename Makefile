@@ -100,10 +100,11 @@ eval: setup
 # make preflight [WHEELS=dir PYTHON=python3 OUT=dir]: prove a GPU node is ready (README "Run on
 # ABCI"); exit 0 only if every check passes, 2 without a GPU. Offline. PYTHON= runs it with an
 # interpreter that already has torch (no uv); WHEELS= first installs every wheel in that folder
-# into it with pip, from that folder only (--no-index), for packages the machine lacks.
+# (into PYTHON with pip, else into .venv with uv pip), from that folder only (--no-index).
 PYTHON ?=
 WHEELS ?=
 PREFLIGHT_PY = $(if $(PYTHON),$(PYTHON),$(RUNPY))
+WHEELS_INSTALL = $(if $(PYTHON),$(PYTHON) -m pip install,$(UV) pip install --python .venv/bin/python)
 preflight: $(if $(PYTHON),,setup)
-	$(if $(WHEELS),$(PREFLIGHT_PY) -m pip install --no-index --find-links '$(WHEELS)' '$(WHEELS)'/*.whl)
+	$(if $(WHEELS),$(WHEELS_INSTALL) --no-index --find-links '$(WHEELS)' '$(WHEELS)'/*.whl)
 	PYTHONPATH=$(CURDIR) $(if $(OUT),OUT='$(OUT)') $(PREFLIGHT_PY) -m megatron_ext.preflight
