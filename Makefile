@@ -12,9 +12,9 @@ export PYTHONDONTWRITEBYTECODE :=
 export OMP_NUM_THREADS ?= 1
 RUNPY := $(UV) run --locked python
 
-.PHONY: help setup test test-fast lint data pretrain bench bench-gpu
+.PHONY: help setup test test-fast lint data pretrain bench bench-gpu preflight
 help:
-	@echo "make setup | test | lint | data | pretrain SIZE=… REG=…   (see README.md)"
+	@echo "make setup | test | lint | data | pretrain SIZE=… REG=… | preflight   (see README.md)"
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m pip install -q --target $(CURDIR)/.tools uv
@@ -110,3 +110,15 @@ bench: setup
 # One GPU session (~8 min): the Triton kernel cases compiled on CUDA, then the GPU part of bench.
 bench-gpu: setup
 	UV='$(UV)' $(CURDIR)/tools/gpu_check.sh
+
+# make preflight [WHEELS=dir PYTHON=python3 OUT=dir]: prove a GPU node is ready (README "Run on
+# ABCI"); exit 0 only if every check passes, 2 without a GPU. Offline. PYTHON= runs it with an
+# interpreter that already has torch (no uv); WHEELS= first installs every wheel in that folder
+# (into PYTHON with pip, else into .venv with uv pip), from that folder only (--no-index).
+PYTHON ?=
+WHEELS ?=
+PREFLIGHT_PY = $(if $(PYTHON),$(PYTHON),$(RUNPY))
+WHEELS_INSTALL = $(if $(PYTHON),$(PYTHON) -m pip install,$(UV) pip install --python .venv/bin/python)
+preflight: $(if $(PYTHON),,setup)
+	$(if $(WHEELS),$(WHEELS_INSTALL) --no-index --find-links '$(WHEELS)' '$(WHEELS)'/*.whl)
+	PYTHONPATH=$(CURDIR) $(if $(OUT),OUT='$(OUT)') $(PREFLIGHT_PY) -m megatron_ext.preflight

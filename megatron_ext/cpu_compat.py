@@ -2,7 +2,8 @@
 
 Megatron-Core assumes CUDA: it asks ``torch.cuda`` for devices, RNG states and streams, and a few
 places allocate with a hard-coded ``device="cuda"``. This module is the project's ONLY monkeypatch
-of torch or Megatron. ``enable()`` is a no-op when CUDA is available, idempotent, and must run
+of torch or Megatron for CPU machines (``megatron_compat`` holds the workarounds every device
+needs). ``enable()`` is a no-op when CUDA is available, idempotent, and must run
 before Megatron builds anything. Every patch names its reason and the place in
 megatron-core==0.19.2 that needs it; re-check them when the pin moves.
 
@@ -257,16 +258,11 @@ def _patch_distributed_optimizer() -> None:
 
 def _patch_megatron_training() -> None:
     """Patches needed only by megatron.training's pretrain() loop."""
-    from megatron.core.datasets import utils as dataset_utils
     from megatron.training import arguments, initialize, training
 
     # initialize.py:66 asserts CUDA unless allow_no_cuda=True; training.py:1091 calls it bare.
     orig_init = initialize.initialize_megatron
     training.initialize_megatron = functools.partial(orig_init, allow_no_cuda=True)
-    # datasets/utils.py:25 runs `make` on the C++ helpers, but the wheel ships no Makefile (only
-    # the prebuilt helpers_cpp .so), so every pip install exits there; importing is all it needs.
-    dataset_utils.compile_helpers = lambda: __import__("megatron.core.datasets.helpers_cpp")
-    initialize.compile_helpers = dataset_utils.compile_helpers
     # arguments.py:1414 asks the GPU architecture (CUDA_DEVICE_MAX_CONNECTIONS check) when TP>1.
     arguments.get_device_arch_version = lambda: 9
 

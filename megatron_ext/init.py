@@ -20,7 +20,6 @@ import torch
 from megatron.core.transformer.transformer_layer import TransformerLayer
 
 _LAYER_RE = re.compile(r"(^|\.)layers\.(\d+)\.")
-_SCALED = ("linear_proj.weight", "linear_fc2.weight")
 
 
 def global_names(model_chunk: torch.nn.Module) -> dict[str, str]:
@@ -39,7 +38,8 @@ def global_names(model_chunk: torch.nn.Module) -> dict[str, str]:
         match = _LAYER_RE.search(name)
         if match:
             owner = name[: match.end() - 1]
-            gname = _LAYER_RE.sub(rf"\g<1>layers.{layer_of[owner]}.", name, count=1)
+            if owner in layer_of:  # a TransformerLayer (local index -> global index)
+                gname = _LAYER_RE.sub(rf"\g<1>layers.{layer_of[owner]}.", name, count=1)
         while gname.startswith("module."):
             gname = gname[len("module.") :]
         out[name] = gname
@@ -83,13 +83,51 @@ def _seed(seed: int, gname: str) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def _std(gname: str, std: float, num_layers: int) -> float | None:
-    """Megatron's init: normal(std); output projections scaled; norms ones (None)."""
-    if "layernorm" in gname or gname.endswith("norm.weight"):
-        return None
+# Transformer Engine's fused norm + GEMM modules own their norm's parameters under these names
+# (te.pytorch.LayerNormLinear: weight, bias, layer_norm_weight, layer_norm_bias; LayerNormMLP:
+# layer_norm_weight, layer_norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias). Megatron's TE
+# spec uses LayerNormLinear for linear_qkv and linear_fc1 (the input and pre-MLP RMSNorms).
+_TE_FUSED_NORM_WEIGHTS = ("layer_norm_weight",)
+# Norm modules by class: torch's, Megatron's fused one, and the classes TENorm builds (TE's
+# LayerNorm/RMSNorm) or Apex provides, matched by class name so TE/Apex need not be importable.
+_NORM_CLASS_NAMES = frozenset(
+    {"LayerNorm", "RMSNorm", "FusedLayerNorm", "FusedRMSNorm", "MixedFusedLayerNorm",
+     "MixedFusedRMSNorm"}
+)  # fmt: skip
+_SCALED = ("linear_proj.weight", "linear_fc2.weight", "fc2_weight")
+
+
+def is_norm_module(module: torch.nn.Module) -> bool:
+    """True for a normalisation layer (its ``weight`` is a gain initialised to 1)."""
+    return isinstance(module, torch.nn.LayerNorm | torch.nn.RMSNorm) or (
+        type(module).__name__ in _NORM_CLASS_NAMES
+    )
+
+
+def init_kind(owner: torch.nn.Module, local_name: str, gname: str) -> str:
+    """How Megatron initialises a parameter: ``ones`` (norm gains), ``zeros`` (biases),
+    ``scaled`` (output projections: std / sqrt(2 L)) or ``normal`` (std).
+
+    Decided by what the parameter is (the module that owns it and its attribute name there),
+    not by the path the spec happens to give it: ``owner`` is the module that registers the
+    parameter as ``local_name``; ``gname`` is its global dotted name.
+    """
+    if local_name in _TE_FUSED_NORM_WEIGHTS or (is_norm_module(owner) and local_name == "weight"):
+        return "ones"
+    if local_name == "bias" or local_name.endswith("_bias"):
+        return "zeros"
     if gname.endswith(_SCALED):
-        return std / math.sqrt(2.0 * num_layers)
-    return std
+        return "scaled"
+    return "normal"
+
+
+def param_owners(module: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, str]]:
+    """Each parameter's dotted name -> (the module that registers it, its name there)."""
+    out = {}
+    for mod_name, mod in module.named_modules():
+        for pname, _ in mod.named_parameters(recurse=False):
+            out[f"{mod_name}.{pname}" if mod_name else pname] = (mod, pname)
+    return out
 
 
 @torch.no_grad()
@@ -100,15 +138,14 @@ def layout_invariant_init(
     """Overwrite every parameter of ``model_chunks`` with its shard of a seed-determined tensor."""
     for chunk in model_chunks:
         names = global_names(chunk)
+        owners = param_owners(chunk)
         for name, param in chunk.named_parameters():
             gname = names[name]
-            pstd = _std(gname, std, num_layers)
-            if gname.endswith(".bias"):
-                param.zero_()
+            kind = init_kind(*owners[name], gname)
+            if kind in ("ones", "zeros"):
+                param.fill_(1.0 if kind == "ones" else 0.0)
                 continue
-            if pstd is None:
-                param.fill_(1.0)
-                continue
+            pstd = std / math.sqrt(2.0 * num_layers) if kind == "scaled" else std
             shape = global_shape(param, tp_size)
             gen = torch.Generator(device=param.device).manual_seed(_seed(seed, gname))
             full = torch.empty(shape, dtype=torch.float32, device=param.device)

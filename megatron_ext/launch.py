@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from megatron_ext.config import megatron_flags, te_available
+from megatron_ext.device import cluster_without_gpu
 from megatron_ext.jreg import layer_weights, parse_schedule
 from recipes.models import model_recipe
 from recipes.training import parallel_defaults, train_recipe
@@ -151,24 +152,33 @@ def plan(v: dict) -> dict:
     num_gpus, capability = gpu_info()
     nproc = _int(v, "NPROC", num_gpus or 1)
     nnodes = _int(v, "NNODES", 1)
+    if not num_gpus and v.get("DRY_RUN", "0") in ("0", ""):
+        import torch
+
+        refusal = cluster_without_gpu(0, nnodes, os.environ, torch.version.cuda)
+        if refusal:
+            raise LaunchError(refusal)
+    use_te = bool(num_gpus) and te_available()
     defaults = parallel_defaults(size, num_gpus)
     try:
         layout = dataclasses.replace(
             defaults, tp=_int(v, "TP", defaults.tp), pp=_int(v, "PP", defaults.pp),
             vpp=_int(v, "VPP", defaults.vpp), cp=_int(v, "CP", defaults.cp),
-            sequence_parallel=None,
+            # TP>1 splits activations over TP ranks (SP) where the norm allows it: the torch norm
+            # of the local spec asserts `not sequence_parallel` (torch_norm.py:50) on GPUs.
+            sequence_parallel=None if (use_te or not num_gpus) else False,
         )  # fmt: skip
         model.check_layout(layout.tp, layout.pp, layout.vpp)
         layout.check_world(nproc * nnodes)
     except ValueError as err:
         raise LaunchError(str(err)) from None
-    if layout.cp > 1 and not (num_gpus and te_available()):
+    if layout.cp > 1 and not use_te:
         raise LaunchError("CP>1 needs Transformer Engine on GPUs (local attention has no CP)")
 
-    fp8 = v.get("FP8", "hybrid" if (num_gpus and capability >= 9 and te_available()) else "off")
+    fp8 = v.get("FP8", "hybrid" if (use_te and capability >= 9) else "off")
     if fp8 not in ("off", "hybrid"):
         raise LaunchError(f"FP8 must be off or hybrid, got {fp8!r}")
-    if fp8 == "hybrid" and not (num_gpus and te_available()):
+    if fp8 == "hybrid" and not use_te:
         raise LaunchError(
             "FP8=hybrid needs a GPU and Transformer Engine (install the gpu extra); use FP8=off"
         )
@@ -190,6 +200,9 @@ def plan(v: dict) -> dict:
     run_dir = Path(run) if "/" in run else REPO / "runs" / run  # a name, or a path
     run_dir = run_dir if run_dir.is_absolute() else REPO / run_dir
     extra = shlex.split(v.get("ARGS", ""))
+    refusal = jreg_incompatible(extra, use_te)
+    if refusal:
+        raise LaunchError(refusal)
     model_vocab = _flag_value(extra, "--vocab-size")
     model_vocab = int(model_vocab) if model_vocab else padded_vocab(data_vocab, layout.tp)
     if data_vocab > model_vocab:
@@ -203,7 +216,7 @@ def plan(v: dict) -> dict:
         "size": size, "reg": reg, "lam": lam, "weights": weights, "layout": layout,
         "nproc": nproc, "nnodes": nnodes, "num_gpus": num_gpus, "fp8": fp8, "model": model,
         "train": train, "data": data, "manifest": manifest, "data_vocab": data_vocab,
-        "run_dir": run_dir, "seed": _int(v, "SEED", 1234), "extra": extra,
+        "run_dir": run_dir, "seed": _int(v, "SEED", 1234), "extra": extra, "use_te": use_te,
         "model_vocab": model_vocab, "asked_batch": asked_batch,
         "defaults_used": not any(k in v for k in ("TP", "PP", "VPP", "CP")),
     }  # fmt: skip
@@ -218,6 +231,44 @@ def _flag_value(flags: list[str], name: str) -> str | None:
         elif flag.startswith(name + "="):
             value = flag.split("=", 1)[1]
     return value
+
+
+def _flag_values(flags: list[str], name: str) -> list[str]:
+    """The words after ``name`` up to the next flag (nargs='+' flags), last occurrence."""
+    values: list[str] = []
+    for i, flag in enumerate(flags):
+        if flag == name:
+            values = []
+            for word in flags[i + 1 :]:
+                if word.startswith("--"):
+                    break
+                values.append(word)
+        elif flag.startswith(name + "="):
+            values = flag.split("=", 1)[1].split()
+    return values
+
+
+def jreg_incompatible(extra: list[str], use_te: bool) -> str | None:
+    """Megatron options that free the layer input JREG keeps for its backward (None if fine).
+
+    Fine-grained activation offloading releases the offloaded tensor's storage
+    (``untyped_storage().resize_(0)``, megatron/core/pipeline_parallel/
+    fine_grained_activation_offload.py:1106) and restores it only for its own module's backward.
+    ``attn_norm`` offloads the input of the attention norm, i.e. the layer input h_{l-1} (and
+    the previous layer's output h_l); with the TE spec the norm is fused into ``linear_qkv``, so
+    ``qkv_linear`` offloads the same tensor. JREG's Psi backward would then read freed memory.
+    """
+    if "--fine-grained-activation-offloading" not in extra:
+        return None
+    modules = set(_flag_values(extra, "--offload-modules"))
+    bad = sorted(modules & ({"attn_norm", "qkv_linear"} if use_te else {"attn_norm"}))
+    if not bad:
+        return None
+    return (
+        f"--offload-modules {' '.join(bad)} offloads the layer input that JREG keeps for its "
+        "backward (D_l and the regulariser); drop it from ARGS (core_attn, attn_proj, mlp_norm "
+        "and the others can stay)"
+    )
 
 
 def check_resume(run_dir: Path, *, size: str, train_iters: int, vocab: int, overriding: bool):
@@ -275,18 +326,53 @@ def megatron_args(p: dict) -> list[str]:
         "--run-dir", str(run_dir),
     ]  # fmt: skip
     if p["num_gpus"]:
-        flags += ["--bf16", "--transformer-impl",
-                  "transformer_engine" if te_available() else "local"]  # fmt: skip
-        if p["fp8"] == "hybrid":
-            flags += ["--fp8-format", "hybrid", "--fp8-recipe", "tensorwise"]
+        flags += gpu_flags(p)
     else:
         flags += [
             "--distributed-backend", "gloo", "--transformer-impl", "local",
-            "--use-cpu-initialization", "--no-persist-layer-norm",
-            "--no-gradient-accumulation-fusion", "--no-rope-fusion", "--no-bias-swiglu-fusion",
-            "--no-masked-softmax-fusion", "--no-bias-dropout-fusion",
+            "--use-cpu-initialization", *NO_APEX_FLAGS, "--no-bias-swiglu-fusion",
+            "--no-bias-dropout-fusion",
         ]  # fmt: skip
     return flags + p["extra"]
+
+
+# Fused kernels that need Apex (never installed here) or Transformer Engine: off for the local
+# spec. persist_layer_norm and memory-efficient LN: Apex's FusedLayerNorm (torch_norm.py:48);
+# gradient-accumulation fusion: Apex/TE's fused wgrad kernel (tensor_parallel/layers.py:1071);
+# RoPE fusion: TE's fused_apply_rotary_pos_emb (rope_utils.py:21); masked-softmax fusion:
+# Megatron's CUDA softmax kernels, absent from the wheel. (The bias-SwiGLU and bias-dropout
+# fusions are torch.jit: they run on a GPU, and are switched off on CPU only.)
+NO_APEX_FLAGS = [
+    "--no-persist-layer-norm", "--no-gradient-accumulation-fusion", "--no-rope-fusion",
+    "--no-masked-softmax-fusion",
+]  # fmt: skip
+# Collectives may wait this long: rank 0 builds the GPTDataset indices (sample/shuffle index of
+# billions of tokens, minutes on a large corpus) while every other rank waits in a barrier, and
+# Megatron's default of 10 minutes kills such a job before its first step.
+DIST_TIMEOUT_MINUTES = 60
+
+
+def gpu_flags(p: dict) -> list[str]:
+    """bf16, TE or local spec, FP8, and the H200 throughput options (README "Throughput")."""
+    flags = ["--bf16", "--distributed-timeout-minutes", str(DIST_TIMEOUT_MINUTES)]
+    if p["use_te"]:
+        flags += ["--transformer-impl", "transformer_engine"]
+        if p["fp8"] == "hybrid":
+            flags += ["--fp8-format", "hybrid", "--fp8-recipe", "tensorwise"]
+    else:
+        # A GPU without Transformer Engine (plain `make setup`): local spec, no Apex fusions.
+        flags += ["--transformer-impl", "local", *NO_APEX_FLAGS]
+    # Megatron's fused vocab-parallel cross entropy (its own kernel, no TE needed): one pass
+    # over the [s, b, vocab] logits instead of several, less memory for a 128k vocabulary.
+    flags += ["--cross-entropy-loss-fusion", "--cross-entropy-fusion-impl", "native"]
+    # Python's GC at the same iterations on every rank: an unsynchronised collection pause on
+    # one rank stalls all others at the next collective.
+    flags += ["--manual-gc", "--manual-gc-interval", "100"]
+    if p["layout"].distributed_optimizer:
+        # Reduce-scatter gradients bucket by bucket during backward and all-gather parameters
+        # during the next forward, instead of after/before: DP communication hidden by compute.
+        flags += ["--overlap-grad-reduce", "--overlap-param-gather"]
+    return flags
 
 
 def command(p: dict, v: dict) -> list[str]:

@@ -93,7 +93,7 @@ def build_gpt_model(
     config.experimental_attention_variant_loss_scale_func = runtime.set_loss_scale
     return GPTModel(
         config=config,
-        transformer_layer_spec=jreg_layer_spec(runtime, use_te),
+        transformer_layer_spec=jreg_layer_spec(runtime, use_te, config),
         vocab_size=vocab_size,
         max_sequence_length=cfg.seq_length,
         pre_process=pre_process,

@@ -12,11 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from megatron_ext import cpu_compat
+from megatron_ext import cpu_compat, megatron_compat
 
 ON_CPU = cpu_compat.enable(training=True)
+megatron_compat.enable()
 
 from megatron.core import parallel_state as ps  # noqa: E402
 from megatron.core.datasets.gpt_dataset import GPTDatasetConfig  # noqa: E402
@@ -35,9 +34,11 @@ from megatron.training.arguments import parse_and_validate_args  # noqa: E402
 from megatron.training.global_vars import get_tensorboard_writer, get_wandb_writer  # noqa: E402
 from megatron.training.utils import get_blend_and_blend_per_split  # noqa: E402
 
+from megatron_ext.device import rank_device  # noqa: E402
 from megatron_ext.init import layout_invariant_init  # noqa: E402
 from megatron_ext.jreg import parse_schedule  # noqa: E402
 from megatron_ext.layer import jreg_layer_spec  # noqa: E402
+from megatron_ext.nonfinite import is_nonfinite_error  # noqa: E402
 from megatron_ext.reg import JregConfig, JregRuntime  # noqa: E402
 from megatron_ext.resume import last_checkpoint, set_aside_incomplete, supersede_metrics  # noqa: E402
 from megatron_ext.runlog import RunLogger  # noqa: E402
@@ -137,8 +138,8 @@ def report_nan(args) -> int:
 def main() -> int:
     args = parse_and_validate_args(extra_args_provider=add_jreg_args)
     jcfg = jreg_config(args)
-    device = torch.device("cpu") if ON_CPU else torch.device("cuda", torch.cuda.current_device())
-    tracker = JumpTracker.from_config(jcfg, device=device)
+    # pretrain() binds this rank to cuda:LOCAL_RANK later; name that device now (device.py).
+    tracker = JumpTracker.from_config(jcfg, device=rank_device(not ON_CPU))
     runtime = JregRuntime(
         jcfg, tracker, sequence_parallel=args.sequence_parallel,
         tp_size=args.tensor_model_parallel_size, cp_size=args.context_parallel_size,
@@ -157,7 +158,7 @@ def main() -> int:
     eval_samples = args.eval_iters * args.eval_global_batch_size  # validation samples per pass
     model_cfg = gpt_config_from_args(args)
     model_cfg.transformer_layer_spec = jreg_layer_spec(
-        runtime, use_te=args.transformer_impl == "transformer_engine"
+        runtime, use_te=args.transformer_impl == "transformer_engine", config=model_cfg.transformer
     )
     model_cfg.pre_wrap_hooks.append(layout_invariant_hook(args))
     logger = RunLogger(
@@ -189,7 +190,7 @@ def main() -> int:
             raise
         return report_nan(args)
     except RuntimeError as err:
-        if "nan" not in str(err).lower() and "inf" not in str(err).lower():
+        if not is_nonfinite_error(err):
             raise
         return report_nan(args)
     logger.close(max(current_iteration(), get_args().iteration), has_test=bool(args.do_test))

@@ -33,7 +33,29 @@ def large() -> TrainConfig:
     return base().replace(micro_batch_size=2, global_batch_size=512, lr=3e-4, min_lr=3e-5)
 
 
-TRAIN = {"tiny": tiny, "125m": small, "350m": small, "1b": large, "3b": large, "8b": large}
+def large_mbs(micro_batch_size: int):
+    """``large`` with the micro-batch size that suits an H200 (141 GB) for one size.
+
+    Activations are ~34 x seq x hidden bytes per layer and sequence (Korthikanti et al., bf16,
+    flash attention, no recompute; / TP with SP). At seq 4096: 1b (16 x 2048) ~4.6 GB per
+    sequence, so mbs 8 ~37 GB; 3b (28 x 3072) ~12 GB per sequence, mbs 4 ~48 GB; 8b (32 x 4096,
+    TP=2+SP) ~9 GB per sequence per GPU, mbs 2 ~18 GB next to ~36 GB of bf16 weights, fp32
+    gradients and the DP-sharded Adam state. Larger GEMMs per step, fewer microbatches; all leave
+    room for the [s, b, vocab] logits of a 128k vocabulary. Untested on an H200 so far: `make
+    preflight` measures the peak memory of the 1b shape.
+    """
+
+    def recipe() -> TrainConfig:
+        return large().replace(micro_batch_size=micro_batch_size)
+
+    recipe.__doc__ = f"{large.__doc__} Micro batch {micro_batch_size} (H200)."
+    return recipe
+
+
+TRAIN = {
+    "tiny": tiny, "125m": small, "350m": small,
+    "1b": large_mbs(8), "3b": large_mbs(4), "8b": large_mbs(2),
+}  # fmt: skip
 
 # Per size on one node of 8 GPUs (80-141 GB each): TP within NVLink only where memory needs it.
 _GPU_LAYOUT = {

@@ -80,9 +80,12 @@ export NCCL_IB_TIMEOUT=${NCCL_IB_TIMEOUT:-22}
 # the NODE_RANK order printed above; -bind-to none leaves torchrun's 8 ranks free to use every core.
 hostfile=$run_dir/logs/$jobid.hosts
 printf '%s slots=1\n' "${hosts[@]}" >"$hostfile"
+# Never CUDA_VISIBLE_DEVICES: it names this node's GPUs (if set at all), and another node given
+# it sees none, or the wrong ones (the launcher then refuses to run: no GPU in a job).
 exports=()
 for name in $(compgen -e); do
-  if [[ $name =~ ^(PATH|LD_LIBRARY_PATH|VIRTUAL_ENV|LAUNCH_PYTHON|PYTHON.*|OMP_NUM_THREADS|CUDA_.*|NCCL_.*|TORCH_.*|NVTE_.*|UCX_.*|HF_.*|WANDB_.*)$ ]]; then
+  if [[ $name == CUDA_VISIBLE_DEVICES ]]; then continue; fi
+  if [[ $name =~ ^(PATH|LD_LIBRARY_PATH|VIRTUAL_ENV|LAUNCH_PYTHON|PYTHON.*|OMP_NUM_THREADS|ALLOW_CPU|CUDA_.*|NCCL_.*|TORCH_.*|NVTE_.*|UCX_.*|HF_.*|WANDB_.*)$ ]]; then
     exports+=(-x "$name")
   fi
 done

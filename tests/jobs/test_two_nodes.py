@@ -21,7 +21,8 @@ TIMEOUT = 300
 
 def launch_nodes(tmp_path, node_settings: list[list[str]]) -> None:
     """Start one jobs/local.sh per entry at once; wait for all, killing every group on failure."""
-    env = clean_env(tmp_path, LAUNCH_PYTHON=sys.executable)
+    # NNODES=2 without a GPU is refused unless asked for (megatron_ext/device.py)
+    env = clean_env(tmp_path, LAUNCH_PYTHON=sys.executable, ALLOW_CPU="1")
     procs = [
         subprocess.Popen([str(JOBS / "local.sh"), *words], cwd=REPO, env=env, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)

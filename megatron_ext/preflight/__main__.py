@@ -1,0 +1,98 @@
+"""``python -m megatron_ext.preflight`` (``make preflight``): checks, table, exit code.
+
+Exit 0: every check passed; 1: at least one failed; 2: no GPU (one line, nothing run). Writes
+its run directories and logs under ``runs/preflight/`` (``OUT=`` elsewhere); needs no network.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+NODE_TIMEOUT_S = 240
+
+
+def no_gpu_error() -> str | None:
+    """The one-line reason this machine cannot be checked (None when it has a GPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    built = (
+        f"built for CUDA {torch.version.cuda}: an older driver cannot run it, nvidia-smi shows "
+        "the highest CUDA the driver supports"
+        if torch.version.cuda
+        else "a CPU-only build"
+    )
+    return (
+        f"error: make preflight needs a GPU and torch sees none (torch {torch.__version__}, "
+        f'{built}); run it on a GPU node (README "Run on ABCI")'
+    )
+
+
+def node_stage(out: Path, ngpu: int):
+    from megatron_ext.preflight.runs import REPO, _last_line
+    from megatron_ext.preflight.table import Check, load
+
+    result = out / "node.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={ngpu}", "-m", "megatron_ext.preflight.node", "--out", str(result)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_DEVICE_MAX_CONNECTIONS": "1"}
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=NODE_TIMEOUT_S)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return [
+            Check(name="node checks", ok=False, value=f"timed out after {NODE_TIMEOUT_S} s")
+        ], 0.0
+    (out / "node.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode or not result.exists():
+        text = _last_line(proc.stderr or proc.stdout)
+        return [Check(name="node checks", ok=False, value=f"exit {proc.returncode}: {text}")], 0.0
+    return load(result), float((out / "node.json.peak").read_text())
+
+
+def main() -> int:
+    error = no_gpu_error()
+    if error:
+        print(error, file=sys.stderr)
+        return 2
+    import torch
+
+    from megatron_ext.config import te_available
+    from megatron_ext.preflight import runs
+    from megatron_ext.preflight.table import Check, exit_code, render
+
+    ngpu = torch.cuda.device_count()
+    out = Path(os.environ.get("OUT") or runs.REPO / "runs" / "preflight")
+    out = out / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"preflight: {ngpu} GPU(s), logs in {out}", flush=True)
+    started = time.time()
+    checks, peak = node_stage(out, ngpu)
+    print(f"preflight: node checks done ({sum(c.ok for c in checks)}/{len(checks)} passed), "
+          "training runs next", flush=True)  # fmt: skip
+    te = te_available()
+    data, why = runs.build_data(out / "data")
+    if data is None:
+        checks.append(Check(name="preflight dataset", ok=False, value=why))
+    else:
+        checks += runs.throughput(out, data, ngpu, peak or float("nan"), fp8=False)
+        fp8_ok = any(c.name == "fp8 available" and c.ok for c in checks)
+        if te and fp8_ok:
+            checks += runs.throughput(out, data, ngpu, peak or float("nan"), fp8=True)
+        if ngpu >= 2:
+            checks += runs.layouts(out, data, ngpu, te)
+        else:
+            print("preflight: one GPU, so no 1 -> N-GPU layout checks", flush=True)
+    print(f"\npreflight on {torch.cuda.get_device_name()} x {ngpu}, "
+          f"{time.time() - started:.0f} s:", flush=True)  # fmt: skip
+    print(render(checks), end="")
+    return exit_code(checks)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
