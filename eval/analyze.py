@@ -104,14 +104,24 @@ def _weights(run: RunDir):
     return cfg.weights
 
 
-def measure(run: RunDir, model, ds, indices: range, dev, alpha: float, massive: bool) -> dict:
+def buckets(run: RunDir) -> torch.Tensor:
+    """Frequency bucket per token id (``eval.depth``) from the run's training split."""
+    from eval.depth import bucket_table
+    from eval.sequences import token_counts
+
+    return bucket_table(token_counts(run.prefixes["train"]), run.vocab_size)
+
+
+def measure(
+    run: RunDir, model, ds, indices: range, dev, alpha: float, massive: bool, table: torch.Tensor
+) -> dict:
     """The probe's summary over ``ds[indices]`` in the run's microbatches."""
     from eval import megatron_io
     from eval.probe import Probe
 
-    probe = Probe(run.model.num_layers, _weights(run), run.reg, alpha=alpha, massive=massive)
+    probe = Probe(run.model.num_layers, _weights(run), run.reg, alpha, massive, table)
     for batch in megatron_io.batches(ds, indices, run.schedule.micro_batch_size, dev):
-        probe.add(model, batch)
+        probe.add_batch(model, batch)
     return probe.summary()
 
 
@@ -175,20 +185,21 @@ def analyze(run: RunDir, cfg: AnalyzeConfig, print_fn=tqdm.write) -> Path:
     megatron_io.init(run.schedule.seed)
     dev = megatron_io.device(cfg.device)
     heldout = megatron_io.dataset(run, cfg.split, cfg.samples)
+    table = buckets(run)
     valid_ds = None
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     for it in tqdm(todo, desc="analyze", unit="checkpoint"):
         start = time.perf_counter()
         model = megatron_io.load_checkpoint(run, it, dtype=torch.float32).to(dev)
         line = {"iteration": it, "tokens_seen": run.tokens_seen(it), "settings": cfg.settings}
-        line.update(measure(run, model, heldout, range(cfg.samples), dev, cfg.alpha, True))
+        line.update(measure(run, model, heldout, range(cfg.samples), dev, cfg.alpha, True, table))
         valid_pass = _valid_pass(run, cfg, it)
         if valid_pass is not None:
             valid_ds = valid_ds or megatron_io.dataset(run, "valid", run.schedule.valid_num_samples)
             valid = {"pass": valid_pass}
             valid.update(
                 measure(run, model, valid_ds, run.schedule.pass_samples(valid_pass), dev,
-                        cfg.alpha, False)
+                        cfg.alpha, False, table)
             )  # fmt: skip
             logged, note = run.logged_pass(valid_pass)
             if logged is not None and logged["iteration"] == it:
