@@ -80,7 +80,8 @@ def _device(name: str):
 
 
 def _sequences(cfg: HFAnalyzeConfig, export: dict, tokenizer, print_fn):
-    """(Sequences, seq, batch) for the settings; a run's sample for our exports without TEXT."""
+    """(Sequences, seq, batch, run) for the settings; a run's sample for our exports without
+    TEXT (run: that run, else None)."""
     from eval import sequences
 
     if not cfg.text and export.get("run"):
@@ -88,14 +89,14 @@ def _sequences(cfg: HFAnalyzeConfig, export: dict, tokenizer, print_fn):
         if cfg.seq not in (None, run.model.seq_length):
             raise EvalError(f"SEQ={cfg.seq}: the run's held-out sample has {run.model.seq_length}")
         seqs = sequences.from_run(run, "test", cfg.samples)
-        return seqs, run.model.seq_length, cfg.batch or run.schedule.micro_batch_size
+        return seqs, run.model.seq_length, cfg.batch or run.schedule.micro_batch_size, run
     seq, batch = cfg.seq or 512, cfg.batch or 4
     text = Path(cfg.text).expanduser() if cfg.text else DEFAULT_TEXT
     if not cfg.text and not (text / "manifest.json").is_file():
         raise EvalError(f"no TEXT= given and {text} is not built; run make data or pass TEXT=")
     if text.is_dir():
-        return sequences.from_dataset_dir(text, tokenizer, cfg.samples, seq), seq, batch
-    return sequences.from_text_file(text, tokenizer, cfg.samples, seq), seq, batch
+        return sequences.from_dataset_dir(text, tokenizer, cfg.samples, seq), seq, batch, None
+    return sequences.from_text_file(text, tokenizer, cfg.samples, seq), seq, batch, None
 
 
 def settings(cfg: HFAnalyzeConfig, seq: int, batch: int) -> dict:
@@ -107,7 +108,7 @@ def analyze_model(cfg: HFAnalyzeConfig, print_fn=print) -> Path:
     """Analyse ``cfg.model`` into ``analysis.jsonl``; returns its path."""
     import torch
 
-    from eval.analyze import _existing, _write, describe
+    from eval.analyze import _existing, _weights, _write, describe
     from eval.depth import bucket_table
     from eval.hf_model import HFAdapter, load, resolve
     from eval.rundir import ANALYSIS_FILE
@@ -119,7 +120,7 @@ def analyze_model(cfg: HFAnalyzeConfig, print_fn=print) -> Path:
     start = time.perf_counter()
     model, tokenizer = load(spec, cfg.dtype, dev)
     adapter = HFAdapter(model)
-    seqs, seq, batch = _sequences(cfg, export, tokenizer, print_fn)
+    seqs, seq, batch, run = _sequences(cfg, export, tokenizer, print_fn)
     for note in seqs.notes:
         print_fn(f"note: {note}")
     iteration = export.get("iteration", 0)
@@ -130,8 +131,11 @@ def analyze_model(cfg: HFAnalyzeConfig, print_fn=print) -> Path:
         print_fn(f"skipping {cfg.model}: already in {path} (FORCE=1 redoes it)")
         return path
     vocab = adapter.unembed.weight.shape[0]
-    stats = Stats(adapter.num_layers, torch.full((adapter.num_layers,), 1.0 / adapter.num_layers),
-                  alpha=cfg.alpha, massive=True, buckets=bucket_table(seqs.counts, vocab))  # fmt: skip
+    # jreg_loss: the run's weights and regulariser for our exports, else uniform w_l = 1/L on Psi
+    num_layers = adapter.num_layers
+    weights = _weights(run) if run else torch.full((num_layers,), 1.0 / num_layers)
+    stats = Stats(num_layers, weights, run.reg if run else "jreg", alpha=cfg.alpha, massive=True,
+                  buckets=bucket_table(seqs.counts, vocab))  # fmt: skip
     for b in seqs.batches(batch, dev):
         if int(b["tokens"].max()) >= vocab:
             raise EvalError(f"TEXT has token id {int(b['tokens'].max())} >= the model's {vocab}")
