@@ -11,11 +11,12 @@ checkpoints and drops lines of other settings). A line:
 * measured on the held-out sample (the first ``SAMPLES`` sequences of the run's ``SPLIT`` split,
   drawn by Megatron's GPTDataset with the run's seed: the same sequences for every checkpoint and
   every run on the same data): ``num_sequences``, ``num_tokens``, ``lm_loss``, ``D`` (D_1..D_L,
-  mean Psi), ``jump_ratio``, ``S_model``, ``jreg_loss``, ``rel_l2``, ``hidden_norm`` (h_0..h_L),
-  ``lens`` (per h_0..h_L: ``acc``, ``loss``, ``ppl``, ``kl_to_final``, ``agree_with_final``),
-  ``massive`` (per h_0..h_L: ``top`` (3 largest |a|), ``median``, ``num_over_100``,
-  ``num_over_1000x_median``, ``num_activations``) and ``voids`` (``alpha``, ``active_fraction``,
-  ``layer_rate`` for layers 1..L), see ``eval.probe`` and ``eval.activations``;
+  mean Psi), ``zeta_L``, ``jump_ratio``, ``S_model``, ``jreg_loss``, ``rel_l2``, ``hidden_norm``
+  (h_0..h_L), ``lens`` (per h_0..h_L: ``acc``, ``loss``, ``ppl``, ``kl_to_final``,
+  ``agree_with_final``), ``decision_depth``, ``massive`` (the massive-activations paper's
+  per-sequence statistic and ours, per h_0..h_L) and ``voids`` (``alpha``, ``active_fraction``,
+  ``layer_rate`` for layers 1..L), see ``eval.stats``, ``eval.depth`` and ``eval.activations``
+  (``make analyze MODEL=``, ``eval.analyze_hf``, writes the same line for any HF model);
 * ``valid``: the same measurements (without ``massive``) on the validation batches training
   evaluated right after this iteration (pass ``iteration / eval_interval``, or the final pass),
   with ``pass``, the ``metrics.jsonl`` line of that pass under ``logged`` and the largest relative
