@@ -220,8 +220,9 @@ def analyze(run: RunDir, cfg: AnalyzeConfig, print_fn=tqdm.write) -> Path:
 def describe(line: dict) -> str:
     """One console line per checkpoint."""
     d = " ".join(f"{x:.4f}" for x in line["D"])
+    label = line.get("model") or f"iter {line['iteration']}"
     text = (
-        f"iter {line['iteration']}: lm_loss {line['lm_loss']:.4f} | D [{d}] | "
+        f"{label}: lm_loss {line['lm_loss']:.4f} | D [{d}] | "
         f"ratio {line['jump_ratio']:.3f} | S_model {line['S_model']:.3f} | lens acc "
         f"{' '.join(f'{x:.3f}' for x in line['lens']['acc'])} | max|a| "
         f"{max(t[0] for t in line['massive']['top']):.1f} | active layers "

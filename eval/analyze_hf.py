@@ -79,7 +79,7 @@ def _device(name: str):
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def _sequences(cfg: HFAnalyzeConfig, export: dict, tokenizer, print_fn):
+def _sequences(cfg: HFAnalyzeConfig, export: dict, tokenizer):
     """(Sequences, seq, batch, run) for the settings; a run's sample for our exports without
     TEXT (run: that run, else None)."""
     from eval import sequences
@@ -120,7 +120,7 @@ def analyze_model(cfg: HFAnalyzeConfig, print_fn=print) -> Path:
     start = time.perf_counter()
     model, tokenizer = load(spec, cfg.dtype, dev)
     adapter = HFAdapter(model)
-    seqs, seq, batch, run = _sequences(cfg, export, tokenizer, print_fn)
+    seqs, seq, batch, run = _sequences(cfg, export, tokenizer)
     for note in seqs.notes:
         print_fn(f"note: {note}")
     iteration = export.get("iteration", 0)
