@@ -12,8 +12,8 @@ import pytest
 from tests.eval.conftest import eval_cli, eval_ok, read_jsonl
 from tests.eval.test_hf_models import build
 
-# fp32 both ways; Megatron's local attention and HF's SDPA sum in different orders
-RTOL = 1e-4
+# fp32 both ways (measured: 1.6e-7 at most); Megatron and HF attention sum in different orders
+RTOL = 1e-5
 
 
 def last_line(out: str) -> str:
