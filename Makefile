@@ -77,10 +77,11 @@ submit:
 # Analysis, export and evaluation (eval/, README "Analysis, export and evaluation"); RUN defaults to
 # make pretrain's default run, tiny-jreg.
 # make analyze [RUN= ITER=all|latest|100,200 SAMPLES=64 SPLIT=test VALID=auto|off|N ALPHA=0.8 FORCE=1 DEVICE= OUT=]
+# make analyze MODEL=<HF folder | hub id> [TEXT=<dataset dir | .txt | .jsonl> SAMPLES=64 SEQ=512 BATCH=4 DTYPE=float32 ALPHA= FORCE= DEVICE= OUT=]
 # make plots [RUN=runs/a RUN2=runs/b ... RUN9= OUT=]
 # make export [RUN= ITER=latest|all|100,200 DTYPE=as-saved|float32|bfloat16 OUT=]
 # make eval [RUN= ITER=all|latest|100,200 TASKS=heldout_lambada,heldout_wikitext LIMIT= BATCH=8 DOCS=500 DEVICE= OUT=]
-ANALYZE_VARS := RUN ITER SAMPLES SPLIT VALID ALPHA FORCE DEVICE OUT
+ANALYZE_VARS := RUN ITER SAMPLES SPLIT VALID ALPHA FORCE DEVICE OUT MODEL TEXT SEQ BATCH DTYPE
 PLOTS_VARS := RUN RUN2 RUN3 RUN4 RUN5 RUN6 RUN7 RUN8 RUN9 OUT
 EXPORT_VARS := RUN ITER DTYPE OUT
 EVAL_VARS := RUN ITER TASKS LIMIT BATCH DOCS DEVICE OUT

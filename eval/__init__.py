@@ -8,9 +8,12 @@ them). Models and metrics come from the same functions as training (``megatron_e
 a second implementation.
 
 Modules: ``rundir`` (what a run directory holds), ``cli`` (``KEY=value`` settings),
-``megatron_io`` (one-process Megatron: model, checkpoint, batches), ``probe`` (hidden states,
-displacements and the logit lens of one forward pass), ``activations`` (massive activations and
-voids, pure functions), ``analyze``, ``plots``, ``scores`` (the task x iteration table),
+``megatron_io`` (one-process Megatron: model, checkpoint, batches), ``sequences`` (token
+sequences: a run's GPTDataset, dataset folders, text files), ``stats`` (every analysis statistic
+from h_0..h_L and a head, for both sources), ``probe`` (the Megatron adapter), ``hf_model`` (the
+Hugging Face adapter), ``activations`` (massive activations and voids) and ``depth`` (decision
+depth), pure functions, ``analyze``, ``analyze_hf`` (``make analyze MODEL=``), ``plots``,
+``plots_depth`` (figures on a normalised depth axis), ``scores`` (the task x iteration table),
 ``convert`` (the Megatron -> HF Llama mapping), ``export``, ``taskdata`` (lm-eval data from the
 held-out split) and ``harness`` (lm-eval).
 """

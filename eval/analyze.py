@@ -11,11 +11,12 @@ checkpoints and drops lines of other settings). A line:
 * measured on the held-out sample (the first ``SAMPLES`` sequences of the run's ``SPLIT`` split,
   drawn by Megatron's GPTDataset with the run's seed: the same sequences for every checkpoint and
   every run on the same data): ``num_sequences``, ``num_tokens``, ``lm_loss``, ``D`` (D_1..D_L,
-  mean Psi), ``jump_ratio``, ``S_model``, ``jreg_loss``, ``rel_l2``, ``hidden_norm`` (h_0..h_L),
-  ``lens`` (per h_0..h_L: ``acc``, ``loss``, ``ppl``, ``kl_to_final``, ``agree_with_final``),
-  ``massive`` (per h_0..h_L: ``top`` (3 largest |a|), ``median``, ``num_over_100``,
-  ``num_over_1000x_median``, ``num_activations``) and ``voids`` (``alpha``, ``active_fraction``,
-  ``layer_rate`` for layers 1..L), see ``eval.probe`` and ``eval.activations``;
+  mean Psi), ``zeta_L``, ``jump_ratio``, ``S_model``, ``jreg_loss``, ``rel_l2``, ``hidden_norm``
+  (h_0..h_L), ``lens`` (per h_0..h_L: ``acc``, ``loss``, ``ppl``, ``kl_to_final``,
+  ``agree_with_final``), ``decision_depth``, ``massive`` (the massive-activations paper's
+  per-sequence statistic and ours, per h_0..h_L) and ``voids`` (``alpha``, ``active_fraction``,
+  ``layer_rate`` for layers 1..L), see ``eval.stats``, ``eval.depth`` and ``eval.activations``
+  (``make analyze MODEL=``, ``eval.analyze_hf``, writes the same line for any HF model);
 * ``valid``: the same measurements (without ``massive``) on the validation batches training
   evaluated right after this iteration (pass ``iteration / eval_interval``, or the final pass),
   with ``pass``, the ``metrics.jsonl`` line of that pass under ``logged`` and the largest relative
@@ -104,14 +105,24 @@ def _weights(run: RunDir):
     return cfg.weights
 
 
-def measure(run: RunDir, model, ds, indices: range, dev, alpha: float, massive: bool) -> dict:
+def buckets(run: RunDir) -> torch.Tensor:
+    """Frequency bucket per token id (``eval.depth``) from the run's training split."""
+    from eval.depth import bucket_table
+    from eval.sequences import token_counts
+
+    return bucket_table(token_counts(run.prefixes["train"]), run.vocab_size)
+
+
+def measure(
+    run: RunDir, model, ds, indices: range, dev, alpha: float, massive: bool, table: torch.Tensor
+) -> dict:
     """The probe's summary over ``ds[indices]`` in the run's microbatches."""
     from eval import megatron_io
     from eval.probe import Probe
 
-    probe = Probe(run.model.num_layers, _weights(run), run.reg, alpha=alpha, massive=massive)
+    probe = Probe(run.model.num_layers, _weights(run), run.reg, alpha, massive, table)
     for batch in megatron_io.batches(ds, indices, run.schedule.micro_batch_size, dev):
-        probe.add(model, batch)
+        probe.add_batch(model, batch)
     return probe.summary()
 
 
@@ -175,20 +186,21 @@ def analyze(run: RunDir, cfg: AnalyzeConfig, print_fn=tqdm.write) -> Path:
     megatron_io.init(run.schedule.seed)
     dev = megatron_io.device(cfg.device)
     heldout = megatron_io.dataset(run, cfg.split, cfg.samples)
+    table = buckets(run)
     valid_ds = None
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     for it in tqdm(todo, desc="analyze", unit="checkpoint"):
         start = time.perf_counter()
         model = megatron_io.load_checkpoint(run, it, dtype=torch.float32).to(dev)
         line = {"iteration": it, "tokens_seen": run.tokens_seen(it), "settings": cfg.settings}
-        line.update(measure(run, model, heldout, range(cfg.samples), dev, cfg.alpha, True))
+        line.update(measure(run, model, heldout, range(cfg.samples), dev, cfg.alpha, True, table))
         valid_pass = _valid_pass(run, cfg, it)
         if valid_pass is not None:
             valid_ds = valid_ds or megatron_io.dataset(run, "valid", run.schedule.valid_num_samples)
             valid = {"pass": valid_pass}
             valid.update(
                 measure(run, model, valid_ds, run.schedule.pass_samples(valid_pass), dev,
-                        cfg.alpha, False)
+                        cfg.alpha, False, table)
             )  # fmt: skip
             logged, note = run.logged_pass(valid_pass)
             if logged is not None and logged["iteration"] == it:
@@ -208,8 +220,9 @@ def analyze(run: RunDir, cfg: AnalyzeConfig, print_fn=tqdm.write) -> Path:
 def describe(line: dict) -> str:
     """One console line per checkpoint."""
     d = " ".join(f"{x:.4f}" for x in line["D"])
+    label = line.get("model") or f"iter {line['iteration']}"
     text = (
-        f"iter {line['iteration']}: lm_loss {line['lm_loss']:.4f} | D [{d}] | "
+        f"{label}: lm_loss {line['lm_loss']:.4f} | D [{d}] | "
         f"ratio {line['jump_ratio']:.3f} | S_model {line['S_model']:.3f} | lens acc "
         f"{' '.join(f'{x:.3f}' for x in line['lens']['acc'])} | max|a| "
         f"{max(t[0] for t in line['massive']['top']):.1f} | active layers "

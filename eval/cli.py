@@ -27,6 +27,12 @@ COMMANDS = {
         "ALPHA": "void threshold scale alpha (default 0.8)",
         "FORCE": "1: redo checkpoints already in analysis.jsonl (default 0)",
         "DEVICE": "cpu | cuda (default: cuda when available)",
+        "MODEL": "a HF causal LM (local folder or hub id) instead of RUN; see README",
+        "TEXT": "with MODEL: dataset folder | .txt | .jsonl (default: the run's sample for our "
+        "exports, else data/default)",
+        "SEQ": "with MODEL: tokens per sequence (default 512; an export: the run's)",
+        "BATCH": "with MODEL: sequences per forward pass (default 4; an export: the run's)",
+        "DTYPE": "with MODEL: float32 (default) | bfloat16 | float16 compute dtype",
     },
     "plots": {
         "RUN": "a run (its plots/ folder gets the figures); several separated by spaces/commas",
@@ -104,7 +110,38 @@ def _out(settings: dict, run: RunDir) -> Path:
     return Path(settings["OUT"]).resolve() if "OUT" in settings else run.path
 
 
+_HF_ONLY = ("TEXT", "SEQ", "BATCH", "DTYPE")
+_RUN_ONLY = ("ITER", "SPLIT", "VALID")
+
+
+def cmd_analyze_model(s: dict) -> int:
+    """``analyze MODEL=``: any HF causal LM (eval.analyze_hf)."""
+    from eval.hf_model import resolve
+
+    if s["RUN"] != DEFAULT_RUN:
+        raise EvalError("give RUN= (our checkpoints) or MODEL= (a HF model), not both")
+    if wrong := [k for k in _RUN_ONLY if k in s]:
+        raise EvalError(f"{', '.join(wrong)} apply to RUN=, not MODEL=")
+    resolve(s["MODEL"])
+    from eval.analyze_hf import HFAnalyzeConfig, analyze_model
+
+    cfg = HFAnalyzeConfig(
+        model=s["MODEL"], text=s.get("TEXT", ""), samples=_int(s, "SAMPLES", 64),
+        seq=_int(s, "SEQ", None), batch=_int(s, "BATCH", None), dtype=s.get("DTYPE", "float32"),
+        alpha=_float(s, "ALPHA", 0.8), force=_flag(s, "FORCE"), device=s.get("DEVICE", ""),
+        out_dir=Path(s["OUT"]).resolve() if "OUT" in s else None,
+    )  # fmt: skip
+    quiet()
+    path = analyze_model(cfg)
+    print(f"analysis: {path}")
+    return 0
+
+
 def cmd_analyze(s: dict) -> int:
+    if "MODEL" in s:
+        return cmd_analyze_model(s)
+    if wrong := [k for k in _HF_ONLY if k in s]:
+        raise EvalError(f"{', '.join(wrong)} apply to MODEL=, not RUN=")
     run = load_run(s["RUN"])
     iterations = run.select(s.get("ITER", "all"))
     from eval.analyze import AnalyzeConfig, analyze

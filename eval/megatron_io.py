@@ -22,20 +22,14 @@ ON_CPU = cpu_compat.enable()
 
 from megatron.core import dist_checkpointing  # noqa: E402
 from megatron.core import parallel_state as ps  # noqa: E402
-from megatron.core.datasets.blended_megatron_dataset_builder import (  # noqa: E402
-    BlendedMegatronDatasetBuilder,
-)
-from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig  # noqa: E402
+from megatron.core.datasets.gpt_dataset import GPTDataset  # noqa: E402
 from megatron.core.models.gpt import GPTModel  # noqa: E402
 from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed  # noqa: E402
-from megatron.core.tokenizers import MegatronTokenizer  # noqa: E402
 
 from eval.rundir import EvalError, RunDir  # noqa: E402
+from eval.sequences import BATCH_KEYS, run_dataset  # noqa: E402
 from megatron_ext.model import build_gpt_model, transformer_config  # noqa: E402
 from megatron_ext.reg import JregConfig, JregRuntime  # noqa: E402
-
-_SPLITS = ("train", "valid", "test")
-BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
 
 
 def init(seed: int) -> None:
@@ -95,26 +89,8 @@ def load_checkpoint(run: RunDir, iteration: int, dtype: torch.dtype | None = Non
 
 
 def dataset(run: RunDir, split: str, num_samples: int) -> GPTDataset:
-    """The run's GPTDataset for ``split``, built as training builds it for ``num_samples``."""
-    if split not in _SPLITS:
-        raise EvalError(f"SPLIT must be one of {', '.join(_SPLITS)}, got {split!r}")
-    flags = run.flags
-    tokenizer = MegatronTokenizer.from_pretrained(
-        tokenizer_path=str(run.tokenizer_dir), metadata_path={"library": "huggingface"}
-    )
-    blend = [([run.prefixes[s]], None) if s == split else None for s in _SPLITS]
-    config = GPTDatasetConfig(
-        random_seed=run.schedule.seed, sequence_length=run.model.seq_length,
-        blend_per_split=blend, tokenizer=tokenizer, create_attention_mask=False,
-        reset_position_ids="--reset-position-ids" in flags, reset_attention_mask=False,
-        eod_mask_loss="--eod-mask-loss" in flags,
-        path_to_cache=(flags.get("--data-cache-path") or [None])[0],
-        mmap_bin_files="--no-mmap-bin-files" not in flags,
-    )  # fmt: skip
-    sizes = [num_samples if s == split else None for s in _SPLITS]
-    with contextlib.redirect_stdout(io.StringIO()):
-        built = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
-    return built[_SPLITS.index(split)]
+    """The run's GPTDataset for ``split`` (``eval.sequences.run_dataset``)."""
+    return run_dataset(run, split, num_samples)
 
 
 def batches(

@@ -30,6 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from eval import plots_depth  # noqa: E402
 from eval.rundir import ANALYSIS_FILE, EvalError  # noqa: E402
 
 _TOKENS = "tokens seen (millions)"
@@ -151,13 +152,16 @@ def plot_runs(runs: list[Path], out: Path) -> list[Path]:
         written.append(out / name)
         return written[-1]
 
-    _over_training(metrics, analysis, target("jump_growth.png"), [
-        ("last-layer displacement D_L", lambda x: x["D"][-1]),
-        ("jump ratio D_L / D_{L-1}", lambda x: x["jump_ratio"]),
-    ], "Jump growth over training")  # fmt: skip
-    _over_training(metrics, analysis, target("S_model.png"), [
-        ("convergence score S_model (0..1)", lambda x: x["S_model"]),
-    ], "S_model over training")  # fmt: skip
+    over = {k: [x for x in v if x.get("tokens_seen") is not None] for k, v in analysis.items()}
+    over = {k: v for k, v in over.items() if v}  # HF models (eval.analyze_hf) have no tokens
+    if metrics or over:
+        _over_training(metrics, over, target("jump_growth.png"), [
+            ("last-layer displacement D_L", lambda x: x["D"][-1]),
+            ("jump ratio D_L / D_{L-1}", lambda x: x["jump_ratio"]),
+        ], "Jump growth over training")  # fmt: skip
+        _over_training(metrics, over, target("S_model.png"), [
+            ("convergence score S_model (0..1)", lambda x: x["S_model"]),
+        ], "S_model over training")  # fmt: skip
     if metrics:
         _training(metrics, target("training.png"))
     if analysis:
@@ -174,6 +178,9 @@ def plot_runs(runs: list[Path], out: Path) -> list[Path]:
                 (f", alpha {x['voids']['alpha']}", x["voids"]["layer_rate"], "o-")], 1, False),
         ], "Massive activations and voids of the residual stream (last checkpoint)",
             lambda lines: lines[-1:])  # fmt: skip
+        plots_depth.depth_profile(analysis, target("depth_profile.png"))
+        if not plots_depth.decision_depth(analysis, target("decision_depth.png")):
+            written.pop()
     return written
 
 

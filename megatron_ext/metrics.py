@@ -44,3 +44,16 @@ def jump_ratio(d: Sequence[float] | torch.Tensor) -> float:
     if values[-2] == 0.0:
         return float("inf") if values[-1] > 0 else float("nan")
     return values[-1] / values[-2]
+
+
+def jump_rate(d: Sequence[float] | torch.Tensor) -> float:
+    """zeta_L = 100 * max(0, d_L - d_{L-1}): the last layer's jump in absolute terms (per cent
+    of the displacement scale, 0 when the last layer moves less than the one before).
+
+    Raises:
+        ValueError: fewer than two layers (the jump is undefined).
+    """
+    values = _as_list(d)
+    if len(values) < 2:
+        raise ValueError("jump_rate needs at least two layers")
+    return 100.0 * max(0.0, values[-1] - values[-2])

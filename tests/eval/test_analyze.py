@@ -85,9 +85,14 @@ def test_heldout_measurements_are_complete_and_consistent(analyzed):
         for top, median in zip(massive["top"], massive["median"], strict=True):
             assert len(top) == 3 and top == sorted(top, reverse=True) and top[-1] >= median > 0
         assert all(n >= 0 for n in massive["num_over_100"] + massive["num_over_1000x_median"])
+        assert massive["num_sequences"] == 16 and "Sun et al. 2024" in massive["definition"]
+        assert line["zeta_L"] == pytest.approx(100 * max(0.0, line["D"][-1] - line["D"][-2]))
+        depth = line["decision_depth"]
+        assert 0 < sum(depth["num_tokens"].values()) <= 16 * 128  # loss-masked tokens
+        assert all(len(h) == 5 for h in depth["hist"].values())
         voids = line["voids"]
         rate = voids["layer_rate"]
-        assert voids["alpha"] == 0.8 and len(rate) == 4 and rate[0] == 1.0
+        assert voids["alpha"] == 0.8 and len(rate) == 4
         assert all(0.0 <= r <= 1.0 for r in rate)
         assert voids["active_fraction"] == pytest.approx(sum(rate) / 4)
         assert "massive" not in line["valid"] and "voids" in line["valid"]
