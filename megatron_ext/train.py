@@ -35,6 +35,7 @@ from megatron.training.arguments import parse_and_validate_args  # noqa: E402
 from megatron.training.global_vars import get_tensorboard_writer, get_wandb_writer  # noqa: E402
 from megatron.training.utils import get_blend_and_blend_per_split  # noqa: E402
 
+from megatron_ext.faults import report_failure  # noqa: E402
 from megatron_ext.init import layout_invariant_init  # noqa: E402
 from megatron_ext.jreg import parse_schedule  # noqa: E402
 from megatron_ext.layer import jreg_layer_spec  # noqa: E402
@@ -196,5 +197,24 @@ def main() -> int:
     return 0
 
 
+def main_reporting_faults() -> int:
+    """``main()``; a fault ``megatron_ext.faults`` knows (disk full, a collective timeout, an
+    unloadable checkpoint) ends in its one ``error:`` line and exit code instead of a traceback."""
+    try:
+        return main()
+    except Exception as exc:
+        try:
+            args = get_args()
+        except Exception:
+            raise exc from None
+        code = report_failure(
+            exc, save_dir=args.save, loading=not hasattr(args, "curr_iteration"),
+            timeout_s=args.distributed_timeout_seconds_after_init,
+        )  # fmt: skip
+        if code is None:
+            raise
+        return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_reporting_faults())
