@@ -173,8 +173,9 @@ def main() -> int:
     transformer.experimental_attention_variant_loss_scale_func = runtime.set_loss_scale
     transformer.finalize_model_grads_func = logger.finalize_model_grads
     forward_step = make_forward_step(
-        tracker, args.inject_nan_at_iteration, current_iteration, on_eval=logger.on_eval_forward
-    )
+        tracker, args.inject_nan_at_iteration, current_iteration, on_eval=logger.on_eval_forward,
+        spiky_loss=args.check_for_spiky_loss,
+    )  # fmt: skip
     container = pretrain_cfg_container_from_args(args, model_cfg)
     try:
         pretrain(
