@@ -228,9 +228,11 @@ def report_failure(
     if loading:
         names = {type(e).__name__ for e in chain}
         if "CheckpointException" in names or any(isinstance(e, EOFError) for e in chain):
+            detail = " ".join(str(exc).split())[:200]
             return _print(
-                f"checkpoint {last} could not be loaded ({type(exc).__name__}); rerun with "
-                f"{CKPT_FALLBACK}=1 to set it aside and resume from the newest readable one",
+                f"checkpoint {last} could not be loaded ({type(exc).__name__}: {detail}); move "
+                f"it aside (mv {last} {last}.unreadable), write the previous iteration into "
+                f"{save_dir}/{TRACKER} and rerun",
                 EXIT_REFUSED,
             )
     if any(type(e).__name__ in _DIST_ERRORS or isinstance(e, RuntimeError) for e in chain) and any(

@@ -336,3 +336,16 @@ def test_spiky_loss_is_flagged_to_the_rerun_state_machine():
         assert machine.rerun_requested
     finally:
         rsm.destroy_rerun_state_machine()
+
+
+def test_checkpoint_failing_at_load_is_one_line(tmp_path, capsys):
+    """Damage the file check cannot see fails inside Megatron's load: named, exit code 2."""
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("4")
+    try:
+        raise RuntimeError("load failed") from EOFError("Ran out of input")
+    except RuntimeError as exc:
+        code = faults.report_failure(exc, save_dir=str(tmp_path), loading=True, timeout_s=600)
+    assert code == faults.EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: checkpoint {tmp_path}/iter_0000004 ")
+    assert "could not be loaded (RuntimeError: load failed); move it aside" in err
