@@ -270,6 +270,17 @@ def _signal_name(code: int) -> str:
         return str(-code)
 
 
+def _die_with_parent() -> None:
+    """In the torchrun child: SIGTERM when the launcher dies (even by SIGKILL), so torchrun
+    stops its workers instead of outliving it in its own session (Linux prctl; else nothing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def supervise(cmd: list[str], env: dict[str, str], *, save_dir: Path) -> int:
     """Run torchrun, pass its output through, and end a failed run with one line of our own.
 
@@ -278,11 +289,13 @@ def supervise(cmd: list[str], env: dict[str, str], *, save_dir: Path) -> int:
     named (``error: rank R ... died``, exit code 5); otherwise the first ``error:`` line a rank
     printed (NaN, disk full, a collective timeout) is repeated last with that rank's exit code;
     otherwise the first failed rank and its exit code are named. torchrun runs in its own
-    session; SIGINT/SIGTERM/SIGHUP/SIGUSR1/SIGUSR2 sent to the launcher are forwarded once.
+    session (so a terminal's Ctrl-C reaches it once, through us); SIGINT/SIGTERM/SIGHUP/SIGUSR1/
+    SIGUSR2 sent to the launcher are forwarded, and the launcher's death sends it SIGTERM.
     """
     proc = subprocess.Popen(
-        cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True
-    )
+        cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace",
+        start_new_session=True, preexec_fn=_die_with_parent,
+    )  # fmt: skip
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
     first_error, failures, host = None, [], "this node"

@@ -246,33 +246,46 @@ def _rank_pid(launcher: subprocess.Popen, rank: int) -> int:
 
 
 def _start_and_wait(run_dir: Path, data: Path, iteration: int, **settings) -> subprocess.Popen:
+    """Start a run (output to ``run_dir``.log, not a pipe that could fill and stall it) and
+    return once ``iteration`` is in its metrics.jsonl."""
     cmd = LAUNCH + [f"RUN={run_dir}", f"DATA={data}"] + [f"{k}={v}" for k, v in settings.items()]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
+    log = open(f"{run_dir}.log", "w")  # noqa: SIM115 (closed by _finish)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=log,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
-    deadline = time.time() + 400
+    proc.log = log
+    deadline = time.time() + 900
     metrics = run_dir / "metrics.jsonl"
     while time.time() < deadline and proc.poll() is None:
         if metrics.exists() and any(
-            json.loads(x).get("iteration", 0) >= iteration
+            x.endswith("}") and json.loads(x).get("iteration", 0) >= iteration
             for x in metrics.read_text().splitlines()
-            if x.strip()
         ):
             return proc
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    pytest.fail(f"the run ended or stalled before iteration {iteration}:\n{proc.communicate()[0]}")
+    _kill(proc)
+    pytest.fail(f"the run ended or stalled before iteration {iteration}:\n{_output(proc)[-4000:]}")
+
+
+def _output(proc: subprocess.Popen) -> str:
+    proc.log.close()
+    return Path(proc.log.name).read_text()
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    for p in psutil.Process(proc.pid).children(recursive=True):
+        p.kill()
+    proc.kill()
+    proc.wait()
 
 
 def _finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str, float]:
     start = time.time()
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        for p in psutil.Process(proc.pid).children(recursive=True):
-            p.kill()
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail(f"still running {timeout}s after the fault:\n{proc.communicate()[0][-4000:]}")
-    return proc.returncode, out, time.time() - start
+        _kill(proc)
+        pytest.fail(f"still running {timeout}s after the fault:\n{_output(proc)[-4000:]}")
+    return proc.returncode, _output(proc), time.time() - start
 
 
 TP2 = dict(NPROC=2, TP=2, ITERS=6, SAVE_INTERVAL=2, LOG_INTERVAL=1)
