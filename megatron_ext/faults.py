@@ -18,6 +18,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -281,14 +282,35 @@ def _die_with_parent() -> None:
         pass
 
 
+def _read_stderr(stream, seen: dict) -> None:
+    """Pass torchrun's stderr through; note the first ``error:`` line and the failures of its
+    ChildFailedError summary (the one after "Root Cause" is the first rank that failed)."""
+    for line in stream:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        if seen["error"] is None and line.startswith("error: "):
+            seen["error"] = line.rstrip("\n")
+        if line.startswith("Root Cause"):
+            seen["in_root"] = True
+        if match := _HOST.match(line):
+            seen["host"] = match.group(1)
+        elif match := _RANK.match(line):
+            failure = {"rank": match.group(1), "local": match.group(2), "host": seen["host"]}
+            seen["failures"].append(failure)
+            if seen["in_root"] and seen["root"] is None:
+                seen["root"] = failure
+        elif (match := _EXIT.match(line)) and seen["failures"]:
+            seen["failures"][-1].setdefault("exit", int(match.group(1)))
+
+
 def supervise(cmd: list[str], env: dict[str, str], *, save_dir: Path) -> int:
     """Run torchrun, pass its output through, and end a failed run with one line of our own.
 
     torchrun stops every local worker when one fails and prints a multi-line ChildFailedError
-    summary listing the ranks that failed (not those it stopped). A rank killed by a signal is
-    named (``error: rank R ... died``, exit code 5); otherwise the first ``error:`` line a rank
-    printed (NaN, disk full, a collective timeout) is repeated last with that rank's exit code;
-    otherwise the first failed rank and its exit code are named. torchrun runs in its own
+    summary whose "Root Cause" is the first rank that failed. If a signal killed it, it is named
+    (``error: rank R ... died``, exit code 5); otherwise the first ``error:`` line a rank printed
+    (NaN, disk full, a collective timeout) is repeated last with that rank's exit code;
+    otherwise the failed rank and its exit code are named (exit code 5). torchrun runs in its own
     session (so a terminal's Ctrl-C reaches it once, through us); SIGINT/SIGTERM/SIGHUP/SIGUSR1/
     SIGUSR2 sent to the launcher are forwarded, and the launcher's death sends it SIGTERM.
     """
@@ -298,32 +320,23 @@ def supervise(cmd: list[str], env: dict[str, str], *, save_dir: Path) -> int:
     )  # fmt: skip
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
-    first_error, failures, host = None, [], "this node"
-    for line in proc.stderr:
-        sys.stderr.write(line)
-        sys.stderr.flush()
-        if first_error is None and line.startswith("error: "):
-            first_error = line.rstrip("\n")
-        if match := _HOST.match(line):
-            host = match.group(1)
-        elif match := _RANK.match(line):
-            failures.append({"rank": match.group(1), "local": match.group(2), "host": host})
-        elif (match := _EXIT.match(line)) and failures and "exit" not in failures[-1]:
-            failures[-1]["exit"] = int(match.group(1))
+    seen = {"error": None, "root": None, "failures": [], "host": "this node", "in_root": False}
+    # A thread, not a loop to EOF: helpers a rank started (W&B's service) can outlive torchrun
+    # and keep the pipe open.
+    reader = threading.Thread(target=_read_stderr, args=(proc.stderr, seen), daemon=True)
+    reader.start()
     rc = proc.wait()
+    reader.join(timeout=5)
     if rc == 0:
         return 0
-    failures = [f for f in failures if "exit" in f]
-    killed = [f for f in failures if f["exit"] < 0]
-    if first_error is not None and not killed:
-        print(first_error, file=sys.stderr, flush=True)
-        codes = [f["exit"] for f in failures if f["exit"] > 0]
-        return codes[0] if codes else rc
-    if killed or failures:
-        f = (killed or failures)[0]
-        how = f"died (signal {_signal_name(f['exit'])})" if f["exit"] < 0 else (
-            f"failed (exit code {f['exit']}, traceback above)")  # fmt: skip
-        who = f"rank {f['rank']} (local rank {f['local']} on {f['host']}) {how}"
+    root = seen["root"] or next((f for f in seen["failures"] if "exit" in f), None)
+    if seen["error"] is not None and not (root and root.get("exit", 0) < 0):
+        print(seen["error"], file=sys.stderr, flush=True)
+        return root["exit"] if root and root.get("exit", 0) > 0 else rc
+    if root and "exit" in root:
+        how = f"died (signal {_signal_name(root['exit'])})" if root["exit"] < 0 else (
+            f"failed (exit code {root['exit']}, traceback above)")  # fmt: skip
+        who = f"rank {root['rank']} (local rank {root['local']} on {root['host']}) {how}"
     else:
         who = f"torchrun failed (exit code {rc})"
     return _print(
