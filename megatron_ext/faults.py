@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -217,11 +218,10 @@ def report_failure(
     """Print one ``error:`` line for a fault we know and return its exit code; None otherwise."""
     chain = list(_chain(exc))
     last = _where(save_dir)
-    disk = next((e for e in chain if isinstance(e, OSError) and e.errno in _FULL), None)
-    if disk is not None:
-        what = getattr(disk, "filename", None) or "a file"
+    what = _disk_full(chain, save_dir)
+    if what is not None:
         line = (
-            f"no space left on the device writing {what} ({os.strerror(disk.errno)}); the run "
+            f"no space left on the device writing {what}; the run "
             f"stopped. Last complete checkpoint: {last} (an unfinished one is set aside on "
             "resume). Free space and rerun the same command to resume from it."
         )
@@ -249,6 +249,28 @@ def report_failure(
 
 
 _FULL = {errno.ENOSPC, errno.EDQUOT}
+# torch.save's zip writer turns a short write into "unexpected pos N vs M" (no errno survives)
+_SHORT_WRITE = re.compile(r"unexpected pos|file write failed|no space left", re.IGNORECASE)
+
+
+def _disk_full(chain: list[BaseException], save_dir: str | None) -> str | None:
+    """What could not be written for lack of space: an ENOSPC/EDQUOT error's file, or, for a
+    checkpoint writer's short write, the save dir when it has less room than its last checkpoint
+    took (64 MiB before the first); None if this is not a full disk."""
+    for e in chain:
+        if isinstance(e, OSError) and e.errno in _FULL:
+            return f"{e.filename or 'a file'} ({os.strerror(e.errno)})"
+    if not save_dir or not any(_SHORT_WRITE.search(str(e)) for e in chain):
+        return None
+    free = shutil.disk_usage(save_dir).free
+    last = last_checkpoint(save_dir)
+    files = Path(save_dir, f"iter_{last:07d}").rglob("*") if last is not None else []
+    need = sum(f.stat().st_size for f in files if f.is_file()) or 64 << 20
+    if free >= need:
+        return None
+    return f"a checkpoint under {save_dir} ({free >> 20} MiB free, one takes {need >> 20} MiB)"
+
+
 _DIST_ERRORS = {"DistBackendError", "DistNetworkError", "DistError"}
 
 

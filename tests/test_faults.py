@@ -143,7 +143,7 @@ def test_changed_dataset_refused_with_both_fingerprints(tmp_path, trained, smoke
     code, out = launch(RUN=run_dir, DATA=data, DRY_RUN=1, **SHORT)
     assert code == 2 and "Traceback" not in out, out
     (line,) = error_lines(out)
-    assert "missing" in line and f"trained on {data}, fingerprint {old_fp}" in line
+    assert f"no dataset at {data}" in line and f"trained on {data}, fingerprint {old_fp}" in line
     shutil.copytree(other_data, data)  # ... and came back different (make data FORCE=1)
     new_fp = faults.data_fingerprint(json.loads((other_data / "manifest.json").read_text()))
     assert new_fp != old_fp
