@@ -249,8 +249,12 @@ def report_failure(
 
 
 _FULL = {errno.ENOSPC, errno.EDQUOT}
-# torch.save's zip writer turns a short write into "unexpected pos N vs M" (no errno survives)
-_SHORT_WRITE = re.compile(r"unexpected pos|file write failed|no space left", re.IGNORECASE)
+# torch.save's zip writer turns a short write into "unexpected pos N vs M" (no errno survives),
+# which Megatron's async file writer logs and re-raises as "Worker failure: ..." (megatron-core
+# 0.19.2 dist_checkpointing/strategies/filesystem_async.py)
+_SHORT_WRITE = re.compile(
+    r"unexpected pos|file write failed|no space left|worker failure", re.IGNORECASE
+)
 
 
 def _disk_full(chain: list[BaseException], save_dir: str | None) -> str | None:
