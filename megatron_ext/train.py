@@ -203,7 +203,9 @@ def main_reporting_faults() -> int:
     unloadable checkpoint) ends in its one ``error:`` line and exit code instead of a traceback."""
     try:
         return main()
-    except Exception as exc:
+    except BaseException as exc:  # torch's CheckpointException is a BaseException
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            raise
         try:
             args = get_args()
         except Exception:
