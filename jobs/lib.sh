@@ -9,7 +9,7 @@
 # The `make pretrain` settings a job carries (megatron_ext/launch.py VARIABLES, minus the
 # rendezvous ones the job sets itself).
 JOB_SETTINGS=(RUN SIZE REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP
-  FP8 ARGS)
+  FP8 ARGS COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE)
 
 die() {
   echo "error: $*" >&2

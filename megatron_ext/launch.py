@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from megatron_ext import faults
 from megatron_ext.config import megatron_flags, te_available
 from megatron_ext.device import cluster_without_gpu
 from megatron_ext.jreg import layer_weights, parse_schedule
@@ -44,6 +45,10 @@ VARIABLES = {
     "FP8": "off | hybrid (default hybrid on Hopper+ with Transformer Engine)",
     "ARGS": "extra Megatron-LM flags, passed through last (they win)",
     "DRY_RUN": "1: print the command and exit",
+    "COLLECTIVE_TIMEOUT": "seconds a collective may wait once training runs (default "
+                          f"{faults.DEFAULT_COLLECTIVE_TIMEOUT_S})",
+    "CKPT_FALLBACK": "1: set an unreadable latest checkpoint aside, resume from the newest readable",
+    "ALLOW_DATA_CHANGE": "1: resume on a dataset whose fingerprint differs from the run's",
 }  # fmt: skip
 
 
@@ -194,11 +199,11 @@ def plan(v: dict) -> dict:
         fitted = train.micro_batch_size * dp * max(
             1, train.global_batch_size // (train.micro_batch_size * dp))  # fmt: skip
         train = train.replace(global_batch_size=fitted)
-    data, manifest = load_dataset(v)
-    data_vocab = int(manifest["tokenizer"]["vocab_size"])
     run = v.get("RUN", f"{size}-{reg}")
     run_dir = Path(run) if "/" in run else REPO / "runs" / run  # a name, or a path
     run_dir = run_dir if run_dir.is_absolute() else REPO / run_dir
+    data, manifest, fallback = check_faults(v, run_dir)
+    data_vocab = int(manifest["tokenizer"]["vocab_size"])
     extra = shlex.split(v.get("ARGS", ""))
     refusal = jreg_incompatible(extra, use_te)
     if refusal:
@@ -217,9 +222,32 @@ def plan(v: dict) -> dict:
         "nproc": nproc, "nnodes": nnodes, "num_gpus": num_gpus, "fp8": fp8, "model": model,
         "train": train, "data": data, "manifest": manifest, "data_vocab": data_vocab,
         "run_dir": run_dir, "seed": _int(v, "SEED", 1234), "extra": extra, "use_te": use_te,
-        "model_vocab": model_vocab, "asked_batch": asked_batch,
+        "model_vocab": model_vocab, "asked_batch": asked_batch, "fallback": fallback,
+        "collective_timeout": _int(v, "COLLECTIVE_TIMEOUT", faults.DEFAULT_COLLECTIVE_TIMEOUT_S),
         "defaults_used": not any(k in v for k in ("TP", "PP", "VPP", "CP")),
     }  # fmt: skip
+
+
+def check_faults(v: dict, run_dir: Path) -> tuple[Path, dict, tuple | None]:
+    """The dataset (refused if it vanished or changed under a resumed run) and the latest
+    checkpoint (refused if unreadable, unless CKPT_FALLBACK=1: then what to set aside)."""
+    record = run_dir / "launch.json"
+    old = json.loads(record.read_text()) if record.is_file() else {}
+    try:
+        data, manifest = load_dataset(v)
+    except LaunchError as err:
+        raise LaunchError(f"{err}{faults.missing_data_hint(old)}") from None
+    resuming = faults.last_checkpoint(run_dir / "checkpoints") is not None
+    try:
+        if resuming:
+            faults.check_data(old, data, manifest, run=str(run_dir),
+                              allow=v.get(faults.ALLOW_DATA_CHANGE, "0") not in ("0", ""))  # fmt: skip
+        fallback = faults.check_checkpoint(
+            run_dir / "checkpoints", fallback=v.get(faults.CKPT_FALLBACK, "0") not in ("0", "")
+        )
+    except faults.FaultError as err:
+        raise LaunchError(str(err)) from None
+    return data, manifest, fallback
 
 
 def _flag_value(flags: list[str], name: str) -> str | None:
@@ -324,6 +352,7 @@ def megatron_args(p: dict) -> list[str]:
         "--wandb-save-dir", str(run_dir / "wandb"),
         "--jreg-reg", p["reg"], "--jreg-lambda", str(p["lam"]), "--jreg-weights", p["weights"],
         "--run-dir", str(run_dir),
+        "--distributed-timeout-seconds-after-init", str(p["collective_timeout"]),
     ]  # fmt: skip
     if p["num_gpus"]:
         flags += gpu_flags(p)
@@ -445,13 +474,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     p["run_dir"].mkdir(parents=True, exist_ok=True)
     if v.get("NODE_RANK", "0") == "0":  # one writer per run, also on a shared multi-node FS
+        if p["fallback"]:
+            bad, good, problem = p["fallback"]
+            for path in faults.fall_back(p["run_dir"] / "checkpoints", bad, good):
+                print(f"set aside an unreadable checkpoint ({problem}): {path}", flush=True)
+            print(f"resuming from iter_{good:07d}, the newest readable checkpoint", flush=True)
+        old_record = p["run_dir"] / "launch.json"
+        old_record = json.loads(old_record.read_text()) if old_record.is_file() else {}
         (p["run_dir"] / "command.txt").write_text(shlex.join(cmd) + "\n")
         record = {
             "size": p["size"],
             "train_iters": p["train"].train_iters,
             "vocab": p["model_vocab"],
+            **faults.data_record(old_record, p["data"], p["manifest"]),
         }
         (p["run_dir"] / "launch.json").write_text(json.dumps(record) + "\n")
+    if p["nproc"] * p["nnodes"] > 1:  # the last line of a failed run is ours (faults.supervise)
+        return faults.supervise(cmd, run_env(p, v), save_dir=p["run_dir"] / "checkpoints")
     os.execvpe(cmd[0], cmd, run_env(p, v))
     return 0  # not reached
 

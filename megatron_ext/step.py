@@ -15,6 +15,7 @@ from functools import partial
 import torch
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+from megatron.core.rerun_state_machine import get_rerun_state_machine
 from megatron.core.utils import get_batch_on_this_cp_rank, get_model_config
 
 from megatron_ext.tracker import JumpTracker
@@ -72,14 +73,43 @@ def loss_func(
     return loss_sum, num_tokens, {"lm loss": report}
 
 
+SPIKY_LOSS_FACTOR = 10  # Megatron-LM pretrain_gpt.py's threshold
+
+
+def check_spiky_loss(loss_sum: torch.Tensor) -> None:
+    """``--check-for-spiky-loss`` as Megatron-LM's pretrain_gpt.py does it: a microbatch loss
+    over 10x the largest of the first 100 seen is flagged to the rerun state machine, which
+    re-runs that iteration once, logs whether the spike reproduced, and continues (non-fatal)."""
+    machine = get_rerun_state_machine()
+    machine.validate_result(
+        result=loss_sum,
+        rejection_func=partial(
+            machine.is_unexpectedly_large, threshold=SPIKY_LOSS_FACTOR, context="loss"
+        ),
+        message="Spiky loss",
+        tolerance=0.0,  # the forward pass is deterministic
+        fatal=False,
+    )
+
+
+def _spike_checked(loss_fn, output_tensor):
+    out = loss_fn(output_tensor)
+    check_spiky_loss(out[0])
+    return out
+
+
 def make_forward_step(
-    tracker: JumpTracker | None, nan_at_iteration=None, iteration_fn=None, on_eval=None
+    tracker: JumpTracker | None,
+    nan_at_iteration=None,
+    iteration_fn=None,
+    on_eval=None,
+    spiky_loss: bool = False,
 ):
     """``forward_step(data_iterator, model)`` for pretrain().
 
     ``on_eval`` is called once per evaluation forward step (the run logger counts passes).
     ``nan_at_iteration``/``iteration_fn`` inject a NaN loss at one iteration (fault-injection for
-    the tests of the NaN stop; never set in normal runs).
+    the tests of the NaN stop; never set in normal runs). ``spiky_loss``: check_spiky_loss.
     """
 
     def forward_step(data_iterator, model, return_schedule_plan: bool = False):
@@ -91,6 +121,7 @@ def make_forward_step(
         nan_now = bool(
             nan_at_iteration is not None and training and iteration_fn() == nan_at_iteration
         )
-        return output_bs, partial(loss_func, batch["loss_mask"], tracker, training, nan_now=nan_now)
+        loss_fn = partial(loss_func, batch["loss_mask"], tracker, training, nan_now=nan_now)
+        return output_bs, partial(_spike_checked, loss_fn) if spiky_loss and training else loss_fn
 
     return forward_step

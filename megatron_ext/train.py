@@ -35,6 +35,7 @@ from megatron.training.global_vars import get_tensorboard_writer, get_wandb_writ
 from megatron.training.utils import get_blend_and_blend_per_split  # noqa: E402
 
 from megatron_ext.device import rank_device  # noqa: E402
+from megatron_ext.faults import report_failure  # noqa: E402
 from megatron_ext.init import layout_invariant_init  # noqa: E402
 from megatron_ext.jreg import parse_schedule  # noqa: E402
 from megatron_ext.layer import jreg_layer_spec  # noqa: E402
@@ -173,8 +174,9 @@ def main() -> int:
     transformer.experimental_attention_variant_loss_scale_func = runtime.set_loss_scale
     transformer.finalize_model_grads_func = logger.finalize_model_grads
     forward_step = make_forward_step(
-        tracker, args.inject_nan_at_iteration, current_iteration, on_eval=logger.on_eval_forward
-    )
+        tracker, args.inject_nan_at_iteration, current_iteration, on_eval=logger.on_eval_forward,
+        spiky_loss=args.check_for_spiky_loss,
+    )  # fmt: skip
     container = pretrain_cfg_container_from_args(args, model_cfg)
     try:
         pretrain(
@@ -197,5 +199,26 @@ def main() -> int:
     return 0
 
 
+def main_reporting_faults() -> int:
+    """``main()``; a fault ``megatron_ext.faults`` knows (disk full, a collective timeout, an
+    unloadable checkpoint) ends in its one ``error:`` line and exit code instead of a traceback."""
+    try:
+        return main()
+    except BaseException as exc:  # torch's CheckpointException is a BaseException
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            raise
+        try:
+            args = get_args()
+        except Exception:
+            raise exc from None
+        code = report_failure(
+            exc, save_dir=args.save, loading=not hasattr(args, "curr_iteration"),
+            timeout_s=args.distributed_timeout_seconds_after_init,
+        )  # fmt: skip
+        if code is None:
+            raise
+        return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_reporting_faults())

@@ -1,0 +1,372 @@
+"""Faults a long run meets, each ending in one ``error:`` line and a documented exit code.
+
+The README table "What happens when ..." lists them. The launcher calls ``checkpoint_problem`` /
+``check_data`` before anything starts (exit code 2), ``supervise`` around torchrun (so the last
+line of a failed multi-process run is ours, naming the rank and the last checkpoint), and the
+trainer calls ``report_failure`` on an exception that ends ``pretrain()`` (disk full, a collective
+timeout, an unloadable checkpoint). Nothing here deletes: a bad checkpoint is renamed aside.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import pickle
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from megatron_ext.resume import TRACKER, last_checkpoint
+
+EXIT_REFUSED = 2  # bad settings, an unreadable checkpoint, a changed dataset (before anything runs)
+EXIT_NAN = 3  # NaN/inf in the loss or gradients (train.py)
+EXIT_DISK_FULL = 4  # no space left while saving a checkpoint or writing logs
+EXIT_RANK_DIED = 5  # a rank was killed or crashed; torchrun stopped the others
+EXIT_COLLECTIVE_TIMEOUT = 6  # a collective waited longer than COLLECTIVE_TIMEOUT
+DEFAULT_COLLECTIVE_TIMEOUT_S = 600
+CKPT_FALLBACK = "CKPT_FALLBACK"
+ALLOW_DATA_CHANGE = "ALLOW_DATA_CHANGE"
+
+
+class FaultError(ValueError):
+    """A refusal the launcher prints as one ``error:`` line (exit code 2)."""
+
+
+# ---- checkpoints -------------------------------------------------------------------------
+
+
+def checkpoint_problem(iter_dir: Path) -> str | None:
+    """What makes Megatron's checkpoint ``iter_dir`` unloadable, from its files alone; None if
+    nothing. torch_dist checkpoints: ``metadata.json`` parses, ``.metadata`` (a pickled
+    torch.distributed.checkpoint ``Metadata``) loads, and every shard file its ``storage_data``
+    names exists and holds every byte range it lists. Other formats are only checked to exist."""
+    if not iter_dir.is_dir():
+        return "the folder is missing"
+    try:
+        backend = json.loads((iter_dir / "metadata.json").read_text()).get("sharded_backend")
+    except FileNotFoundError:
+        return None if any(iter_dir.glob("mp_rank_*")) else "metadata.json is missing"
+    except (OSError, ValueError, AttributeError) as err:
+        return f"metadata.json is unreadable ({type(err).__name__})"
+    if backend != "torch_dist":
+        return None
+    try:
+        with (iter_dir / ".metadata").open("rb") as f:
+            metadata = pickle.load(f)
+        storage = metadata.storage_data
+        ends: dict[str, int] = {}
+        for info in storage.values():
+            ends[info.relative_path] = max(
+                ends.get(info.relative_path, 0), info.offset + info.length
+            )
+    except FileNotFoundError:
+        return ".metadata is missing"
+    except Exception as err:  # a torn pickle raises anything from EOFError to AttributeError
+        return f".metadata is unreadable ({type(err).__name__}: {err})"[:200]
+    for name, expected in sorted(ends.items()):
+        shard = iter_dir / name
+        if not shard.is_file():
+            return f"shard {name} is missing"
+        size = shard.stat().st_size
+        if size < expected:
+            return f"shard {name} is truncated ({size} bytes, its metadata needs {expected})"
+    return None
+
+
+def _iterations(save_dir: Path) -> list[int]:
+    names = (p.name[len("iter_") :] for p in save_dir.glob("iter_*") if p.is_dir())
+    return sorted((int(n) for n in names if n.isdigit()), reverse=True)
+
+
+def check_checkpoint(save_dir: Path, *, fallback: bool) -> tuple[int, int | None, str] | None:
+    """Check the checkpoint the tracker names. Returns None when it loads (or there is none),
+    else ``(bad iteration, newest readable older iteration or None, problem)`` when ``fallback``
+    allows setting it aside; raises FaultError otherwise."""
+    last = last_checkpoint(save_dir)
+    if last is None:
+        return None
+    problem = checkpoint_problem(save_dir / f"iter_{last:07d}")
+    if problem is None:
+        return None
+    good = next(
+        (
+            i
+            for i in _iterations(save_dir)
+            if i < last and not checkpoint_problem(_dir(save_dir, i))
+        ),
+        None,
+    )
+    if fallback and good is not None:
+        return last, good, problem
+    bad = _dir(save_dir, last)
+    if good is None:
+        raise FaultError(
+            f"checkpoint {bad} is unreadable ({problem}) and no older checkpoint is readable; "
+            "restore it from a copy, or start a new RUN=name"
+        )
+    raise FaultError(
+        f"checkpoint {bad} is unreadable ({problem}); rerun with {CKPT_FALLBACK}=1 to set it "
+        f"aside and resume from iter_{good:07d}, the newest readable one"
+    )
+
+
+def _dir(save_dir: Path, iteration: int) -> Path:
+    return save_dir / f"iter_{iteration:07d}"
+
+
+def fall_back(save_dir: Path, bad: int, good: int) -> list[Path]:
+    """Rename every ``iter_N`` newer than ``good`` to ``iter_N.unreadable-<time>`` and point the
+    tracker at ``good`` (written atomically). Returns the new paths."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved = []
+    for i in _iterations(save_dir):
+        if good < i <= bad:
+            path = _dir(save_dir, i)
+            moved.append(path.rename(path.with_name(f"{path.name}.unreadable-{stamp}")))
+    tmp = save_dir / (TRACKER + ".tmp")
+    tmp.write_text(str(good))
+    os.replace(tmp, save_dir / TRACKER)
+    return moved
+
+
+# ---- dataset fingerprint ----------------------------------------------------------------
+
+
+def data_fingerprint(manifest: dict) -> str:
+    """16 hex digits over what decides the token stream: the build fingerprint data_prep records
+    (corpus, split rule, tokenizer recipe), each split's document and token counts and the
+    tokenizer file's hash."""
+    splits = manifest.get("splits", {})
+    key = {
+        "build": manifest.get("fingerprint"),
+        "splits": {s: [e.get("num_docs"), e.get("num_tokens")] for s, e in sorted(splits.items())},
+        "tokenizer": manifest.get("tokenizer", {}).get("sha256"),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_data(record: dict, data: Path, manifest: dict, *, run: str, allow: bool) -> None:
+    """Refuse to resume ``run`` on a dataset whose fingerprint differs from the one it was
+    trained on (``record``: its launch.json), unless ``allow``. Records without one pass."""
+    old = record.get("data_fingerprint")
+    new = data_fingerprint(manifest)
+    if old is None or old == new or allow:
+        return
+    raise FaultError(
+        f"the dataset changed under {run}: it was trained on {record.get('data')} (fingerprint "
+        f"{old}), DATA={data} has fingerprint {new}; use the original data, or add "
+        f"{ALLOW_DATA_CHANGE}=1 if the change is intended"
+    )
+
+
+def missing_data_hint(record: dict) -> str:
+    """What a run recorded about its data, for the error when that data is gone."""
+    if not record.get("data_fingerprint"):
+        return ""
+    return (
+        f" (this run was trained on {record.get('data')}, fingerprint {record['data_fingerprint']})"
+    )
+
+
+def data_record(old: dict, data: Path, manifest: dict) -> dict:
+    """launch.json entries for the data; an earlier, different dataset moves to data_history."""
+    fp = data_fingerprint(manifest)
+    history = list(old.get("data_history", []))
+    if old.get("data_fingerprint") not in (None, fp):
+        history.append({"data": old.get("data"), "data_fingerprint": old["data_fingerprint"]})
+    entry = {"data": str(data), "data_fingerprint": fp}
+    return {**entry, "data_history": history} if history else entry
+
+
+# ---- failures inside the trainer ------------------------------------------------------------
+
+
+def _chain(exc: BaseException):
+    """The exception, its causes/contexts, and the per-rank failures torch.distributed.checkpoint
+    wraps in a CheckpointException."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__]
+        failures = getattr(e, "failures", None)
+        if isinstance(failures, dict):
+            todo += [f for f in failures.values() if isinstance(f, BaseException)]
+
+
+def _where(save_dir: str | None) -> str:
+    last = last_checkpoint(save_dir)
+    return f"{save_dir}/iter_{last:07d}" if last is not None else "none saved yet"
+
+
+_TIMEOUT = re.compile(r"timed out|timeout|watchdog", re.IGNORECASE)
+
+
+def report_failure(
+    exc: BaseException, *, save_dir: str | None, loading: bool, timeout_s: float | None
+) -> int | None:
+    """Print one ``error:`` line for a fault we know and return its exit code; None otherwise."""
+    chain = list(_chain(exc))
+    last = _where(save_dir)
+    what = _disk_full(chain, save_dir)
+    if what is not None:
+        line = (
+            f"no space left on the device writing {what}; the run "
+            f"stopped. Last complete checkpoint: {last} (an unfinished one is set aside on "
+            "resume). Free space and rerun the same command to resume from it."
+        )
+        return _print(line, EXIT_DISK_FULL)
+    if loading:
+        names = {type(e).__name__ for e in chain}
+        if "CheckpointException" in names or any(isinstance(e, EOFError) for e in chain):
+            detail = " ".join(str(exc).split())[:200]
+            return _print(
+                f"checkpoint {last} could not be loaded ({type(exc).__name__}: {detail}); move "
+                f"it aside (mv {last} {last}.unreadable), write the previous iteration into "
+                f"{save_dir}/{TRACKER} and rerun",
+                EXIT_REFUSED,
+            )
+    if any(type(e).__name__ in _DIST_ERRORS or isinstance(e, RuntimeError) for e in chain) and any(
+        _TIMEOUT.search(str(e)) for e in chain
+    ):
+        return _print(
+            f"a collective operation timed out after {timeout_s or '?'} s (COLLECTIVE_TIMEOUT): another "
+            f"rank stopped responding (hung, stopped, or its node died). Last checkpoint: {last}; "
+            "rerun the same command to resume from it.",
+            EXIT_COLLECTIVE_TIMEOUT,
+        )
+    return None
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+# torch.save's zip writer turns a short write into "unexpected pos N vs M" (no errno survives),
+# which Megatron's async file writer logs and re-raises as "Worker failure: ..." (megatron-core
+# 0.19.2 dist_checkpointing/strategies/filesystem_async.py)
+_SHORT_WRITE = re.compile(
+    r"unexpected pos|file write failed|no space left|worker failure", re.IGNORECASE
+)
+
+
+def _disk_full(chain: list[BaseException], save_dir: str | None) -> str | None:
+    """What could not be written for lack of space: an ENOSPC/EDQUOT error's file, or, for a
+    checkpoint writer's short write, the save dir when it has less room than its last checkpoint
+    took (64 MiB before the first); None if this is not a full disk."""
+    for e in chain:
+        if isinstance(e, OSError) and e.errno in _FULL:
+            return f"{e.filename or 'a file'} ({os.strerror(e.errno)})"
+    if not save_dir or not any(_SHORT_WRITE.search(str(e)) for e in chain):
+        return None
+    free = shutil.disk_usage(save_dir).free
+    last = last_checkpoint(save_dir)
+    files = Path(save_dir, f"iter_{last:07d}").rglob("*") if last is not None else []
+    need = sum(f.stat().st_size for f in files if f.is_file()) or 64 << 20
+    if free >= need:
+        return None
+    return f"a checkpoint under {save_dir} ({free >> 20} MiB free, one takes {need >> 20} MiB)"
+
+
+_DIST_ERRORS = {"DistBackendError", "DistNetworkError", "DistError"}
+
+
+def _print(line: str, code: int) -> int:
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    return code
+
+
+# ---- supervising torchrun ---------------------------------------------------------------------
+
+_RANK = re.compile(r"^\s*rank\s*:\s*(\d+) \(local_rank: (\d+)\)")
+_HOST = re.compile(r"^\s*host\s*:\s*(\S+)")
+_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return str(-code)
+
+
+def _die_with_parent() -> None:
+    """In the torchrun child: SIGTERM when the launcher dies (even by SIGKILL), so torchrun
+    stops its workers instead of outliving it in its own session (Linux prctl; else nothing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _read_stderr(stream, seen: dict) -> None:
+    """Pass torchrun's stderr through; note the first ``error:`` line and the failures of its
+    ChildFailedError summary (the one after "Root Cause" is the first rank that failed)."""
+    for line in stream:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        if seen["error"] is None and line.startswith("error: "):
+            seen["error"] = line.rstrip("\n")
+        if line.startswith("Root Cause"):
+            seen["in_root"] = True
+        if match := _HOST.match(line):
+            seen["host"] = match.group(1)
+        elif match := _RANK.match(line):
+            failure = {"rank": match.group(1), "local": match.group(2), "host": seen["host"]}
+            seen["failures"].append(failure)
+            if seen["in_root"] and seen["root"] is None:
+                seen["root"] = failure
+        elif (match := _EXIT.match(line)) and seen["failures"]:
+            seen["failures"][-1].setdefault("exit", int(match.group(1)))
+
+
+def supervise(cmd: list[str], env: dict[str, str], *, save_dir: Path) -> int:
+    """Run torchrun, pass its output through, and end a failed run with one line of our own.
+
+    torchrun stops every local worker when one fails and prints a multi-line ChildFailedError
+    summary whose "Root Cause" is the first rank that failed. If a signal killed it, it is named
+    (``error: rank R ... died``, exit code 5); otherwise the first ``error:`` line a rank printed
+    (NaN, disk full, a collective timeout) is repeated last with that rank's exit code;
+    otherwise the failed rank and its exit code are named (exit code 5). torchrun runs in its own
+    session (so a terminal's Ctrl-C reaches it once, through us); SIGINT/SIGTERM/SIGHUP/SIGUSR1/
+    SIGUSR2 sent to the launcher are forwarded, and the launcher's death sends it SIGTERM.
+    """
+    proc = subprocess.Popen(
+        cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace",
+        start_new_session=True, preexec_fn=_die_with_parent,
+    )  # fmt: skip
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
+    seen = {"error": None, "root": None, "failures": [], "host": "this node", "in_root": False}
+    # A thread, not a loop to EOF: helpers a rank started (W&B's service) can outlive torchrun
+    # and keep the pipe open.
+    reader = threading.Thread(target=_read_stderr, args=(proc.stderr, seen), daemon=True)
+    reader.start()
+    rc = proc.wait()
+    reader.join(timeout=5)
+    if rc == 0:
+        return 0
+    root = seen["root"] or next((f for f in seen["failures"] if "exit" in f), None)
+    if seen["error"] is not None and not (root and root.get("exit", 0) < 0):
+        print(seen["error"], file=sys.stderr, flush=True)
+        return root["exit"] if root and root.get("exit", 0) > 0 else rc
+    if root and "exit" in root:
+        how = f"died (signal {_signal_name(root['exit'])})" if root["exit"] < 0 else (
+            f"failed (exit code {root['exit']}, traceback above)")  # fmt: skip
+        who = f"rank {root['rank']} (local rank {root['local']} on {root['host']}) {how}"
+    else:
+        who = f"torchrun failed (exit code {rc})"
+    return _print(
+        f"{who}; torchrun stopped the other ranks. Last checkpoint: {_where(str(save_dir))}; "
+        "rerun the same command to resume from it.",
+        EXIT_RANK_DIED,
+    )
