@@ -162,6 +162,7 @@ def main() -> int:
     model_cfg.pre_wrap_hooks.append(layout_invariant_hook(args))
     logger = RunLogger(
         tracker, finalize_model_grads, log_interval=args.log_interval,
+        train_iters=args.train_iters,
         tokens_per_iteration=args.global_batch_size * args.seq_length,
         iteration_fn=current_iteration,
         metrics_path=run_dir / "metrics.jsonl", is_writer=is_writer,
