@@ -37,7 +37,7 @@ lint: setup
 
 # make pretrain [SIZE=tiny REG=jreg LAMBDA=0.1 WEIGHTS=uniform ITERS= ... ARGS="--megatron-flag ..."]
 PRETRAIN_VARS := RUN SIZE REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP \
-	NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT FP8 ARGS DRY_RUN
+	NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT FP8 ARGS DRY_RUN FORCE_CPU
 pretrain: setup
 	UV='$(UV)' $(CURDIR)/jobs/local.sh $(foreach v,$(PRETRAIN_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
 

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from megatron_ext.config import megatron_flags, te_available
 from megatron_ext.jreg import layer_weights, parse_schedule
-from recipes.models import model_recipe
+from megatron_ext.memory import GiB, available_memory, estimate
+from megatron_ext.resume import last_checkpoint
+from recipes.models import SIZES, model_recipe
 from recipes.training import parallel_defaults, train_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +45,7 @@ VARIABLES = {
     "FP8": "off | hybrid (default hybrid on Hopper+ with Transformer Engine)",
     "ARGS": "extra Megatron-LM flags, passed through last (they win)",
     "DRY_RUN": "1: print the command and exit",
+    "FORCE_CPU": "1: train on CPU even when the memory estimate says it cannot fit",
 }  # fmt: skip
 
 
@@ -247,6 +250,44 @@ def check_resume(run_dir: Path, *, size: str, train_iters: int, vocab: int, over
         )
 
 
+def completed_iteration(p: dict) -> int | None:
+    """The run's latest checkpoint iteration when it already reached ITERS (nothing to train)."""
+    done = last_checkpoint(p["run_dir"] / "checkpoints")
+    return done if done is not None and done >= p["train"].train_iters else None
+
+
+def _cpu_estimate(model, train, extra: list[str], tp: int, pp: int, vocab: int):
+    micro = _flag_value(extra, "--micro-batch-size") or train.micro_batch_size
+    seq = _flag_value(extra, "--seq-length") or model.seq_length
+    full = _flag_value(extra, "--recompute-granularity") == "full"
+    return int(micro), int(seq), estimate(model, vocab=vocab, micro_batch_size=int(micro),
+                                          seq_length=int(seq), tp=tp, pp=pp, full_recompute=full)  # fmt: skip
+
+
+def check_cpu_memory(p: dict, available: int) -> None:
+    """Refuse a CPU run whose estimated memory (all ranks of this node) exceeds ``available``."""
+    layout, size = p["layout"], p["size"]
+    micro, seq, est = _cpu_estimate(p["model"], p["train"], p["extra"], layout.tp, layout.pp,
+                                    p["model_vocab"])  # fmt: skip
+    need = p["nproc"] * est.per_process
+    if need <= available:
+        return
+    fitting = [
+        name for name in SIZES
+        if _cpu_estimate(model_recipe(name), train_recipe(name), [], 1, 1,
+                         p["model_vocab"])[2].per_process <= available
+    ]  # fmt: skip
+    here = f"SIZE={' or SIZE='.join(fitting)}" if fitting else "nothing (free some memory)"
+    raise LaunchError(
+        f"SIZE={size} needs ~{need / GiB:.0f} GiB to train on this CPU machine ({p['nproc']} "
+        f"process(es) x [{est.params_and_optimizer / GiB:.1f} GiB weights+grads+Adam, "
+        f"{est.activations / GiB:.1f} GiB activations of a {micro} x {seq}-token micro batch]) "
+        f"but {available / GiB:.1f} GiB is available. Train {here} here, SIZE={size} on GPUs "
+        f"(make submit SIZE={size} NODES=1 GROUP=...), shrink it with "
+        "ARGS='--micro-batch-size 1 --seq-length 256', or add FORCE_CPU=1 to try anyway"
+    )
+
+
 def megatron_args(p: dict) -> list[str]:
     """The full flag list for ``python -m megatron_ext.train``."""
     model, layout, run_dir, data = p["model"], p["layout"], p["run_dir"], p["data"]
@@ -353,8 +394,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     cmd = command(p, v)
+    dry_run = v.get("DRY_RUN", "0") not in ("0", "")
+    done = completed_iteration(p)
+    if done is not None and not dry_run:
+        print(
+            f"run complete: iteration {done} of {p['train'].train_iters} in {p['run_dir']}; "
+            "nothing to do (to train further: a larger ITERS=... with "
+            "ARGS=--override-opt_param-scheduler)",
+            flush=True,
+        )
+        return 0
+    if not (p["num_gpus"] or dry_run or v.get("FORCE_CPU", "0") not in ("0", "")):
+        try:
+            check_cpu_memory(p, available_memory())
+        except LaunchError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     print(describe(p), flush=True)
-    if v.get("DRY_RUN", "0") not in ("0", ""):
+    if dry_run:
         print(shlex.join(cmd))
         return 0
     p["run_dir"].mkdir(parents=True, exist_ok=True)
