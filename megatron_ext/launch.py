@@ -26,6 +26,7 @@ from recipes.training import parallel_defaults, train_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "data/default"
+SHUTDOWN_TIMEOUT_S = 900  # after a signal, seconds torchrun waits for the ranks' checkpoint save
 VARIABLES = {
     "RUN": "run name under runs/, or a path (default: <SIZE>-<REG>)",
     "SIZE": "model recipe: tiny 125m 350m 1b 3b 8b (default tiny)",
@@ -46,6 +47,7 @@ VARIABLES = {
     "ARGS": "extra Megatron-LM flags, passed through last (they win)",
     "DRY_RUN": "1: print the command and exit",
     "FORCE_CPU": "1: train on CPU even when the memory estimate says it cannot fit",
+    "TIME_LIMIT": "stop with a checkpoint after this long: minutes or H:MM:SS (jobs: walltime - margin)",
 }  # fmt: skip
 
 
@@ -74,6 +76,26 @@ def _int(v: dict, key: str, default: int | None) -> int | None:
     if value < (0 if key == "NODE_RANK" else 1):
         raise LaunchError(f"{key} must be a positive integer, got {value}")
     return value
+
+
+def time_limit_minutes(v: dict) -> int | None:
+    """TIME_LIMIT as whole minutes (Megatron's --exit-duration-in-mins is an integer)."""
+    if "TIME_LIMIT" not in v:
+        return None
+    text = v["TIME_LIMIT"]
+    parts = text.split(":")
+    if len(parts) > 3 or not all(x.isdigit() for x in parts):
+        raise LaunchError(
+            f"TIME_LIMIT must be minutes or H:MM:SS, e.g. 90 or 23:50:00, got {text!r}"
+        )
+    if len(parts) == 1:
+        minutes = int(parts[0])
+    else:
+        h, m, sec = ([int(x) for x in parts] + [0])[:3]
+        minutes = h * 60 + m + sec // 60
+    if minutes < 1:
+        raise LaunchError(f"TIME_LIMIT must be at least 1 minute, got {text!r}")
+    return minutes
 
 
 def _lambda(v: dict) -> float:
@@ -208,6 +230,7 @@ def plan(v: dict) -> dict:
         "train": train, "data": data, "manifest": manifest, "data_vocab": data_vocab,
         "run_dir": run_dir, "seed": _int(v, "SEED", 1234), "extra": extra,
         "model_vocab": model_vocab, "asked_batch": asked_batch,
+        "time_limit": time_limit_minutes(v),
         "defaults_used": not any(k in v for k in ("TP", "PP", "VPP", "CP")),
     }  # fmt: skip
 
@@ -314,7 +337,10 @@ def megatron_args(p: dict) -> list[str]:
         "--wandb-save-dir", str(run_dir / "wandb"),
         "--jreg-reg", p["reg"], "--jreg-lambda", str(p["lam"]), "--jreg-weights", p["weights"],
         "--run-dir", str(run_dir),
+        "--exit-signal-handler",  # SIGTERM (and SIGINT, megatron_ext.stop): save, then exit
     ]  # fmt: skip
+    if p["time_limit"]:
+        flags += ["--exit-duration-in-mins", str(p["time_limit"])]
     if p["num_gpus"]:
         flags += ["--bf16", "--transformer-impl",
                   "transformer_engine" if te_available() else "local"]  # fmt: skip
@@ -332,14 +358,17 @@ def megatron_args(p: dict) -> list[str]:
 
 def command(p: dict, v: dict) -> list[str]:
     """torchrun for this node; a single process runs the entry point directly (run_env sets the
-    rendezvous variables), so a signal to it reaches the trainer itself."""
+    rendezvous variables), so a signal to it reaches the trainer itself. ``megatron_ext.torchrun``
+    is torchrun without its traceback on SIGINT/SIGTERM; it gives the ranks SHUTDOWN_TIMEOUT_S
+    to save their checkpoint after it forwards the signal (torchrun's default: 30 s)."""
     if p["nproc"] * p["nnodes"] == 1:
         return [sys.executable, "-m", "megatron_ext.train", *megatron_args(p)]
     rdzv = ["--nnodes", str(p["nnodes"]), "--node-rank", v.get("NODE_RANK", "0"),
             "--master-addr", v.get("MASTER_ADDR", "127.0.0.1"),
             "--master-port", v.get("MASTER_PORT", str(_free_port()))]  # fmt: skip
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(p["nproc"]),
-            *rdzv, "-m", "megatron_ext.train", *megatron_args(p)]  # fmt: skip
+    return [sys.executable, "-m", "megatron_ext.torchrun", "--nproc-per-node", str(p["nproc"]),
+            *rdzv, "--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S),
+            "-m", "megatron_ext.train", *megatron_args(p)]  # fmt: skip
 
 
 def run_env(p: dict, v: dict) -> dict[str, str]:

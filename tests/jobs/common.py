@@ -16,7 +16,7 @@ JOB_VARS = {
     "DATA", "TP", "PP", "VPP", "CP", "FP8", "ARGS", "DRY_RUN", "NPROC", "NNODES", "NODE_RANK",
     "MASTER_ADDR", "MASTER_PORT", "GPUS_PER_NODE", "JOB_REPO", "LAUNCH_PYTHON", "PLAN_GPUS",
     "MODULES", "CUDA_MODULE", "CUDNN_MODULE", "NCCL_MODULE", "HPCX_MODULE", "CLUSTER", "NODES",
-    "GROUP", "WALLTIME", "QUEUE", "PARTITION", "SUBMIT",
+    "GROUP", "WALLTIME", "QUEUE", "PARTITION", "SUBMIT", "TIME_LIMIT", "STOP_MARGIN",
 }  # fmt: skip
 
 # Each fake records its arguments, one call a line, in $FAKE_LOG. mpirun/srun then start the
