@@ -19,9 +19,9 @@ from pathlib import Path
 
 from megatron_ext.config import megatron_flags, te_available
 from megatron_ext.jreg import layer_weights, parse_schedule
-from megatron_ext.memory import GiB, available_memory, estimate
+from megatron_ext.memory import available_memory, check_fits
 from megatron_ext.resume import last_checkpoint
-from recipes.models import SIZES, model_recipe
+from recipes.models import model_recipe
 from recipes.training import parallel_defaults, train_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -279,36 +279,19 @@ def completed_iteration(p: dict) -> int | None:
     return done if done is not None and done >= p["train"].train_iters else None
 
 
-def _cpu_estimate(model, train, extra: list[str], tp: int, pp: int, vocab: int):
-    micro = _flag_value(extra, "--micro-batch-size") or train.micro_batch_size
-    seq = _flag_value(extra, "--seq-length") or model.seq_length
-    full = _flag_value(extra, "--recompute-granularity") == "full"
-    return int(micro), int(seq), estimate(model, vocab=vocab, micro_batch_size=int(micro),
-                                          seq_length=int(seq), tp=tp, pp=pp, full_recompute=full)  # fmt: skip
-
-
 def check_cpu_memory(p: dict, available: int) -> None:
     """Refuse a CPU run whose estimated memory (all ranks of this node) exceeds ``available``."""
-    layout, size = p["layout"], p["size"]
-    micro, seq, est = _cpu_estimate(p["model"], p["train"], p["extra"], layout.tp, layout.pp,
-                                    p["model_vocab"])  # fmt: skip
-    need = p["nproc"] * est.per_process
-    if need <= available:
-        return
-    fitting = [
-        name for name in SIZES
-        if _cpu_estimate(model_recipe(name), train_recipe(name), [], 1, 1,
-                         p["model_vocab"])[2].per_process <= available
-    ]  # fmt: skip
-    here = f"SIZE={' or SIZE='.join(fitting)}" if fitting else "nothing (free some memory)"
-    raise LaunchError(
-        f"SIZE={size} needs ~{need / GiB:.0f} GiB to train on this CPU machine ({p['nproc']} "
-        f"process(es) x [{est.params_and_optimizer / GiB:.1f} GiB weights+grads+Adam, "
-        f"{est.activations / GiB:.1f} GiB activations of a {micro} x {seq}-token micro batch]) "
-        f"but {available / GiB:.1f} GiB is available. Train {here} here, SIZE={size} on GPUs "
-        f"(make submit SIZE={size} NODES=1 GROUP=...), shrink it with "
-        "ARGS='--micro-batch-size 1 --seq-length 256', or add FORCE_CPU=1 to try anyway"
-    )
+    extra = p["extra"]
+    try:
+        check_fits(
+            p["size"], nproc=p["nproc"], tp=p["layout"].tp, pp=p["layout"].pp,
+            vocab=p["model_vocab"], available=available,
+            micro_batch_size=_flag_value(extra, "--micro-batch-size"),
+            seq_length=_flag_value(extra, "--seq-length"),
+            full_recompute=_flag_value(extra, "--recompute-granularity") == "full",
+        )  # fmt: skip
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
 
 
 def megatron_args(p: dict) -> list[str]:
