@@ -116,3 +116,33 @@ def test_sigint_through_torchrun_saves_on_every_rank_and_resumes(tmp_path, smoke
     assert 3 <= n < 20 and "Traceback" not in out, out[-5000:]
     resumed = train_lines(train(run_dir, smoke_data, NPROC=2, TP=2, **SETTINGS))
     assert [x["iteration"] for x in resumed] == list(range(1, 21))
+
+
+@pytest.mark.parametrize(
+    "value, minutes", [("90", "90"), ("1:30:00", "90"), ("0:01:59", "1"), ("24:00:00", "1440")]
+)
+def test_time_limit_becomes_exit_duration(tmp_path, smoke_data, value, minutes):
+    code, out = run_checked(LAUNCH + [f"RUN={tmp_path / 'r'}", f"DATA={smoke_data}",
+                                      f"TIME_LIMIT={value}", "DRY_RUN=1"], 120)  # fmt: skip
+    assert code == 0 and f"--exit-duration-in-mins {minutes} " in out, out
+
+
+@pytest.mark.parametrize("value", ["0", "soon", "1:2:3:4", "0:00:30"])
+def test_bad_time_limit_is_one_error_line(tmp_path, smoke_data, value):
+    code, out = run_checked(LAUNCH + [f"RUN={tmp_path / 'r'}", f"DATA={smoke_data}",
+                                      f"TIME_LIMIT={value}", "DRY_RUN=1"], 120)  # fmt: skip
+    assert code == 2 and out.startswith("error: TIME_LIMIT must be") and "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_time_limit_saves_and_exits_0(tmp_path, smoke_data):
+    run_dir = tmp_path / "limited"
+    code, out = run_checked(LAUNCH + [f"RUN={run_dir}", f"DATA={smoke_data}", "ITERS=100000",
+                                      "LOG_INTERVAL=50", "SAVE_INTERVAL=100000", "TIME_LIMIT=1",
+                                      "ARGS=--eval-iters 1"], 900)  # fmt: skip
+    assert code == 0, out[-3000:]
+    n = saved_iteration(run_dir)
+    assert 0 < n < 100000
+    expected = (f"stopped by its time limit (1 min) at iteration {n} of 100000: checkpoint "
+                f"{run_dir}/checkpoints/iter_{n:07d}; run the same command again to resume")  # fmt: skip
+    assert expected in out.splitlines(), out[-3000:]
