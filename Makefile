@@ -9,6 +9,7 @@ export UV_PYTHON_PREFERENCE ?= system
 # These machines set PYTHONDONTWRITEBYTECODE=1, which makes every Megatron process recompile
 # ~3,500 modules (~25 s). An empty value re-enables the bytecode cache.
 export PYTHONDONTWRITEBYTECODE :=
+# One intra-op thread per process unless set (the launcher's default too; docs/benchmarks.md).
 export OMP_NUM_THREADS ?= 1
 RUNPY := $(UV) run --locked python
 

@@ -369,7 +369,9 @@ def run_env(p: dict, v: dict) -> dict[str, str]:
     if p["num_gpus"]:
         env.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", "1")  # TP/SP comm-compute ordering
     else:
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // p["nproc"])))
+        # one intra-op thread per rank: on the shared 2-core VM 2 threads made a step >10x slower
+        # (docs/benchmarks.md); OMP_NUM_THREADS in the environment wins
+        env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
 
