@@ -228,3 +228,15 @@ def test_jobs_stop_training_before_their_time_limit(tmp_path, scheduler, time_le
         assert "warning: " in proc.stdout and "TIME_LIMIT" in proc.stdout
     given = run([script], {**env, "TIME_LIMIT": "30"})  # an explicit one wins
     assert all(settings(w[1:])["TIME_LIMIT"] == "30" for *_, w in node_lines(given.stdout))
+
+
+def test_make_submit_passes_time_limit_and_stop_margin(tmp_path, smoke_data):
+    env = clean_env(tmp_path)
+    cmd = ["make", "-s", "submit", "SIZE=8b", "NODES=1", "GROUP=gtest", f"DATA={smoke_data}",
+           f"RUN={tmp_path / 'run'}", "STOP_MARGIN=20", "TIME_LIMIT=1:00:00"]  # fmt: skip
+    proc = run(cmd, env)
+    assert proc.returncode == 0, proc.stderr
+    vlist = submit_line(proc.stdout, "qsub")[-2].split(",")
+    assert "STOP_MARGIN=20" in vlist and "TIME_LIMIT=1:00:00" in vlist, vlist
+    bad = run([*cmd[:-1], "TIME_LIMIT=soon"], env)  # checked by the launcher before submitting
+    assert bad.returncode == 2 and "TIME_LIMIT must be minutes or H:MM:SS" in bad.stderr
