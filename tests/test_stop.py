@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from megatron_ext import launch
 from tests.helpers import REPO, run_checked, subprocess_env
 from tests.test_pretrain import LAUNCH, read_metrics, train, train_lines
 
@@ -85,6 +86,7 @@ def test_ctrl_c_under_make_saves_says_where_and_resumes_bitwise(tmp_path, smoke_
     assert same_training(resumed, uninterrupted)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_exits_143_resumes_bitwise_then_is_complete(tmp_path, smoke_data,
                                                                   uninterrupted):  # fmt: skip
     run_dir = tmp_path / "sigterm"
@@ -119,18 +121,24 @@ def test_sigint_through_torchrun_saves_on_every_rank_and_resumes(tmp_path, smoke
 
 
 @pytest.mark.parametrize(
-    "value, minutes", [("90", "90"), ("1:30:00", "90"), ("0:01:59", "1"), ("24:00:00", "1440")]
+    "value, minutes", [("90", 90), ("1:30:00", 90), ("0:01:59", 1), ("24:00:00", 1440)]
 )
-def test_time_limit_becomes_exit_duration(tmp_path, smoke_data, value, minutes):
-    code, out = run_checked(LAUNCH + [f"RUN={tmp_path / 'r'}", f"DATA={smoke_data}",
-                                      f"TIME_LIMIT={value}", "DRY_RUN=1"], 120)  # fmt: skip
-    assert code == 0 and f"--exit-duration-in-mins {minutes} " in out, out
+def test_time_limit_minutes(value, minutes):
+    assert launch.time_limit_minutes({"TIME_LIMIT": value}) == minutes
 
 
 @pytest.mark.parametrize("value", ["0", "soon", "1:2:3:4", "0:00:30"])
-def test_bad_time_limit_is_one_error_line(tmp_path, smoke_data, value):
+def test_bad_time_limit(value):
+    with pytest.raises(launch.LaunchError, match="TIME_LIMIT must be"):
+        launch.time_limit_minutes({"TIME_LIMIT": value})
+
+
+def test_time_limit_becomes_exit_duration(tmp_path, smoke_data):
     code, out = run_checked(LAUNCH + [f"RUN={tmp_path / 'r'}", f"DATA={smoke_data}",
-                                      f"TIME_LIMIT={value}", "DRY_RUN=1"], 120)  # fmt: skip
+                                      "TIME_LIMIT=1:30:00", "DRY_RUN=1"], 120)  # fmt: skip
+    assert code == 0 and "--exit-duration-in-mins 90 " in out, out
+    code, out = run_checked(LAUNCH + [f"RUN={tmp_path / 'r'}", f"DATA={smoke_data}",
+                                      "TIME_LIMIT=soon", "DRY_RUN=1"], 120)  # fmt: skip
     assert code == 2 and out.startswith("error: TIME_LIMIT must be") and "Traceback" not in out
 
 
