@@ -9,6 +9,7 @@ export UV_PYTHON_PREFERENCE ?= system
 # These machines set PYTHONDONTWRITEBYTECODE=1, which makes every Megatron process recompile
 # ~3,500 modules (~25 s). An empty value re-enables the bytecode cache.
 export PYTHONDONTWRITEBYTECODE :=
+# One intra-op thread per process unless set (the launcher's default too; docs/benchmarks.md).
 export OMP_NUM_THREADS ?= 1
 RUNPY := $(UV) run --locked python
 
@@ -38,7 +39,8 @@ lint: setup
 # make pretrain [SIZE=tiny REG=jreg LAMBDA=0.1 WEIGHTS=uniform ITERS= ... ARGS="--megatron-flag ..."]
 PRETRAIN_VARS := RUN SIZE REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP \
 	NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT FP8 ARGS DRY_RUN \
-	COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE
+	COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE \
+	FORCE_CPU TIME_LIMIT
 pretrain: setup
 	UV='$(UV)' $(CURDIR)/jobs/local.sh $(foreach v,$(PRETRAIN_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
 
@@ -71,7 +73,8 @@ data-validate: setup
 SUBMIT_VARS := CLUSTER NODES GROUP WALLTIME QUEUE PARTITION GPUS_PER_NODE SUBMIT \
 	CUDA_MODULE CUDNN_MODULE NCCL_MODULE HPCX_MODULE \
 	RUN SIZE REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP FP8 ARGS \
-	COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE
+	COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE \
+	TIME_LIMIT STOP_MARGIN
 .PHONY: submit
 submit:
 	@UV='$(UV)' $(CURDIR)/jobs/submit.sh $(foreach v,$(SUBMIT_VARS),$(if $(value $(v)),'$(v)=$($(v))'))

@@ -9,7 +9,7 @@
 # The `make pretrain` settings a job carries (megatron_ext/launch.py VARIABLES, minus the
 # rendezvous ones the job sets itself).
 JOB_SETTINGS=(RUN SIZE REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP
-  FP8 ARGS COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE)
+  FP8 ARGS COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE TIME_LIMIT)
 
 die() {
   echo "error: $*" >&2
@@ -31,6 +31,30 @@ job_run_dir() {
   local run=${RUN:-${SIZE:-tiny}-${REG:-jreg}}
   case $run in */*) ;; *) run=runs/$run ;; esac
   case $run in /*) echo "$run" ;; *) echo "$1/$run" ;; esac
+}
+
+# job_time_limit TIME_LEFT: set TIME_LIMIT (minutes) to the job's time left minus STOP_MARGIN
+# (default 10 minutes), so training saves a checkpoint and exits before the scheduler ends the job
+# (SIGTERM at the walltime, then SIGKILL seconds later: too soon to save a large model). TIME_LEFT
+# is [[D-]H:]M:S as qstat/squeue print it; an empty one, or a TIME_LIMIT already given, sets none.
+job_time_limit() {
+  local text=$1 margin=${STOP_MARGIN:-10} days=0 parts minutes
+  if [[ -n ${TIME_LIMIT:-} ]]; then return 0; fi
+  [[ $margin =~ ^[0-9]+$ ]] || die "STOP_MARGIN must be whole minutes, got '$margin'"
+  if [[ ! $text =~ ^([0-9]+-)?[0-9]+(:[0-9]+){0,2}$ ]]; then
+    echo "warning: job time limit unknown ('$text'); training will not stop itself before it" \
+      "(set TIME_LIMIT=minutes)"
+    return 0
+  fi
+  if [[ $text == *-* ]]; then days=${text%%-*} text=${text#*-}; fi
+  IFS=: read -r -a parts <<<"$text"
+  while ((${#parts[@]} < 3)); do parts=(0 "${parts[@]}"); done
+  minutes=$((10#$days * 1440 + 10#${parts[0]} * 60 + 10#${parts[1]} - margin))
+  if ((minutes < 1)); then
+    echo "warning: the job's time left ($1) is within STOP_MARGIN=$margin minutes; no TIME_LIMIT"
+    return 0
+  fi
+  export TIME_LIMIT=$minutes
 }
 
 # job_port JOBID: a rendezvous port in 10000-59999 from the job id's number, so two jobs that

@@ -13,17 +13,18 @@ source "$repo/jobs/lib.sh"
 
 OWN=(CLUSTER NODES GROUP WALLTIME QUEUE PARTITION GPUS_PER_NODE SUBMIT)
 MODULE_VARS=(CUDA_MODULE CUDNN_MODULE NCCL_MODULE HPCX_MODULE)
+JOB_ENV=(STOP_MARGIN) # read by the job itself (lib.sh job_time_limit), passed like a setting
 # Only the arguments count: the job settings start empty whatever this shell exported.
-unset "${OWN[@]}" "${JOB_SETTINGS[@]}" "${MODULE_VARS[@]}"
+unset "${OWN[@]}" "${JOB_SETTINGS[@]}" "${MODULE_VARS[@]}" "${JOB_ENV[@]}"
 for arg in "$@"; do
   name=${arg%%=*}
-  case " ${OWN[*]} ${JOB_SETTINGS[*]} ${MODULE_VARS[*]} " in
+  case " ${OWN[*]} ${JOB_SETTINGS[*]} ${MODULE_VARS[*]} ${JOB_ENV[*]} " in
     *" $name "*) [[ $arg == *=* ]] || die "expected VAR=value, got '$arg'" ;;
     *)
       case $name in
         NNODES | NPROC | NODE_RANK | MASTER_ADDR | MASTER_PORT)
           die "$name is set by the job itself; give NODES= (and GPUS_PER_NODE= on Slurm)" ;;
-        *) die "unknown setting '$arg'; valid: ${OWN[*]} ${JOB_SETTINGS[*]} ${MODULE_VARS[*]}" ;;
+        *) die "unknown setting '$arg'; valid: ${OWN[*]} ${JOB_SETTINGS[*]} ${MODULE_VARS[*]} ${JOB_ENV[*]}" ;;
       esac
       ;;
   esac
@@ -49,6 +50,9 @@ fi
 job_settings_args
 # Settings travel as environment variables of the job (qsub -v / sbatch --export).
 passed=("${settings_args[@]}")
+for name in "${JOB_ENV[@]}"; do
+  if [[ -n ${!name:-} ]]; then passed+=("$name=${!name}"); fi
+done
 if [[ $cluster == abci ]]; then
   for name in "${MODULE_VARS[@]}"; do
     if [[ -n ${!name:-} ]]; then passed+=("$name=${!name}"); fi

@@ -344,8 +344,14 @@ def supervise(cmd: list[str], env: dict[str, str], *, save_dir: Path) -> int:
         cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace",
         start_new_session=True, preexec_fn=_die_with_parent,
     )  # fmt: skip
+    forwarded: set[int] = set()
+
+    def forward(signum, _frame):
+        forwarded.add(signum)
+        proc.send_signal(signum)
+
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
+        signal.signal(sig, forward)
     seen = {"error": None, "root": None, "failures": [], "host": "this node", "in_root": False}
     # A thread, not a loop to EOF: helpers a rank started (W&B's service) can outlive torchrun
     # and keep the pipe open.
@@ -355,6 +361,10 @@ def supervise(cmd: list[str], env: dict[str, str], *, save_dir: Path) -> int:
     reader.join(timeout=5)
     if rc == 0:
         return 0
+    if rc - 128 in forwarded:
+        # Stopped by the signal we passed on: the ranks saved and said so (megatron_ext.stop),
+        # and megatron_ext.torchrun exits 128 + signal without a traceback.
+        return rc
     root = seen["root"] or next((f for f in seen["failures"] if "exit" in f), None)
     if seen["error"] is not None and not (root and root.get("exit", 0) < 0):
         print(seen["error"], file=sys.stderr, flush=True)

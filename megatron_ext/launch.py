@@ -21,11 +21,14 @@ from megatron_ext import faults
 from megatron_ext.config import megatron_flags, te_available
 from megatron_ext.device import cluster_without_gpu
 from megatron_ext.jreg import layer_weights, parse_schedule
+from megatron_ext.memory import available_memory, check_fits
+from megatron_ext.resume import last_checkpoint
 from recipes.models import model_recipe
 from recipes.training import parallel_defaults, train_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "data/default"
+SHUTDOWN_TIMEOUT_S = 900  # after a signal, seconds torchrun waits for the ranks' checkpoint save
 VARIABLES = {
     "RUN": "run name under runs/, or a path (default: <SIZE>-<REG>)",
     "SIZE": "model recipe: tiny 125m 350m 1b 3b 8b (default tiny)",
@@ -49,6 +52,8 @@ VARIABLES = {
                           f"{faults.DEFAULT_COLLECTIVE_TIMEOUT_S})",
     "CKPT_FALLBACK": "1: set an unreadable latest checkpoint aside, resume from the newest readable",
     "ALLOW_DATA_CHANGE": "1: resume on a dataset whose fingerprint differs from the run's",
+    "FORCE_CPU": "1: train on CPU even when the memory estimate says it cannot fit",
+    "TIME_LIMIT": "stop with a checkpoint after this long: minutes or H:MM:SS (jobs: walltime - margin)",
 }  # fmt: skip
 
 
@@ -77,6 +82,26 @@ def _int(v: dict, key: str, default: int | None) -> int | None:
     if value < (0 if key == "NODE_RANK" else 1):
         raise LaunchError(f"{key} must be a positive integer, got {value}")
     return value
+
+
+def time_limit_minutes(v: dict) -> int | None:
+    """TIME_LIMIT as whole minutes (Megatron's --exit-duration-in-mins is an integer)."""
+    if "TIME_LIMIT" not in v:
+        return None
+    text = v["TIME_LIMIT"]
+    parts = text.split(":")
+    if len(parts) > 3 or not all(x.isdigit() for x in parts):
+        raise LaunchError(
+            f"TIME_LIMIT must be minutes or H:MM:SS, e.g. 90 or 23:50:00, got {text!r}"
+        )
+    if len(parts) == 1:
+        minutes = int(parts[0])
+    else:
+        h, m, sec = ([int(x) for x in parts] + [0])[:3]
+        minutes = h * 60 + m + sec // 60
+    if minutes < 1:
+        raise LaunchError(f"TIME_LIMIT must be at least 1 minute, got {text!r}")
+    return minutes
 
 
 def _lambda(v: dict) -> float:
@@ -224,6 +249,7 @@ def plan(v: dict) -> dict:
         "run_dir": run_dir, "seed": _int(v, "SEED", 1234), "extra": extra, "use_te": use_te,
         "model_vocab": model_vocab, "asked_batch": asked_batch, "fallback": fallback,
         "collective_timeout": _int(v, "COLLECTIVE_TIMEOUT", faults.DEFAULT_COLLECTIVE_TIMEOUT_S),
+        "time_limit": time_limit_minutes(v),
         "defaults_used": not any(k in v for k in ("TP", "PP", "VPP", "CP")),
     }  # fmt: skip
 
@@ -326,6 +352,27 @@ def check_resume(run_dir: Path, *, size: str, train_iters: int, vocab: int, over
         )
 
 
+def completed_iteration(p: dict) -> int | None:
+    """The run's latest checkpoint iteration when it already reached ITERS (nothing to train)."""
+    done = last_checkpoint(p["run_dir"] / "checkpoints")
+    return done if done is not None and done >= p["train"].train_iters else None
+
+
+def check_cpu_memory(p: dict, available: int) -> None:
+    """Refuse a CPU run whose estimated memory (all ranks of this node) exceeds ``available``."""
+    extra = p["extra"]
+    try:
+        check_fits(
+            p["size"], nproc=p["nproc"], tp=p["layout"].tp, pp=p["layout"].pp,
+            vocab=p["model_vocab"], available=available,
+            micro_batch_size=_flag_value(extra, "--micro-batch-size"),
+            seq_length=_flag_value(extra, "--seq-length"),
+            full_recompute=_flag_value(extra, "--recompute-granularity") == "full",
+        )  # fmt: skip
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
+
+
 def megatron_args(p: dict) -> list[str]:
     """The full flag list for ``python -m megatron_ext.train``."""
     model, layout, run_dir, data = p["model"], p["layout"], p["run_dir"], p["data"]
@@ -353,7 +400,10 @@ def megatron_args(p: dict) -> list[str]:
         "--jreg-reg", p["reg"], "--jreg-lambda", str(p["lam"]), "--jreg-weights", p["weights"],
         "--run-dir", str(run_dir),
         "--distributed-timeout-seconds-after-init", str(p["collective_timeout"]),
+        "--exit-signal-handler",  # SIGTERM (and SIGINT, megatron_ext.stop): save, then exit
     ]  # fmt: skip
+    if p["time_limit"]:
+        flags += ["--exit-duration-in-mins", str(p["time_limit"])]
     if p["num_gpus"]:
         flags += gpu_flags(p)
     else:
@@ -406,14 +456,17 @@ def gpu_flags(p: dict) -> list[str]:
 
 def command(p: dict, v: dict) -> list[str]:
     """torchrun for this node; a single process runs the entry point directly (run_env sets the
-    rendezvous variables), so a signal to it reaches the trainer itself."""
+    rendezvous variables), so a signal to it reaches the trainer itself. ``megatron_ext.torchrun``
+    is torchrun without its traceback on SIGINT/SIGTERM; it gives the ranks SHUTDOWN_TIMEOUT_S
+    to save their checkpoint after it forwards the signal (torchrun's default: 30 s)."""
     if p["nproc"] * p["nnodes"] == 1:
         return [sys.executable, "-m", "megatron_ext.train", *megatron_args(p)]
     rdzv = ["--nnodes", str(p["nnodes"]), "--node-rank", v.get("NODE_RANK", "0"),
             "--master-addr", v.get("MASTER_ADDR", "127.0.0.1"),
             "--master-port", v.get("MASTER_PORT", str(_free_port()))]  # fmt: skip
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(p["nproc"]),
-            *rdzv, "-m", "megatron_ext.train", *megatron_args(p)]  # fmt: skip
+    return [sys.executable, "-m", "megatron_ext.torchrun", "--nproc-per-node", str(p["nproc"]),
+            *rdzv, "--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S),
+            "-m", "megatron_ext.train", *megatron_args(p)]  # fmt: skip
 
 
 def run_env(p: dict, v: dict) -> dict[str, str]:
@@ -431,7 +484,9 @@ def run_env(p: dict, v: dict) -> dict[str, str]:
     if p["num_gpus"]:
         env.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", "1")  # TP/SP comm-compute ordering
     else:
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // p["nproc"])))
+        # one intra-op thread per rank: on the shared 2-core VM 2 threads made a step >10x slower
+        # (docs/benchmarks.md); OMP_NUM_THREADS in the environment wins
+        env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
 
@@ -468,8 +523,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     cmd = command(p, v)
+    dry_run = v.get("DRY_RUN", "0") not in ("0", "")
+    done = completed_iteration(p)
+    if done is not None and not dry_run:
+        print(
+            f"run complete: iteration {done} of {p['train'].train_iters} in {p['run_dir']}; "
+            "nothing to do (to train further: a larger ITERS=... with "
+            "ARGS=--override-opt_param-scheduler)",
+            flush=True,
+        )
+        return 0
+    if not (p["num_gpus"] or dry_run or v.get("FORCE_CPU", "0") not in ("0", "")):
+        try:
+            check_cpu_memory(p, available_memory())
+        except LaunchError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     print(describe(p), flush=True)
-    if v.get("DRY_RUN", "0") not in ("0", ""):
+    if dry_run:
         print(shlex.join(cmd))
         return 0
     p["run_dir"].mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,8 @@ class RunLogger:
         tracker: the run's jump tracker.
         finalize: Megatron's ``finalize_model_grads`` (called first, unchanged).
         log_interval: iterations between train lines.
+        train_iters: the run's last iteration, always logged (a run shorter than
+            ``log_interval`` still gets its train line); None: only every ``log_interval``.
         tokens_per_iteration: global batch size x sequence length.
         iteration_fn: the iteration just completed (1-based), read at hook time.
         metrics_path: ``metrics.jsonl`` (written by the writer rank only).
@@ -53,10 +55,12 @@ class RunLogger:
         print_fn: Callable[[str], None] = print,
         eval_steps_per_pass: int = 0,
         eval_pass_fn: Callable[[], int] = lambda: 0,
+        train_iters: int | None = None,
     ):
         self.tracker = tracker
         self._finalize = finalize
         self.log_interval = log_interval
+        self.train_iters = train_iters
         self.tokens_per_iteration = tokens_per_iteration
         self.iteration_fn = iteration_fn
         self.metrics_path = Path(metrics_path)
@@ -103,7 +107,7 @@ class RunLogger:
         if self._last_iteration is None:
             self._last_iteration = iteration - 1
         self._prev_step = iteration
-        if iteration % self.log_interval == 0:
+        if iteration % self.log_interval == 0 or iteration == self.train_iters:
             now = time.perf_counter()
             step_time = (now - self._last_time) / max(1, iteration - self._last_iteration)
             self._write("train", iteration, self.tracker.report("train"), step_time=step_time)

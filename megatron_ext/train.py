@@ -44,7 +44,10 @@ from megatron_ext.reg import JregConfig, JregRuntime  # noqa: E402
 from megatron_ext.resume import last_checkpoint, set_aside_incomplete, supersede_metrics  # noqa: E402
 from megatron_ext.runlog import RunLogger  # noqa: E402
 from megatron_ext.step import dataset_provider, make_forward_step  # noqa: E402
+from megatron_ext.stop import install_sigint  # noqa: E402
+from megatron_ext.stop import report as report_stop  # noqa: E402
 from megatron_ext.tracker import JumpTracker  # noqa: E402
+from megatron_ext.wandb_ckpt import install as guard_wandb_checkpoint_hook  # noqa: E402
 
 
 def add_jreg_args(parser):
@@ -138,6 +141,7 @@ def report_nan(args) -> int:
 
 def main() -> int:
     args = parse_and_validate_args(extra_args_provider=add_jreg_args)
+    guard_wandb_checkpoint_hook()
     jcfg = jreg_config(args)
     # pretrain() binds this rank to cuda:LOCAL_RANK later; name that device now (device.py).
     tracker = JumpTracker.from_config(jcfg, device=rank_device(not ON_CPU))
@@ -164,6 +168,7 @@ def main() -> int:
     model_cfg.pre_wrap_hooks.append(layout_invariant_hook(args))
     logger = RunLogger(
         tracker, finalize_model_grads, log_interval=args.log_interval,
+        train_iters=args.train_iters,
         tokens_per_iteration=args.global_batch_size * args.seq_length,
         iteration_fn=current_iteration,
         metrics_path=run_dir / "metrics.jsonl", is_writer=is_writer,
@@ -178,12 +183,16 @@ def main() -> int:
         spiky_loss=args.check_for_spiky_loss,
     )  # fmt: skip
     container = pretrain_cfg_container_from_args(args, model_cfg)
+    install_sigint()
     try:
         pretrain(
             container, dataset_provider(gpt_dataset_config(args)), ModelType.encoder_or_decoder,
             forward_step,
         )  # fmt: skip
     except SystemExit as exc:
+        # a signal or the time limit: Megatron saved a checkpoint and exits 0 (megatron_ext.stop)
+        if exc.code in (0, None):
+            return report_stop(args)
         # Megatron's rerun state machine exits 16/17 after a NaN/inf it reproduced.
         if exc.code not in (
             EXIT_CODE_RESUME_TO_DISAMBIGUATE,
@@ -221,4 +230,8 @@ def main_reporting_faults() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main_reporting_faults())
+    try:
+        sys.exit(main_reporting_faults())
+    except KeyboardInterrupt:  # Ctrl-C during start-up, before there is anything to save
+        print("interrupted during start-up; nothing was trained or saved", file=sys.stderr)
+        sys.exit(128 + 2)

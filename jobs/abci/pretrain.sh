@@ -50,6 +50,8 @@ dry_run=${DRY_RUN:-0}
 
 run_dir=$(job_run_dir "$REPO")
 if [[ $dry_run == 0 ]]; then job_log "$run_dir" "$jobid"; fi
+# Stop (with a checkpoint) STOP_MARGIN minutes before the walltime (lib.sh job_time_limit).
+job_time_limit "$(qstat -f "$jobid" 2>/dev/null | awk -F' = ' '/Resource_List.walltime/ { print $2 }')"
 job_plan pbs "$jobid" "$REPO/jobs/local.sh" "${hosts[@]}"
 modules=()
 for m in "$CUDA_MODULE" "$CUDNN_MODULE" "$NCCL_MODULE" "$HPCX_MODULE"; do

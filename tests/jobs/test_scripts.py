@@ -103,8 +103,9 @@ def test_node_command_is_torchrun_with_the_rendezvous(tmp_path, smoke_data):
     assert proc.returncode == 0, proc.stderr
     cmd = proc.stdout.splitlines()[-1]
     assert (
-        "-m torch.distributed.run --nproc-per-node 8 --nnodes 4 --node-rank 2 "
-        f"--master-addr hnode001 --master-port {port} -m megatron_ext.train" in cmd
+        "-m megatron_ext.torchrun --nproc-per-node 8 --nnodes 4 --node-rank 2 "
+        f"--master-addr hnode001 --master-port {port} --shutdown-timeout 900 "
+        "-m megatron_ext.train" in cmd
     ), cmd
     assert "4 node(s) x 8 proc" in proc.stdout
 
@@ -203,3 +204,39 @@ def test_shellcheck_passes_on_every_script():
     proc = subprocess.run([shellcheck(), "-x", *map(str, scripts)], cwd=JOBS.parent,
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "scheduler, time_left, margin, limit",
+    [("pbs", "02:00:00", None, "110"), ("slurm", "1-00:30:00", "20", "1450"),
+     ("slurm", "45:00", None, "35"), ("pbs", "00:05:00", None, None), ("pbs", "", None, None)],
+)  # fmt: skip
+def test_jobs_stop_training_before_their_time_limit(tmp_path, scheduler, time_left, margin, limit):
+    """The job reads its time left (qstat/squeue) and passes TIME_LIMIT = that - STOP_MARGIN."""
+    extra = {"STOP_MARGIN": margin} if margin else {}
+    script, env, _ = cluster_env(tmp_path, scheduler, DRY_RUN=1, SIZE="8b", **extra)
+    fake = {"pbs": "qstat", "slurm": "squeue"}[scheduler]
+    if time_left:  # qstat -f prints "Resource_List.walltime = H:MM:SS"; squeue -o %L the time left
+        line = f"    Resource_List.walltime = {time_left}" if fake == "qstat" else time_left
+        (tmp_path / "bin" / fake).write_text(f"#!/usr/bin/env bash\necho '{line}'\n")
+        (tmp_path / "bin" / fake).chmod(0o755)
+    proc = run([script], env)
+    assert proc.returncode == 0, proc.stderr
+    for *_, words in node_lines(proc.stdout):
+        assert settings(words[1:]).get("TIME_LIMIT") == limit
+    if limit is None:
+        assert "warning: " in proc.stdout and "TIME_LIMIT" in proc.stdout
+    given = run([script], {**env, "TIME_LIMIT": "30"})  # an explicit one wins
+    assert all(settings(w[1:])["TIME_LIMIT"] == "30" for *_, w in node_lines(given.stdout))
+
+
+def test_make_submit_passes_time_limit_and_stop_margin(tmp_path, smoke_data):
+    env = clean_env(tmp_path)
+    cmd = ["make", "-s", "submit", "SIZE=8b", "NODES=1", "GROUP=gtest", f"DATA={smoke_data}",
+           f"RUN={tmp_path / 'run'}", "STOP_MARGIN=20", "TIME_LIMIT=1:00:00"]  # fmt: skip
+    proc = run(cmd, env)
+    assert proc.returncode == 0, proc.stderr
+    vlist = submit_line(proc.stdout, "qsub")[-2].split(",")
+    assert "STOP_MARGIN=20" in vlist and "TIME_LIMIT=1:00:00" in vlist, vlist
+    bad = run([*cmd[:-1], "TIME_LIMIT=soon"], env)  # checked by the launcher before submitting
+    assert bad.returncode == 2 and "TIME_LIMIT must be minutes or H:MM:SS" in bad.stderr

@@ -1,0 +1,120 @@
+"""Rough training-memory estimate for a CPU run, so ``make pretrain`` refuses what cannot fit.
+
+A CPU machine trains in fp32 with Adam, without activation recompute unless asked: per parameter
+4 (weights) + 4 (main gradients) + 8 (Adam moments) bytes, and per layer and micro batch the
+activations Korthikanti et al. (2022, "Reducing Activation Recomputation in Large Transformer
+Models", eq. 1) count for 16-bit training, ``s b h (34 + 5 a s / h)`` bytes, doubled for fp32,
+plus the fp32 logits and their gradient. Tensor parallelism splits both (approximately), pipeline
+parallelism splits the layers but keeps up to PP micro batches in flight on the first stage. The
+estimate is deliberately rough (within ~2x): it separates "fits easily" from "eats all memory",
+not 20 GiB from 22 GiB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from megatron_ext.config import LlamaConfig
+
+GiB = 1024**3
+BYTES_PER_PARAM = 16  # fp32 weights + fp32 main grads + Adam exp_avg + exp_avg_sq
+# Python, torch, Megatron and data-loader state per rank: the tiny default run's trainer peaked at
+# 1.37 GiB resident (of which ~0.1 GiB model and activations)
+PROCESS_OVERHEAD = 3 * GiB // 2
+
+
+def num_parameters(model: LlamaConfig, vocab: int) -> int:
+    """Parameters of the untied Llama model (embedding, layers, final norm, output layer)."""
+    h, heads, groups = model.hidden_size, model.num_attention_heads, model.num_query_groups
+    head_dim = h // heads
+    attention = h * (heads + 2 * groups) * head_dim + heads * head_dim * h
+    mlp = 3 * h * model.ffn_hidden_size  # SwiGLU: gate, up, down
+    per_layer = attention + mlp + 2 * h  # two RMSNorms
+    return model.num_layers * per_layer + 2 * vocab * h + h
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryEstimate:
+    """Bytes one rank needs, split by what needs them."""
+
+    params_and_optimizer: int
+    """Weights, gradients and Adam moments of this rank's shard."""
+    activations: int
+    """Activations kept for backward (all micro batches in flight) plus logits."""
+
+    @property
+    def per_process(self) -> int:
+        """Everything one rank holds, with the interpreter and libraries."""
+        return self.params_and_optimizer + self.activations + PROCESS_OVERHEAD
+
+
+def estimate(
+    model: LlamaConfig,
+    *,
+    vocab: int,
+    micro_batch_size: int,
+    seq_length: int,
+    tp: int = 1,
+    pp: int = 1,
+    full_recompute: bool = False,
+) -> MemoryEstimate:
+    """Per-rank training memory of an fp32 CPU run (see the module docstring)."""
+    s, b, h = seq_length, micro_batch_size, model.hidden_size
+    a, layers = model.num_attention_heads, model.num_layers
+    full_layer = 2 * s * b * h * (34 + 5 * a * s / h)  # fp32: twice the 16-bit count
+    if full_recompute:  # each layer keeps its input; one layer at a time is recomputed in full
+        layer_stack = layers * 4 * s * b * h + full_layer
+    else:
+        layer_stack = layers * full_layer
+    # 1F1B: stage 0 holds PP micro batches of L/PP layers each, i.e. about L layers' worth
+    logits = 3 * 4 * s * b * vocab  # fp32 logits, softmax and its gradient
+    activations = (layer_stack + logits) / tp
+    params = num_parameters(model, vocab) * BYTES_PER_PARAM / (tp * pp)
+    return MemoryEstimate(params_and_optimizer=int(params), activations=int(activations))
+
+
+def check_fits(
+    size: str,
+    *,
+    nproc: int,
+    tp: int,
+    pp: int,
+    vocab: int,
+    available: int,
+    micro_batch_size: int | str | None = None,
+    seq_length: int | str | None = None,
+    full_recompute: bool = False,
+) -> None:
+    """ValueError (one line: why, and what to run instead) unless ``nproc`` ranks of SIZE, with
+    the recipe's micro batch and sequence unless given, fit in ``available`` bytes."""
+    from recipes.models import SIZES, model_recipe
+    from recipes.training import train_recipe
+
+    def per_rank(name, micro, seq, tp=1, pp=1, full=False):
+        model = model_recipe(name)
+        micro = int(micro or train_recipe(name).micro_batch_size)
+        seq = int(seq or model.seq_length)
+        return micro, seq, estimate(model, vocab=vocab, micro_batch_size=micro, seq_length=seq,
+                                    tp=tp, pp=pp, full_recompute=full)  # fmt: skip
+
+    micro, seq, est = per_rank(size, micro_batch_size, seq_length, tp, pp, full_recompute)
+    need = nproc * est.per_process
+    if need <= available:
+        return
+    fitting = [n for n in SIZES if per_rank(n, None, None)[2].per_process <= available]
+    here = f"SIZE={' or SIZE='.join(fitting)}" if fitting else "nothing (free some memory)"
+    raise ValueError(
+        f"SIZE={size} needs ~{need / GiB:.0f} GiB to train on this CPU machine ({nproc} "
+        f"process(es) x [{est.params_and_optimizer / GiB:.1f} GiB weights+grads+Adam, "
+        f"{est.activations / GiB:.1f} GiB activations of a {micro} x {seq}-token micro batch]) "
+        f"but {available / GiB:.1f} GiB is available. Train {here} here, SIZE={size} on GPUs "
+        f"(make submit SIZE={size} NODES=1 GROUP=...), shrink it with "
+        "ARGS='--micro-batch-size 1 --seq-length 256', or add FORCE_CPU=1 to try anyway"
+    )
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new processes now (psutil: free + reclaimable cache)."""
+    import psutil
+
+    return psutil.virtual_memory().available
