@@ -328,6 +328,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def describe_weights(p: dict) -> str:
+    """The resolved layer weights w_1..w_L, as the regulariser uses them (none for REG=none)."""
+    if p["reg"] == "none":
+        return ""
+    name, kw = parse_schedule(p["weights"])
+    w = layer_weights(p["model"].num_layers, name, **kw).tolist()
+    return f" [w_1..w_{len(w)}: {' '.join(f'{x:.4g}' for x in w)}]"
+
+
 def describe(p: dict) -> str:
     layout = p["layout"]
     where = f"{p['num_gpus']} GPU(s)" if p["num_gpus"] else "CPU (gloo)"
@@ -335,7 +344,8 @@ def describe(p: dict) -> str:
     batch = p["train"].global_batch_size
     rounded = "" if batch == p["asked_batch"] else f" (recipe's {p['asked_batch']} rounded to DP)"
     return (
-        f"pretrain SIZE={p['size']} REG={p['reg']} LAMBDA={p['lam']} WEIGHTS={p['weights']} on "
+        f"pretrain SIZE={p['size']} REG={p['reg']} LAMBDA={p['lam']} WEIGHTS={p['weights']}"
+        f"{describe_weights(p)} on "
         f"{where}, {p['nnodes']} node(s) x {p['nproc']} proc: TP={layout.tp} PP={layout.pp} "
         f"VPP={layout.vpp or 1} CP={layout.cp} SP={'on' if layout.sequence_parallel else 'off'} "
         f"distributed-optimizer={'on' if layout.distributed_optimizer else 'off'} FP8={p['fp8']}"
