@@ -15,9 +15,11 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from megatron_ext.config import megatron_flags, te_available
+from megatron_ext.console import run_logged
 from megatron_ext.jreg import layer_weights, parse_schedule
 from recipes.models import model_recipe
 from recipes.training import parallel_defaults, train_recipe
@@ -291,7 +293,7 @@ def megatron_args(p: dict) -> list[str]:
 
 def command(p: dict, v: dict) -> list[str]:
     """torchrun for this node; a single process runs the entry point directly (run_env sets the
-    rendezvous variables), so a signal to it reaches the trainer itself."""
+    rendezvous variables). The launcher forwards SIGINT/SIGTERM to it (megatron_ext.console)."""
     if p["nproc"] * p["nnodes"] == 1:
         return [sys.executable, "-m", "megatron_ext.train", *megatron_args(p)]
     rdzv = ["--nnodes", str(p["nnodes"]), "--node-rank", v.get("NODE_RANK", "0"),
@@ -376,8 +378,66 @@ def main(argv: list[str] | None = None) -> int:
             "vocab": p["model_vocab"],
         }
         (p["run_dir"] / "launch.json").write_text(json.dumps(record) + "\n")
-    os.execvpe(cmd[0], cmd, run_env(p, v))
-    return 0  # not reached
+    log = log_path(p["run_dir"], v)
+    print(f"log: {_show(log)} (all output; arguments: {_show(p['run_dir'] / 'arguments.txt')})")
+    started = time.time()
+    return run_logged(
+        cmd, run_env(p, v), log, header=[describe(p), shlex.join(cmd)],
+        on_success=lambda: summary(p, v, log, time.time() - started),
+    )  # fmt: skip
+
+
+def log_path(run_dir: Path, v: dict) -> Path:
+    """``logs/<job id>.node<rank>.log`` in a PBS/Slurm job (next to the job's own
+    ``<job id>.log``), else ``logs/<YYYYmmdd-HHMMSS>[.node<rank>].log``."""
+    job = os.environ.get("PBS_JOBID") or os.environ.get("SLURM_JOB_ID")
+    node = f".node{v.get('NODE_RANK', '0')}" if job or int(v.get("NNODES", "1")) > 1 else ""
+    return run_dir / "logs" / f"{job or time.strftime('%Y%m%d-%H%M%S')}{node}.log"
+
+
+def _show(path: Path) -> str:
+    """A path as the user should type it: relative to the repo when inside it."""
+    try:
+        return str(path.relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def summary(p: dict, v: dict, log: Path, seconds: float) -> list[str]:
+    """What the run left and what to run next (printed after a successful run, node 0 only)."""
+    if v.get("NODE_RANK", "0") != "0":
+        return []
+    run_dir = p["run_dir"]
+    tracker = run_dir / "checkpoints" / "latest_checkpointed_iteration.txt"
+    latest = tracker.read_text().strip() if tracker.is_file() else "none"
+    lines = []
+    metrics = run_dir / "metrics.jsonl"
+    for text in metrics.read_text().splitlines() if metrics.is_file() else []:
+        try:
+            lines.append(json.loads(text))
+        except json.JSONDecodeError:
+            continue
+    finals = []
+    train = [x for x in lines if "split" not in x]
+    if train:
+        finals.append(f"train {train[-1]['lm_loss']:.4f} (iteration {train[-1]['iteration']})")
+    for x in lines[-3:]:
+        if x.get("after_training"):
+            if x["split"] == "test":
+                finals.append(f"test {x['lm_loss']:.4f}")
+            else:
+                finals.append(f"validation {x['lm_loss']:.4f} (pass {x.get('eval_pass')})")
+    run_arg = run_dir.name if run_dir.parent == REPO / "runs" else _show(run_dir)
+    rd = _show(run_dir)
+    return [
+        f"done in {seconds / 60:.1f} min: {p['train'].train_iters} iterations of {rd}",
+        f"  checkpoints  {rd}/checkpoints (latest iteration {latest})",
+        f"  metrics      {rd}/metrics.jsonl, TensorBoard {rd}/tensorboard, W&B {rd}/wandb",
+        f"  logs         {_show(log)}, arguments {rd}/arguments.txt",
+        f"  lm loss      {', '.join(finals) or 'none logged'}",
+        f"  next         make analyze RUN={run_arg}; make plots RUN={run_arg}; "
+        f"make eval RUN={run_arg}",
+    ]
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from megatron_ext import cpu_compat
+from megatron_ext.console import say
 
 ON_CPU = cpu_compat.enable(training=True)
 
@@ -120,6 +121,15 @@ def current_iteration() -> int:
     return getattr(args, "curr_iteration", args.iteration - 1) + 1
 
 
+def write_arguments(args, path: Path) -> None:
+    """Megatron's full argument dump (as it prints it at start) into the run directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"{name} {'.' * (48 - len(name))} {value}" for name, value in sorted(vars(args).items())
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def report_nan(args) -> int:
     """One line naming the iteration and the last good checkpoint; exit code 3."""
     last = last_checkpoint(args.save)
@@ -150,9 +160,13 @@ def main() -> int:
     if is_writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         supersede_metrics(run_dir / "metrics.jsonl", start_iteration or 0)
+    if args.rank == 0:
+        write_arguments(args, run_dir / "arguments.txt")
+        if start_iteration:
+            say(f"resuming from {args.load}/iter_{start_iteration:07d}")
     if args.rank == 0 and args.save:
         for path in set_aside_incomplete(args.save):
-            print(f"set aside an interrupted checkpoint save: {path}", flush=True)
+            say(f"set aside an interrupted checkpoint save: {path}")
 
     eval_samples = args.eval_iters * args.eval_global_batch_size  # validation samples per pass
     model_cfg = gpt_config_from_args(args)
@@ -167,6 +181,7 @@ def main() -> int:
         metrics_path=run_dir / "metrics.jsonl", is_writer=is_writer,
         writers_fn=writers, eval_steps_per_pass=eval_steps_per_pass(args),
         eval_pass_fn=lambda: get_args().consumed_valid_samples // eval_samples + 1,
+        print_fn=say, train_iters=args.train_iters,
     )  # fmt: skip
     transformer = model_cfg.transformer
     transformer.experimental_attention_variant_loss_scale_func = runtime.set_loss_scale
