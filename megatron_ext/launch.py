@@ -4,6 +4,8 @@ Usage: ``python -m megatron_ext.launch SIZE=1b REG=jreg [LAMBDA=0.1 WEIGHTS=exp:
 (see ``VARIABLES``). Every check that can fail runs here, before torch.distributed or Megatron
 start, and fails with one line ``error: ...`` and exit code 2. ``DRY_RUN=1`` prints the command
 instead of running it. Multi-node launchers (jobs/) pass NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT.
+The run's whole output goes to ``runs/<RUN>/logs/``, the console gets a short view of it and a
+summary at the end (``megatron_ext.console``).
 """
 
 from __future__ import annotations
