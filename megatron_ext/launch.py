@@ -423,12 +423,13 @@ def summary(p: dict, v: dict, log: Path, seconds: float) -> list[str]:
     train = [x for x in lines if "split" not in x]
     if train:
         finals.append(f"train {train[-1]['lm_loss']:.4f} (iteration {train[-1]['iteration']})")
-    for x in lines[-3:]:
-        if x.get("after_training"):
-            if x["split"] == "test":
-                finals.append(f"test {x['lm_loss']:.4f}")
-            else:
-                finals.append(f"validation {x['lm_loss']:.4f} (pass {x.get('eval_pass')})")
+    last = train[-1]["iteration"] if train else None
+    for x in lines[-3:]:  # the passes at the last iteration: in training, after training, test
+        if x.get("split") == "test":
+            finals.append(f"test {x['lm_loss']:.4f}")
+        elif x.get("split") == "valid" and x["iteration"] == last:
+            when = "after training" if x.get("after_training") else "in training"
+            finals.append(f"validation {x['lm_loss']:.4f} (pass {x.get('eval_pass')}, {when})")
     run_arg = run_dir.name if run_dir.parent == REPO / "runs" else _show(run_dir)
     rd = _show(run_dir)
     return [
