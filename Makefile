@@ -13,9 +13,28 @@ export PYTHONDONTWRITEBYTECODE :=
 export OMP_NUM_THREADS ?= 1
 RUNPY := $(UV) run --locked python
 
+# `make help` prints the `#> ` lines of this file: one per target with its variables (README has
+# the details). Every .PHONY target needs one (tests/test_makefile.py checks).
+#> make setup [EXTRAS=gpu]                   uv (into .tools/ if missing) + the locked .venv
+#> make test                                 the whole test suite (what .ci/run runs)
+#> make test-fast                            the suite without the tests marked slow
+#> make lint                                 ruff check + ruff format --check
+#> make data [CORPUS= NAME= VOCAB= TOKENIZER= TEXT_FIELD= FORCE=1 WORKERS=]   tokenizer + Megatron dataset in data/<NAME>
+#> make data-validate [NAME=default]         check a prepared dataset
+#> make pretrain [RUN= SIZE= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= NPROC= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= FP8= ARGS= DRY_RUN=1 COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 FORCE_CPU=1 TIME_LIMIT=]   train or resume runs/<RUN>
+#> make submit NODES= GROUP= [CLUSTER=abci|slurm WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE= CUDA_MODULE= CUDNN_MODULE= NCCL_MODULE= HPCX_MODULE= SUBMIT=1 RUN= SIZE= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= FP8= ARGS= COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 TIME_LIMIT= STOP_MARGIN=]   check, print (and submit) a cluster job
+#> make analyze [RUN= ITER= SAMPLES= SPLIT= VALID= ALPHA= FORCE=1 DEVICE= OUT=]   checkpoints -> analysis.jsonl
+#> make analyze MODEL=<HF folder|hub id> [TEXT= SAMPLES= SEQ= BATCH= DTYPE= ALPHA= FORCE=1 DEVICE= OUT=]   any HF causal LM -> runs/hf/<name>/analysis.jsonl
+#> make plots [RUN= RUN2= RUN3= RUN4= RUN5= RUN6= RUN7= RUN8= RUN9= OUT=]   figures; several runs: <RUN>/plots/compare-.../
+#> make export [RUN= ITER= DTYPE= OUT=]      checkpoint -> Hugging Face folder <RUN>/hf/iter_N
+#> make eval [RUN= ITER= TASKS= LIMIT= BATCH= DOCS= DEVICE= OUT=]   lm-eval -> <RUN>/lm_eval/scores.{csv,md,png}
+#> make bench [OUT= REPEATS= DEVICE= PARTS=]   JREG's cost: step time/memory none vs jreg vs l2rel, the displacement eager vs fused
+#> make bench-gpu                            on a GPU node: the Triton kernel tests compiled, then bench's GPU part
+#> make preflight [WHEELS=dir PYTHON= OUT=]  prove a GPU node is ready (PASS/FAIL table; exit 2 without a GPU)
+#> make help                                 this list
 .PHONY: help setup test test-fast lint data pretrain bench bench-gpu preflight
 help:
-	@echo "make setup | test | lint | data | pretrain SIZE=… REG=… | preflight   (see README.md)"
+	@sed -n 's/^#> //p' $(firstword $(MAKEFILE_LIST))
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m pip install -q --target $(CURDIR)/.tools uv

@@ -37,7 +37,7 @@ COMMANDS = {
     "plots": {
         "RUN": "a run (its plots/ folder gets the figures); several separated by spaces/commas",
         **{f"RUN{n}": "another run overlaid" for n in range(2, 10)},
-        "OUT": "output folder (default: <RUN>/plots)",
+        "OUT": "output folder (default: <RUN>/plots; several runs: <RUN>/plots/compare-<names>)",
     },
     "export": {
         **COMMON,
@@ -161,9 +161,12 @@ def cmd_plots(s: dict) -> int:
     specs = [s["RUN"]] + [s[f"RUN{n}"] for n in range(2, 10) if f"RUN{n}" in s]
     names = [x for spec in specs for x in spec.replace(",", " ").split() if x]
     runs = list(dict.fromkeys(resolve_run(x) for x in names))
-    from eval.plots import plot_runs
+    from eval.plots import compare_dir, plot_runs
 
-    out = Path(s["OUT"]).resolve() if "OUT" in s else runs[0] / "plots"
+    if "OUT" in s:
+        out = Path(s["OUT"]).resolve()
+    else:  # one run: its plots/; several: a folder of their own, so no run's figures are replaced
+        out = runs[0] / "plots" if len(runs) == 1 else compare_dir(runs)
     for path in plot_runs(runs, out):
         print(f"wrote {path}")
     return 0

@@ -1,14 +1,17 @@
 """``make plots``: figures from a run's files only (``metrics.jsonl``, ``analysis.jsonl``).
 
 Nothing here loads a model or imports Megatron, so plots can be redrawn anywhere the files are
-copied. Several runs (``RUN=runs/a RUN2=runs/b``, baseline vs JREG being the main use) share the
-axes, one colour per run. Figures, each drawn when its input exists:
+copied. Several runs (``RUN=runs/a RUN2=runs/b``, baseline vs JREG being the main use) are drawn
+into a comparison folder (``make plots`` picks ``<RUN>/plots/compare-a-b/``), one colour per run;
+per-run panels of the same quantity (D per layer, logit lens, activations) share their y axis. A run
+without ``analysis.jsonl`` or ``metrics.jsonl`` is named in a ``warning:`` line with the command that
+makes the missing file. Figures, each drawn when its input exists:
 
 * ``jump_growth.png``: last-layer D_L and the jump ratio D_L / D_{L-1} against tokens seen; lines
   with markers are the analysed checkpoints (held-out sample, ``analysis.jsonl``), thin lines the
   training log (``metrics.jsonl``);
-* ``D_per_layer.png``: D_l against layer, one line per checkpoint coloured by iteration (one
-  panel per run);
+* ``D_per_layer.png``: D_l against layer on a log scale (layer 1 is often 10x the others), one
+  line per checkpoint coloured by iteration (one panel per run, shared y axis);
 * ``S_model.png``: the convergence score against tokens seen (as ``jump_growth.png``);
 * ``logit_lens.png``: logit-lens next-token accuracy and perplexity against layer for the first,
   middle and last analysed checkpoints;
@@ -16,12 +19,15 @@ axes, one colour per run. Figures, each drawn when its input exists:
   residual stream, and the fraction of tokens for which the layer is active (not a void), at the
   last analysed checkpoint;
 * ``training.png``: LM loss (training and validation) and the regulariser's loss (unscaled)
-  against tokens seen, from ``metrics.jsonl``.
+  against tokens seen, from ``metrics.jsonl``; validation passes run during training are dots, the
+  pass Megatron runs after training (on the next validation batches, so it differs from an in-loop
+  pass at the same iteration) a cross, the test set a square.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -31,7 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from eval import plots_depth  # noqa: E402
-from eval.rundir import ANALYSIS_FILE, EvalError  # noqa: E402
+from eval.rundir import ANALYSIS_FILE, REPO, EvalError  # noqa: E402
 
 _TOKENS = "tokens seen (millions)"
 
@@ -100,7 +106,8 @@ def _over_training(metrics, analysis, path: Path, panels: list[tuple], title: st
 
 
 def _per_layer_by_step(analysis: dict, path: Path) -> None:
-    fig, axes = plt.subplots(1, len(analysis), figsize=(6 * len(analysis), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(analysis), figsize=(6 * len(analysis), 4.2), squeeze=False,
+                             sharey=True)  # fmt: skip
     for ax, (name, lines) in zip(axes[0], analysis.items(), strict=True):
         its = [x["iteration"] for x in lines]
         norm = plt.Normalize(min(its), max(max(its), min(its) + 1))
@@ -109,7 +116,7 @@ def _per_layer_by_step(analysis: dict, path: Path) -> None:
                     color=plt.cm.viridis(norm(x["iteration"])), label=f"iter {x['iteration']}")  # fmt: skip
         fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        _style(ax, "layer l", "D_l (mean displacement Psi)", name)
+        _style(ax, "layer l", "D_l (mean displacement Psi, log scale)", name, log=True)
     _finish(fig, path, "Per-layer displacement D_l by checkpoint (held-out sample)")
 
 
@@ -122,7 +129,7 @@ def _pick(lines: list[dict]) -> list[dict]:
 def _per_layer_rows(analysis: dict, path: Path, panels: list[tuple], title: str, pick) -> None:
     """One row per run, panels ``(ylabel, value_fn, first_layer, log)`` against layer."""
     fig, axes = plt.subplots(len(analysis), len(panels), figsize=(6 * len(panels),
-                             4 * len(analysis)), squeeze=False)  # fmt: skip
+                             4 * len(analysis)), squeeze=False, sharey="col")  # fmt: skip
     for row, (name, lines) in zip(axes, analysis.items(), strict=True):
         for ax, (label, value_fn, first, log) in zip(row, panels, strict=True):
             for n, x in enumerate(pick(lines)):
@@ -142,6 +149,14 @@ def plot_runs(runs: list[Path], out: Path) -> list[Path]:
             raise EvalError(f"run directory {run} does not exist")
     metrics = {r.name: m for r in runs if (m := read_metrics(r))}
     analysis = {r.name: a for r in runs if (a := read_analysis(r))}
+    for run in runs:
+        if run.name not in analysis:
+            print(f"warning: {run} has no {ANALYSIS_FILE}: the checkpoint figures (D_per_layer, "
+                  f"logit_lens, activations, markers in jump_growth and S_model) leave it out; "
+                  f"run make analyze RUN={run_arg(run)}", file=sys.stderr, flush=True)  # fmt: skip
+        if run.name not in metrics:
+            print(f"warning: {run} has no metrics.jsonl: training.png and the training-log lines "
+                  "leave it out", file=sys.stderr, flush=True)  # fmt: skip
     if not metrics and not analysis:
         names = ", ".join(str(r) for r in runs)
         raise EvalError(f"nothing to plot in {names}: no metrics.jsonl and no {ANALYSIS_FILE}")
@@ -184,18 +199,37 @@ def plot_runs(runs: list[Path], out: Path) -> list[Path]:
     return written
 
 
+def run_arg(run: Path) -> str:
+    """How to name ``run`` in a make command: its name under runs/, else its path."""
+    return run.name if run.parent == REPO / "runs" else str(run)
+
+
+def compare_dir(runs: list[Path]) -> Path:
+    """Where a comparison of several runs goes by default: ``<first run>/plots/compare-a-b``."""
+    return runs[0] / "plots" / ("compare-" + "-".join(r.name for r in runs))
+
+
 def _training(metrics: dict, path: Path) -> None:
     """LM loss and regulariser loss, training lines and validation-pass markers."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for n, (name, lines) in enumerate(metrics.items()):
         train = [x for x in _train(lines) if "tokens" in x]
-        valid = [x for x in lines if x.get("split") == "valid" and "tokens" in x]
+        evals = [x for x in lines if x.get("split") in ("valid", "test") and "tokens" in x]
+        kinds = [
+            ("o", "validation, in training", [x for x in evals if x["split"] == "valid"
+                                             and not x.get("after_training")]),
+            ("x", "validation after training (next batches)", [
+                x for x in evals if x["split"] == "valid" and x.get("after_training")]),
+            ("s", "test, after training", [x for x in evals if x["split"] == "test"]),
+        ]  # fmt: skip
         for ax, key in zip(axes, ("lm_loss", "jreg_loss"), strict=True):
             ax.plot(_mtok(train), [x[key] for x in train], "-", color=f"C{n}",
                     label=f"{name}: train")  # fmt: skip
-            if valid:
-                ax.plot(_mtok(valid), [x[key] for x in valid], "o", color=f"C{n}",
-                        label=f"{name}: validation")  # fmt: skip
+            for marker, label, points in kinds:
+                if points:
+                    ax.plot(_mtok(points), [x[key] for x in points], marker, ms=7,
+                            color=f"C{n}", mfc="none" if marker == "s" else None,
+                            label=f"{name}: {label}")  # fmt: skip
     _style(axes[0], _TOKENS, "LM loss (nats/token)", "LM loss")
     _style(axes[1], _TOKENS, "regulariser loss (unscaled)", "regulariser loss")
     _finish(fig, path, "Training curves (metrics.jsonl)")

@@ -6,8 +6,11 @@ on, in the run's language and domain (no hub download). Written to ``<tasks_dir>
 
 * ``heldout_wikitext.jsonl``: ``{"page": document}`` per document (rolling perplexity);
 * ``heldout_lambada.jsonl``: ``{"text": passage}``, consecutive passages of at least
-  ``MIN_WORDS`` whitespace-separated words ending on an alphabetic word, which is the target
-  (words re-joined by single spaces, as in LAMBADA);
+  ``MIN_WORDS`` whitespace-separated words of context and a target word (words re-joined by
+  single spaces, as in LAMBADA). As in LAMBADA, the target is a content word that the passage
+  makes predictable: the first word after ``MIN_WORDS`` words of context that is alphabetic (3+
+  letters; trailing punctuation is dropped), not a stop word (``STOP_WORDS``) and already occurs
+  in the context (case-insensitive). The next passage starts after the target;
 * one YAML per task: the shipped definition with ``data_files`` made absolute.
 """
 
@@ -27,7 +30,26 @@ MIN_WORDS = 40
 """Shortest context of a last-word passage (words before the target)."""
 MAX_WORDS = 150
 """Longest passage searched for a target before giving up on that stretch of text."""
-_TARGET = re.compile(r"[A-Za-z]{2,}")
+_TARGET = re.compile(r"([A-Za-z]{3,})[.,;:!?'\")\]]*")
+_EDGES = re.compile(r"^[^A-Za-z]+|[^A-Za-z]+$")
+STOP_WORDS = frozenset(
+    """
+a about above after again against all also am an and any are as at be because been before being
+below between both but by can could did do does doing down during each few for from further had
+has have having he her here hers herself him himself his how i if in into is it its itself just
+may me might more most must my myself no nor not now of off on once only or other our ours
+ourselves out over own same shall she should so some such than that the their theirs them
+themselves then there these they this those through thus to too under until up upon us very was
+we were what when where which while who whom why will with would yet you your yours yourself
+yourselves one two thee thou thy thine ye unto hath doth shalt art
+""".split()
+)
+"""Function words never used as targets (a guess from grammar alone, not from the passage)."""
+
+
+def _norm(word: str) -> str:
+    """A context word for the "occurs earlier" check: letters at the edges only, lower case."""
+    return _EDGES.sub("", word).lower()
 
 
 def documents(run: RunDir, split: str = "test", num_docs: int | None = None) -> list[str]:
@@ -48,20 +70,26 @@ def documents(run: RunDir, split: str = "test", num_docs: int | None = None) -> 
 
 
 def lastword_passages(text: str, min_words: int = MIN_WORDS, max_words: int = MAX_WORDS):
-    """Consecutive passages of ``text`` whose last word is an alphabetic target."""
+    """Consecutive LAMBADA-style passages of ``text``: context, then a target word that is a
+    content word (not in ``STOP_WORDS``) occurring earlier in the passage (module docstring)."""
     words = text.split()
     passages, start = [], 0
     while start + min_words < len(words):
         stop = min(len(words), start + max_words)
-        end = next(
-            (j for j in range(start + min_words + 1, stop + 1) if _TARGET.fullmatch(words[j - 1])),
-            None,
-        )
-        if end is None:
+        seen = {_norm(w) for w in words[start : start + min_words]}
+        target = None
+        for j in range(start + min_words, stop):
+            match = _TARGET.fullmatch(words[j])
+            core = match[1] if match else ""
+            if core and core.lower() not in STOP_WORDS and core.lower() in seen:
+                target = j
+                break
+            seen.add(_norm(words[j]))
+        if target is None:
             start = stop
             continue
-        passages.append(" ".join(words[start:end]))
-        start = end
+        passages.append(" ".join([*words[start:target], core]))
+        start = target + 1
     return passages
 
 

@@ -1,8 +1,8 @@
 """Faults a long run meets, each ending in one ``error:`` line and a documented exit code.
 
 The README table "What happens when ..." lists them. The launcher calls ``checkpoint_problem`` /
-``check_data`` before anything starts (exit code 2), ``supervise`` around torchrun (so the last
-line of a failed multi-process run is ours, naming the rank and the last checkpoint), and the
+``check_data`` before anything starts (exit code 2), ``TorchrunWatch`` on torchrun's output (so
+the last line of a failed multi-process run is ours, naming the rank and the last checkpoint), the
 trainer calls ``report_failure`` on an exception that ends ``pretrain()`` (disk full, a collective
 timeout, an unloadable checkpoint). Nothing here deletes: a bad checkpoint is renamed aside.
 """
@@ -17,9 +17,7 @@ import pickle
 import re
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -297,86 +295,53 @@ def _signal_name(code: int) -> str:
         return str(-code)
 
 
-def _die_with_parent() -> None:
-    """In the torchrun child: SIGTERM when the launcher dies (even by SIGKILL), so torchrun
-    stops its workers instead of outliving it in its own session (Linux prctl; else nothing)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _read_stderr(stream, seen: dict) -> None:
-    """Pass torchrun's stderr through; note the first ``error:`` line and the failures of its
-    ChildFailedError summary (the one after "Root Cause" is the first rank that failed)."""
-    for line in stream:
-        sys.stderr.write(line)
-        sys.stderr.flush()
-        if seen["error"] is None and line.startswith("error: "):
-            seen["error"] = line.rstrip("\n")
-        if line.startswith("Root Cause"):
-            seen["in_root"] = True
-        if match := _HOST.match(line):
-            seen["host"] = match.group(1)
-        elif match := _RANK.match(line):
-            failure = {"rank": match.group(1), "local": match.group(2), "host": seen["host"]}
-            seen["failures"].append(failure)
-            if seen["in_root"] and seen["root"] is None:
-                seen["root"] = failure
-        elif (match := _EXIT.match(line)) and seen["failures"]:
-            seen["failures"][-1].setdefault("exit", int(match.group(1)))
-
-
-def supervise(cmd: list[str], env: dict[str, str], *, save_dir: Path) -> int:
-    """Run torchrun, pass its output through, and end a failed run with one line of our own.
+class TorchrunWatch:
+    """Reads a multi-process run's output (``megatron_ext.console.run_logged`` feeds it every
+    line) and, when torchrun fails, gives the run's last line: ours, naming the rank.
 
     torchrun stops every local worker when one fails and prints a multi-line ChildFailedError
     summary whose "Root Cause" is the first rank that failed. If a signal killed it, it is named
     (``error: rank R ... died``, exit code 5); otherwise the first ``error:`` line a rank printed
     (NaN, disk full, a collective timeout) is repeated last with that rank's exit code;
-    otherwise the failed rank and its exit code are named (exit code 5). torchrun runs in its own
-    session (so a terminal's Ctrl-C reaches it once, through us); SIGINT/SIGTERM/SIGHUP/SIGUSR1/
-    SIGUSR2 sent to the launcher are forwarded, and the launcher's death sends it SIGTERM.
+    otherwise the failed rank and its exit code are named (exit code 5).
     """
-    proc = subprocess.Popen(
-        cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace",
-        start_new_session=True, preexec_fn=_die_with_parent,
-    )  # fmt: skip
-    forwarded: set[int] = set()
 
-    def forward(signum, _frame):
-        forwarded.add(signum)
-        proc.send_signal(signum)
+    def __init__(self, save_dir: Path):
+        self.save_dir = save_dir
+        self.error: str | None = None
+        self.root: dict | None = None
+        self.failures: list[dict] = []
+        self.host = "this node"
+        self.in_root = False
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, forward)
-    seen = {"error": None, "root": None, "failures": [], "host": "this node", "in_root": False}
-    # A thread, not a loop to EOF: helpers a rank started (W&B's service) can outlive torchrun
-    # and keep the pipe open.
-    reader = threading.Thread(target=_read_stderr, args=(proc.stderr, seen), daemon=True)
-    reader.start()
-    rc = proc.wait()
-    reader.join(timeout=5)
-    if rc == 0:
-        return 0
-    if rc - 128 in forwarded:
-        # Stopped by the signal we passed on: the ranks saved and said so (megatron_ext.stop),
-        # and megatron_ext.torchrun exits 128 + signal without a traceback.
-        return rc
-    root = seen["root"] or next((f for f in seen["failures"] if "exit" in f), None)
-    if seen["error"] is not None and not (root and root.get("exit", 0) < 0):
-        print(seen["error"], file=sys.stderr, flush=True)
-        return root["exit"] if root and root.get("exit", 0) > 0 else rc
-    if root and "exit" in root:
-        how = f"died (signal {_signal_name(root['exit'])})" if root["exit"] < 0 else (
-            f"failed (exit code {root['exit']}, traceback above)")  # fmt: skip
-        who = f"rank {root['rank']} (local rank {root['local']} on {root['host']}) {how}"
-    else:
-        who = f"torchrun failed (exit code {rc})"
-    return _print(
-        f"{who}; torchrun stopped the other ranks. Last checkpoint: {_where(str(save_dir))}; "
-        "rerun the same command to resume from it.",
-        EXIT_RANK_DIED,
-    )
+    def feed(self, line: str) -> None:
+        """Note the first ``error:`` line and the failures of torchrun's summary."""
+        if self.error is None and line.startswith("error: "):
+            self.error = line
+        if line.startswith("Root Cause"):
+            self.in_root = True
+        if match := _HOST.match(line):
+            self.host = match.group(1)
+        elif match := _RANK.match(line):
+            failure = {"rank": match.group(1), "local": match.group(2), "host": self.host}
+            self.failures.append(failure)
+            if self.in_root and self.root is None:
+                self.root = failure
+        elif (match := _EXIT.match(line)) and self.failures:
+            self.failures[-1].setdefault("exit", int(match.group(1)))
+
+    def finish(self, rc: int) -> tuple[int, str]:
+        """(exit code, last line) for a torchrun that exited with ``rc != 0``."""
+        root = self.root or next((f for f in self.failures if "exit" in f), None)
+        if self.error is not None and not (root and root.get("exit", 0) < 0):
+            return (root["exit"] if root and root.get("exit", 0) > 0 else rc), self.error
+        if root and "exit" in root:
+            how = f"died (signal {_signal_name(root['exit'])})" if root["exit"] < 0 else (
+                f"failed (exit code {root['exit']}, traceback in the log)")  # fmt: skip
+            who = f"rank {root['rank']} (local rank {root['local']} on {root['host']}) {how}"
+        else:
+            who = f"torchrun failed (exit code {rc})"
+        return EXIT_RANK_DIED, (
+            f"error: {who}; torchrun stopped the other ranks. Last checkpoint: "
+            f"{_where(str(self.save_dir))}; rerun the same command to resume from it."
+        )

@@ -4,6 +4,8 @@ Usage: ``python -m megatron_ext.launch SIZE=1b REG=jreg [LAMBDA=0.1 WEIGHTS=exp:
 (see ``VARIABLES``). Every check that can fail runs here, before torch.distributed or Megatron
 start, and fails with one line ``error: ...`` and exit code 2. ``DRY_RUN=1`` prints the command
 instead of running it. Multi-node launchers (jobs/) pass NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT.
+The run's whole output goes to ``runs/<RUN>/logs/``, the console gets a short view of it and a
+summary at the end (``megatron_ext.console``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from megatron_ext import faults
 from megatron_ext.config import megatron_flags, te_available
+from megatron_ext.console import run_logged
 from megatron_ext.device import cluster_without_gpu
 from megatron_ext.jreg import layer_weights, parse_schedule
 from megatron_ext.memory import available_memory, check_fits
@@ -456,9 +460,10 @@ def gpu_flags(p: dict) -> list[str]:
 
 def command(p: dict, v: dict) -> list[str]:
     """torchrun for this node; a single process runs the entry point directly (run_env sets the
-    rendezvous variables), so a signal to it reaches the trainer itself. ``megatron_ext.torchrun``
-    is torchrun without its traceback on SIGINT/SIGTERM; it gives the ranks SHUTDOWN_TIMEOUT_S
-    to save their checkpoint after it forwards the signal (torchrun's default: 30 s)."""
+    rendezvous variables). The launcher forwards SIGINT/SIGTERM to it (megatron_ext.console).
+    ``megatron_ext.torchrun`` is torchrun without its traceback on SIGINT/SIGTERM; it gives the
+    ranks SHUTDOWN_TIMEOUT_S to save their checkpoint after it forwards the signal (torchrun's
+    default: 30 s)."""
     if p["nproc"] * p["nnodes"] == 1:
         return [sys.executable, "-m", "megatron_ext.train", *megatron_args(p)]
     rdzv = ["--nnodes", str(p["nnodes"]), "--node-rank", v.get("NODE_RANK", "0"),
@@ -498,6 +503,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def describe_weights(p: dict) -> str:
+    """The resolved layer weights w_1..w_L, as the regulariser uses them (none for REG=none)."""
+    if p["reg"] == "none":
+        return ""
+    name, kw = parse_schedule(p["weights"])
+    w = layer_weights(p["model"].num_layers, name, **kw).tolist()
+    return f" [w_1..w_{len(w)}: {' '.join(f'{x:.4g}' for x in w)}]"
+
+
 def describe(p: dict) -> str:
     layout = p["layout"]
     where = f"{p['num_gpus']} GPU(s)" if p["num_gpus"] else "CPU (gloo)"
@@ -505,7 +519,8 @@ def describe(p: dict) -> str:
     batch = p["train"].global_batch_size
     rounded = "" if batch == p["asked_batch"] else f" (recipe's {p['asked_batch']} rounded to DP)"
     return (
-        f"pretrain SIZE={p['size']} REG={p['reg']} LAMBDA={p['lam']} WEIGHTS={p['weights']} on "
+        f"pretrain SIZE={p['size']} REG={p['reg']} LAMBDA={p['lam']} WEIGHTS={p['weights']}"
+        f"{describe_weights(p)} on "
         f"{where}, {p['nnodes']} node(s) x {p['nproc']} proc: TP={layout.tp} PP={layout.pp} "
         f"VPP={layout.vpp or 1} CP={layout.cp} SP={'on' if layout.sequence_parallel else 'off'} "
         f"distributed-optimizer={'on' if layout.distributed_optimizer else 'off'} FP8={p['fp8']}"
@@ -560,10 +575,73 @@ def main(argv: list[str] | None = None) -> int:
             **faults.data_record(old_record, p["data"], p["manifest"]),
         }
         (p["run_dir"] / "launch.json").write_text(json.dumps(record) + "\n")
-    if p["nproc"] * p["nnodes"] > 1:  # the last line of a failed run is ours (faults.supervise)
-        return faults.supervise(cmd, run_env(p, v), save_dir=p["run_dir"] / "checkpoints")
-    os.execvpe(cmd[0], cmd, run_env(p, v))
-    return 0  # not reached
+    log = log_path(p["run_dir"], v)
+    print(f"log: {_show(log)} (all output; arguments: {_show(p['run_dir'] / 'arguments.txt')})")
+    started = time.time()
+    # Several processes: the last line of a failed run is ours (faults.TorchrunWatch).
+    watch = (
+        faults.TorchrunWatch(p["run_dir"] / "checkpoints")
+        if p["nproc"] * p["nnodes"] > 1
+        else None
+    )
+    return run_logged(
+        cmd, run_env(p, v), log, header=[describe(p), shlex.join(cmd)],
+        on_success=lambda: summary(p, v, log, time.time() - started), watch=watch,
+    )  # fmt: skip
+
+
+def log_path(run_dir: Path, v: dict) -> Path:
+    """``logs/<job id>.node<rank>.log`` in a PBS/Slurm job (next to the job's own
+    ``<job id>.log``), else ``logs/<YYYYmmdd-HHMMSS>[.node<rank>].log``."""
+    job = os.environ.get("PBS_JOBID") or os.environ.get("SLURM_JOB_ID")
+    node = f".node{v.get('NODE_RANK', '0')}" if job or int(v.get("NNODES", "1")) > 1 else ""
+    return run_dir / "logs" / f"{job or time.strftime('%Y%m%d-%H%M%S')}{node}.log"
+
+
+def _show(path: Path) -> str:
+    """A path as the user should type it: relative to the repo when inside it."""
+    try:
+        return str(path.relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def summary(p: dict, v: dict, log: Path, seconds: float) -> list[str]:
+    """What the run left and what to run next (printed after a successful run, node 0 only)."""
+    if v.get("NODE_RANK", "0") != "0":
+        return []
+    run_dir = p["run_dir"]
+    tracker = run_dir / "checkpoints" / "latest_checkpointed_iteration.txt"
+    latest = tracker.read_text().strip() if tracker.is_file() else "none"
+    lines = []
+    metrics = run_dir / "metrics.jsonl"
+    for text in metrics.read_text().splitlines() if metrics.is_file() else []:
+        try:
+            lines.append(json.loads(text))
+        except json.JSONDecodeError:
+            continue
+    finals = []
+    train = [x for x in lines if "split" not in x]
+    if train:
+        finals.append(f"train {train[-1]['lm_loss']:.4f} (iteration {train[-1]['iteration']})")
+    last = train[-1]["iteration"] if train else None
+    for x in lines[-3:]:  # the passes at the last iteration: in training, after training, test
+        if x.get("split") == "test":
+            finals.append(f"test {x['lm_loss']:.4f}")
+        elif x.get("split") == "valid" and x["iteration"] == last:
+            when = "after training" if x.get("after_training") else "in training"
+            finals.append(f"validation {x['lm_loss']:.4f} (pass {x.get('eval_pass')}, {when})")
+    run_arg = run_dir.name if run_dir.parent == REPO / "runs" else _show(run_dir)
+    rd = _show(run_dir)
+    return [
+        f"done in {seconds / 60:.1f} min: {p['train'].train_iters} iterations of {rd}",
+        f"  checkpoints  {rd}/checkpoints (latest iteration {latest})",
+        f"  metrics      {rd}/metrics.jsonl, TensorBoard {rd}/tensorboard, W&B {rd}/wandb",
+        f"  logs         {_show(log)}, arguments {rd}/arguments.txt",
+        f"  lm loss      {', '.join(finals) or 'none logged'}",
+        f"  next         make analyze RUN={run_arg}; make plots RUN={run_arg}; "
+        f"make eval RUN={run_arg}",
+    ]
 
 
 if __name__ == "__main__":

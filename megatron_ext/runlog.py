@@ -10,7 +10,12 @@ steps (``on_eval_forward``, called by the forward step on every rank: eval_iters
 model chunks per pass) and reduced at the next training step's hook, or by ``close()`` for the
 passes Megatron runs after training (the last validation pass, then the test set). Every pass is
 its own line: ``"split": "valid"`` with ``"eval_pass"`` (1-based, in Megatron's validation-sample
-order), or ``"split": "test"``.
+order), or ``"split": "test"``. The passes Megatron runs after training (its last validation pass,
+on the next validation batches, and the test set) carry ``"after_training": true``: that
+validation loss is not the one of the in-loop pass at the same iteration.
+
+The console gets one progress line per logged iteration (``megatron_ext.console.say``): iteration of
+total, tokens, losses, D_L, jump ratio, S_model, tokens/s and the time left.
 """
 
 from __future__ import annotations
@@ -32,13 +37,14 @@ class RunLogger:
         finalize: Megatron's ``finalize_model_grads`` (called first, unchanged).
         log_interval: iterations between train lines.
         train_iters: the run's last iteration, always logged (a run shorter than
-            ``log_interval`` still gets its train line); None: only every ``log_interval``.
+            ``log_interval`` still gets its train line), and the progress line's ``i/N`` and
+            ETA; None: only every ``log_interval``, no ETA.
         tokens_per_iteration: global batch size x sequence length.
         iteration_fn: the iteration just completed (1-based), read at hook time.
         metrics_path: ``metrics.jsonl`` (written by the writer rank only).
         is_writer: True on the rank that owns the TensorBoard/W&B writers (the last rank).
         writers_fn: returns ``(tensorboard_writer | None, wandb_writer | None)`` on that rank.
-        print_fn: console output.
+        print_fn: console output (the terminal view, ``megatron_ext.console.say``).
     """
 
     def __init__(
@@ -53,9 +59,9 @@ class RunLogger:
         is_writer: bool,
         writers_fn: Callable[[], tuple] = lambda: (None, None),
         print_fn: Callable[[str], None] = print,
+        train_iters: int | None = None,
         eval_steps_per_pass: int = 0,
         eval_pass_fn: Callable[[], int] = lambda: 0,
-        train_iters: int | None = None,
     ):
         self.tracker = tracker
         self._finalize = finalize
@@ -126,20 +132,30 @@ class RunLogger:
         self._closed = True
         self._seal_if_complete()
         if self._sealed_passes:
-            self._write_passes(iteration, has_test)
+            self._write_passes(iteration, has_test, after_training=1 + int(has_test))
 
-    def _write_passes(self, iteration: int, has_test: bool) -> None:
+    def _write_passes(self, iteration: int, has_test: bool, after_training: int = 0) -> None:
+        """Write the sealed passes; the last ``after_training`` of them ran after training."""
         passes, self._sealed_passes = self._sealed_passes, []
+        first_after = len(passes) - after_training
         for i, (eval_pass, report) in enumerate(
             zip(passes, self.tracker.report_sealed(), strict=True)
         ):
+            after = i >= first_after
             if has_test and i == len(passes) - 1:
-                self._write("test", iteration, report)
+                self._write("test", iteration, report, after_training=after)
             else:
-                self._write("valid", iteration, report, eval_pass=eval_pass)
+                self._write("valid", iteration, report, eval_pass=eval_pass, after_training=after)
 
     def _write(
-        self, split: str, iteration: int, report: dict, *, step_time=None, eval_pass=None
+        self,
+        split: str,
+        iteration: int,
+        report: dict,
+        *,
+        step_time=None,
+        eval_pass=None,
+        after_training: bool = False,
     ) -> None:
         if not self.is_writer or not report:
             return
@@ -160,6 +176,8 @@ class RunLogger:
             line["split"] = split
             if eval_pass is not None:
                 line["eval_pass"] = eval_pass
+            if after_training:
+                line["after_training"] = True
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(line) + "\n")
         prefix = "" if split == "train" else f"{split}/"
@@ -171,9 +189,35 @@ class RunLogger:
             tb.flush()
         if wandb is not None:
             wandb.log(scalars, iteration)
-        d_text = " ".join(f"{x:.4f}" for x in d)
-        self.print_fn(
-            f" [jump{'/' + split if split != 'train' else ''}] iteration {iteration}: "
+        self.print_fn(self._console_line(split, line))
+
+    def _console_line(self, split: str, line: dict) -> str:
+        """One line for the terminal: progress (train) or a validation/test result."""
+        iteration = line["iteration"]
+        metrics = (
             f"lm_loss {line['lm_loss']:.4f} | jreg_loss {line['jreg_loss']:.5f} | "
-            f"D [{d_text}] | ratio {line['jump_ratio']:.3f} | S_model {line['S_model']:.3f}"
+            f"D_L {line['D'][-1]:.4f} | jump ratio {line['jump_ratio']:.3f} | "
+            f"S_model {line['S_model']:.3f}"
         )
+        if split == "test":
+            return f"test  iteration {iteration}, after training: {metrics}"
+        if split != "train":
+            when = "after training" if line.get("after_training") else "in training"
+            return f"valid iteration {iteration}, pass {line.get('eval_pass')} {when}: {metrics}"
+        total = f"/{self.train_iters}" if self.train_iters else ""
+        step_time = line.get("step_time_s") or 0.0
+        speed = f"{self.tokens_per_iteration / step_time:,.0f} tok/s" if step_time > 0 else ""
+        eta = ""
+        if self.train_iters and step_time > 0:
+            eta = f" | ETA {_duration(max(0, self.train_iters - iteration) * step_time)}"
+        return f"iter {iteration}{total} | tokens {line['tokens']:,} | {metrics} | {speed}{eta}"
+
+
+def _duration(seconds: float) -> str:
+    """``1h02m``, ``3m05s`` or ``12s``."""
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"

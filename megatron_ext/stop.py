@@ -17,8 +17,8 @@ stopped, where its checkpoint is and how to resume, and the exit code:
 from __future__ import annotations
 
 import signal
-import sys
 
+from megatron_ext.console import say
 from megatron_ext.resume import last_checkpoint
 
 _sigint_received = False
@@ -62,10 +62,8 @@ def report(args) -> int:
     if args.rank == 0:
         saved = last_checkpoint(args.save)
         where = f"checkpoint {args.save}/iter_{saved:07d}" if saved else "no checkpoint saved"
-        print(
+        say(
             f"stopped by {reason} at iteration {saved or 0} of {args.train_iters}: {where}; "
-            "run the same command again to resume",
-            file=sys.stderr,
-            flush=True,
+            "run the same command again to resume"
         )
     return code

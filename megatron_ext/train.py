@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from megatron_ext import cpu_compat, megatron_compat
+from megatron_ext.console import say
 
 ON_CPU = cpu_compat.enable(training=True)
 megatron_compat.enable()
@@ -125,6 +126,15 @@ def current_iteration() -> int:
     return getattr(args, "curr_iteration", args.iteration - 1) + 1
 
 
+def write_arguments(args, path: Path) -> None:
+    """Megatron's full argument dump (as it prints it at start) into the run directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"{name} {'.' * (48 - len(name))} {value}" for name, value in sorted(vars(args).items())
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def report_nan(args) -> int:
     """One line naming the iteration and the last good checkpoint; exit code 3."""
     last = last_checkpoint(args.save)
@@ -156,9 +166,13 @@ def main() -> int:
     if is_writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         supersede_metrics(run_dir / "metrics.jsonl", start_iteration or 0)
+    if args.rank == 0:
+        write_arguments(args, run_dir / "arguments.txt")
+        if start_iteration:
+            say(f"resuming from {args.load}/iter_{start_iteration:07d}")
     if args.rank == 0 and args.save:
         for path in set_aside_incomplete(args.save):
-            print(f"set aside an interrupted checkpoint save: {path}", flush=True)
+            say(f"set aside an interrupted checkpoint save: {path}")
 
     eval_samples = args.eval_iters * args.eval_global_batch_size  # validation samples per pass
     model_cfg = gpt_config_from_args(args)
@@ -174,6 +188,7 @@ def main() -> int:
         metrics_path=run_dir / "metrics.jsonl", is_writer=is_writer,
         writers_fn=writers, eval_steps_per_pass=eval_steps_per_pass(args),
         eval_pass_fn=lambda: get_args().consumed_valid_samples // eval_samples + 1,
+        print_fn=say,
     )  # fmt: skip
     transformer = model_cfg.transformer
     transformer.experimental_attention_variant_loss_scale_func = runtime.set_loss_scale
@@ -233,5 +248,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main_reporting_faults())
     except KeyboardInterrupt:  # Ctrl-C during start-up, before there is anything to save
-        print("interrupted during start-up; nothing was trained or saved", file=sys.stderr)
+        say("interrupted during start-up; nothing was trained or saved")
         sys.exit(128 + 2)

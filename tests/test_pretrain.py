@@ -64,8 +64,21 @@ def test_default_pretrain_path(tmp_path):
         ("valid", 1, 6),
         ("test", None, 6),
     ]
-    printed = re.findall(r"on (validation|test) set \| lm loss value: (\S+) ", out)
+    # the console is short (plan, progress, results, summary); everything is in the run's log
+    (log,) = (run_dir / "logs").glob("*.log")
+    full = log.read_text()
+    printed = re.findall(r"on (validation|test) set \| lm loss value: (\S+) ", full)
     assert [float(v) for _, v in printed] == pytest.approx([x["lm_loss"] for x in evals], rel=1e-6)
+    assert "-- arguments --" in full and "-- arguments --" not in out
+    assert len(out.splitlines()) < 40 < len(full.splitlines()), out
+    progress = re.findall(
+        r"^iter (\d+)/6 \| tokens ([\d,]+) \| lm_loss .* tok/s \| ETA ", out, re.M
+    )
+    assert progress == [("2", "2,048"), ("4", "4,096"), ("6", "6,144")], out
+    assert re.search(r"^valid iteration 6, pass 1 after training: lm_loss ", out, re.M), out
+    assert f"logs         {log}" in out and "latest iteration 6" in out
+    assert f"make analyze RUN={run_dir}; make plots RUN={run_dir}" in out
+    assert "lr ..." in (run_dir / "arguments.txt").read_text()
     for line in lines:
         keys = KEYS - ({"step_time_s"} if "split" in line else set())
         assert keys <= line.keys(), line

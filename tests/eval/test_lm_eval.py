@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from eval.taskdata import lastword_passages
+from eval.taskdata import STOP_WORDS
 from tests.eval.conftest import eval_cli, eval_ok, read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -42,6 +42,9 @@ def test_local_tasks_run_offline_on_every_checkpoint(tp_pp_run, exported):
     assert (tp_pp_run / "lm_eval" / "scores.png").stat().st_size > 20_000
     passages = read_jsonl(tp_pp_run / "lm_eval" / "tasks" / "heldout_lambada.jsonl")
     assert passages and all(p["text"].split(" ")[-1].isalpha() for p in passages)
+    for p in passages:  # LAMBADA-style targets: content words the passage already used
+        *context, target = p["text"].split(" ")
+        assert target.lower() not in STOP_WORDS and target.lower() in " ".join(context).lower()
     assert (
         "test_text_document"
         not in (tp_pp_run / "lm_eval" / "tasks" / "heldout_wikitext.yaml").read_text()
@@ -58,9 +61,3 @@ def test_unknown_and_hub_tasks_fail_with_one_line(tp_pp_run, exported):
     last = out.strip().splitlines()[-1]
     assert code == 2 and last.startswith("error: lm-eval task 'lambada_openai' could not load")
     assert "Traceback" not in out and time.perf_counter() - start < 120
-
-
-def test_lastword_passages_end_on_an_alphabetic_word():
-    words = ["a1"] * 45 + ["Paris."] + ["b2"] * 10 + ["Rome"] + ["c3"] * 3
-    assert lastword_passages(" ".join(words), min_words=40) == [" ".join(words[:57])]
-    assert lastword_passages("too short text", min_words=40) == []

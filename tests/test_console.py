@@ -1,0 +1,127 @@
+"""What `make pretrain` prints: the plan with the resolved layer weights, progress, summary, logs."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from megatron_ext.console import MARK, console_view, run_logged
+from megatron_ext.jreg import layer_weights
+from tests.helpers import REPO, subprocess_env
+from tests.test_pretrain import launch
+
+
+@pytest.mark.parametrize(
+    "weights, schedule, kw",
+    [("uniform", "uniform", {}), ("exp:0.5", "exp", {"k": 0.5}), ("last_k:3", "last_k", {"k": 3})],
+)
+def test_plan_prints_resolved_layer_weights(tmp_path, smoke_data, weights, schedule, kw):
+    code, out = launch(RUN=tmp_path / "w", DATA=smoke_data, WEIGHTS=weights, DRY_RUN=1)
+    assert code == 0, out
+    plan = out.splitlines()[0]
+    match = re.search(r"WEIGHTS=\S+ \[w_1\.\.w_4: ([^\]]+)\]", plan)
+    assert match, plan
+    printed = [float(x) for x in match[1].split()]
+    assert printed == pytest.approx(layer_weights(4, schedule, **kw).tolist(), abs=5e-5)
+
+
+def test_plan_has_no_weights_without_regulariser(tmp_path, smoke_data):
+    code, out = launch(RUN=tmp_path / "w", DATA=smoke_data, REG="none", DRY_RUN=1)
+    assert code == 0, out
+    assert "w_1" not in out.splitlines()[0]
+
+
+def test_console_view_keeps_ours_and_errors_only():
+    assert console_view(MARK + "iter 2/6 | tokens 2,048") == "iter 2/6 | tokens 2,048"
+    assert console_view("error: NaN/inf at iteration 3") == "error: NaN/inf at iteration 3"
+    assert console_view("  lr ............................. 0.003") is None
+    assert console_view("WARNING:megatron.core.rerun_state_machine:Result validation") is None
+    assert console_view("/x/optimizer.py:29: UserWarning: Transformer Engine and Apex") is None
+    saved = (" [2026-11-28 23:15:49.3] successfully saved checkpoint from iteration      20 to "
+             "/r/checkpoints [ t 1/1, gtp_remat 1/1, p 1/1 ]")  # fmt: skip
+    assert console_view(saved) == "saved checkpoint of iteration 20 in /r/checkpoints"
+
+
+def child(code: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+NOISY = f"""
+    import sys
+    for i in range(500):
+        print(f"argument_{{i}} ...... {{i}}")
+    print("{MARK}iter 1/1 | lm_loss 9.0")
+    print("noise on stderr", file=sys.stderr)
+"""
+
+
+def test_run_logged_full_log_and_short_console(tmp_path):
+    out = io.StringIO()
+    log = tmp_path / "logs" / "x.log"
+    code = run_logged(child(NOISY), dict(os.environ), log, header=["plan: x"], out=out,
+                      on_success=lambda: ["done"])  # fmt: skip
+    assert code == 0
+    assert out.getvalue().splitlines() == ["iter 1/1 | lm_loss 9.0", "done"]
+    lines = log.read_text().splitlines()
+    assert lines[0] == "plan: x" and len(lines) == 503 and "noise on stderr" in lines
+
+
+def test_run_logged_failure_shows_error_or_log_tail(tmp_path):
+    out = io.StringIO()
+    code = run_logged(child("import sys; print('error: bad input, use X'); sys.exit(2)"),
+                      dict(os.environ), tmp_path / "a.log", out=out)  # fmt: skip
+    assert code == 2
+    assert out.getvalue().splitlines() == ["error: bad input, use X", f"full log: {tmp_path}/a.log"]
+    out = io.StringIO()
+    code = run_logged(child("print('setting up'); raise ValueError('deep failure')"),
+                      dict(os.environ), tmp_path / "b.log", out=out)  # fmt: skip
+    assert code == 1
+    text = out.getvalue()
+    assert "the run failed (exit code 1)" in text and "ValueError: deep failure" in text
+    assert "Traceback" in text and "setting up" in text
+
+
+SLEEPER = f"""
+    import signal, sys, time
+    def stop(signum, frame):
+        print("{MARK}caught", signum, flush=True)
+        sys.exit(7)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print("{MARK}ready", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_launcher_reaches_the_trainer_once(tmp_path, sig):
+    """A signal to the launcher (PBS at walltime, Ctrl-C) is forwarded to the trainer, whose last
+    lines still reach the console and the log; the launcher returns the trainer's exit code."""
+    script = tmp_path / "launcher.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import os, sys
+        from megatron_ext.console import run_logged
+        cmd = [sys.executable, "-c", {textwrap.dedent(SLEEPER)!r}]
+        sys.exit(run_logged(cmd, dict(os.environ), __import__("pathlib").Path({str(tmp_path)!r})
+                            / "s.log"))
+    """)
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE,
+                            text=True, env=subprocess_env())  # fmt: skip
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 7
+    assert out.splitlines()[0] == f"caught {int(sig)}"
+    assert (tmp_path / "s.log").read_text().count("caught") == 1
