@@ -580,9 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     # Several processes: the last line of a failed run is ours (faults.TorchrunWatch).
     watch = (
-        faults.TorchrunWatch(p["run_dir"] / "checkpoints")
-        if p["nproc"] * p["nnodes"] > 1
-        else None
+        faults.TorchrunWatch(p["run_dir"] / "checkpoints") if p["nproc"] * p["nnodes"] > 1 else None
     )
     return run_logged(
         cmd, run_env(p, v), log, header=[describe(p), shlex.join(cmd)],
