@@ -23,8 +23,7 @@ RUNPY := $(UV) run --locked python
 #> make data-validate [NAME=default]         check a prepared dataset
 #> make pretrain [RUN= SIZE= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= NPROC= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= FP8= ARGS= DRY_RUN=1 COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 FORCE_CPU=1 TIME_LIMIT=]   train or resume runs/<RUN>
 #> make submit NODES= GROUP= [CLUSTER=abci|slurm WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE= CUDA_MODULE= CUDNN_MODULE= NCCL_MODULE= HPCX_MODULE= SUBMIT=1 RUN= SIZE= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= FP8= ARGS= COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 TIME_LIMIT= STOP_MARGIN=]   check, print (and submit) a cluster job
-#> make analyze [RUN= ITER= SAMPLES= SPLIT= VALID= ALPHA= FORCE=1 DEVICE= OUT=]   checkpoints -> analysis.jsonl
-#> make analyze MODEL=<HF folder|hub id> [TEXT= SAMPLES= SEQ= BATCH= DTYPE= ALPHA= FORCE=1 DEVICE= OUT=]   any HF causal LM -> runs/hf/<name>/analysis.jsonl
+#> make analyze [RUN= ITER= SAMPLES= SPLIT= VALID= ALPHA= FORCE=1 DEVICE= OUT= | MODEL=<HF folder|hub id> TEXT= SEQ= BATCH= DTYPE=]   checkpoints (or an HF model) -> analysis.jsonl
 #> make plots [RUN= RUN2= RUN3= RUN4= RUN5= RUN6= RUN7= RUN8= RUN9= OUT=]   figures; several runs: <RUN>/plots/compare-.../
 #> make export [RUN= ITER= DTYPE= OUT=]      checkpoint -> Hugging Face folder <RUN>/hf/iter_N
 #> make eval [RUN= ITER= TASKS= LIMIT= BATCH= DOCS= DEVICE= OUT=]   lm-eval -> <RUN>/lm_eval/scores.{csv,md,png}

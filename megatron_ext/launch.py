@@ -231,7 +231,7 @@ def plan(v: dict) -> dict:
     run = v.get("RUN", f"{size}-{reg}")
     run_dir = Path(run) if "/" in run else REPO / "runs" / run  # a name, or a path
     run_dir = run_dir if run_dir.is_absolute() else REPO / run_dir
-    data, manifest, fallback = check_faults(v, run_dir)
+    data, manifest, fallback = check_faults(v, run_dir, train.train_iters)
     data_vocab = int(manifest["tokenizer"]["vocab_size"])
     extra = shlex.split(v.get("ARGS", ""))
     refusal = jreg_incompatible(extra, use_te)
@@ -258,18 +258,21 @@ def plan(v: dict) -> dict:
     }  # fmt: skip
 
 
-def check_faults(v: dict, run_dir: Path) -> tuple[Path, dict, tuple | None]:
+def check_faults(v: dict, run_dir: Path, train_iters: int) -> tuple[Path, dict, tuple | None]:
     """The dataset (refused if it vanished or changed under a resumed run) and the latest
-    checkpoint (refused if unreadable, unless CKPT_FALLBACK=1: then what to set aside)."""
+    checkpoint (refused if unreadable, unless CKPT_FALLBACK=1: then what to set aside). A run that
+    already reached ``train_iters`` loads nothing (``completed_iteration``): neither is checked."""
     record = run_dir / "launch.json"
     old = json.loads(record.read_text()) if record.is_file() else {}
     try:
         data, manifest = load_dataset(v)
     except LaunchError as err:
         raise LaunchError(f"{err}{faults.missing_data_hint(old)}") from None
-    resuming = faults.last_checkpoint(run_dir / "checkpoints") is not None
+    last = faults.last_checkpoint(run_dir / "checkpoints")
+    if last is not None and last >= train_iters:
+        return data, manifest, None
     try:
-        if resuming:
+        if last is not None:
             faults.check_data(old, data, manifest, run=str(run_dir),
                               allow=v.get(faults.ALLOW_DATA_CHANGE, "0") not in ("0", ""))  # fmt: skip
         fallback = faults.check_checkpoint(

@@ -35,9 +35,12 @@ def test_finished_run_says_complete_and_does_nothing(tmp_path, smoke_data):
     assert not (run_dir / "command.txt").exists()
 
 
-def test_raising_iters_continues_a_finished_run(tmp_path, smoke_data):
+def test_raising_iters_continues_a_finished_run(tmp_path, smoke_data, monkeypatch):
     run_dir = tmp_path / "done"
     finished_run(run_dir, 6)
+    # finished_run() writes no weights: the readability check of the checkpoint a continued run
+    # would load (tests/test_faults.py) is not what this test is about.
+    monkeypatch.setattr(launch.faults, "check_checkpoint", lambda *args, **kwargs: None)
     v = dict(RUN=str(run_dir), DATA=str(smoke_data), ITERS="8")
     with pytest.raises(launch.LaunchError, match="ITERS=8 differs from the 6"):
         launch.plan(v)
