@@ -11,7 +11,7 @@ checkpoints and drops lines of other settings). A line:
 * measured on the held-out sample (the first ``SAMPLES`` sequences of the run's ``SPLIT`` split,
   drawn by Megatron's GPTDataset with the run's seed: the same sequences for every checkpoint and
   every run on the same data): ``num_sequences``, ``num_tokens``, ``lm_loss``, ``D`` (D_1..D_L,
-  mean Psi), ``jump_ratio``, ``S_model``, ``jreg_loss``, ``rel_l2``, ``hidden_norm`` (h_0..h_L),
+  mean Psi), ``jump_ratio``, ``S_model``, ``zeta_L``, ``jreg_loss``, ``rel_l2``, ``hidden_norm`` (h_0..h_L),
   ``lens`` (per h_0..h_L: ``acc``, ``loss``, ``ppl``, ``kl_to_final``, ``agree_with_final``),
   ``massive`` (per h_0..h_L: ``top`` (3 largest |a|), ``median``, ``num_over_100``,
   ``num_over_1000x_median``, ``num_activations``) and ``voids`` (``alpha``, ``active_fraction``,
@@ -210,7 +210,8 @@ def describe(line: dict) -> str:
     d = " ".join(f"{x:.4f}" for x in line["D"])
     text = (
         f"iter {line['iteration']}: lm_loss {line['lm_loss']:.4f} | D [{d}] | "
-        f"ratio {line['jump_ratio']:.3f} | S_model {line['S_model']:.3f} | lens acc "
+        f"ratio {line['jump_ratio']:.3f} | S_model {line['S_model']:.3f} | "
+        f"zeta_L {line.get('zeta_L', math.nan):.3f} | lens acc "
         f"{' '.join(f'{x:.3f}' for x in line['lens']['acc'])} | max|a| "
         f"{max(t[0] for t in line['massive']['top']):.1f} | active layers "
         f"{line['voids']['active_fraction']:.3f}"

@@ -33,7 +33,7 @@ from eval.activations import (
     void_summary,
 )
 from megatron_ext.jreg import displacement, relative_l2
-from megatron_ext.metrics import convergence_score, jump_ratio
+from megatron_ext.metrics import convergence_score, jump_rate, jump_ratio
 
 # Logit-lens chunk: about this many logits at once (fp32), whatever the vocabulary.
 _LENS_LOGITS = 1 << 24
@@ -159,6 +159,7 @@ class Probe:
             "D": d,
             "jump_ratio": jump_ratio(d) if self.num_layers >= 2 else float("nan"),
             "S_model": convergence_score(d),
+            "zeta_L": jump_rate(d) if self.num_layers >= 2 else float("nan"),
             "jreg_loss": float((self.weights * reg_means).sum()),
             "rel_l2": rel,
             "hidden_norm": (self.norm / self.num_microbatches).tolist(),

@@ -149,6 +149,7 @@ class RunLogger:
             "D": d,
             "jump_ratio": report.get("jump/ratio", math.nan),
             "S_model": report["jump/S_model"],
+            "zeta_L": report.get("jump/zeta_L", math.nan),
         }
         if split == "train":
             line["step_time_s"] = step_time
@@ -172,4 +173,5 @@ class RunLogger:
             f" [jump{'/' + split if split != 'train' else ''}] iteration {iteration}: "
             f"lm_loss {line['lm_loss']:.4f} | jreg_loss {line['jreg_loss']:.5f} | "
             f"D [{d_text}] | ratio {line['jump_ratio']:.3f} | S_model {line['S_model']:.3f}"
+            f" | zeta_L {line['zeta_L']:.3f}"
         )
