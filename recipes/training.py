@@ -23,6 +23,13 @@ def tiny() -> TrainConfig:
     )  # fmt: skip
 
 
+def study() -> TrainConfig:
+    """`make study`: tiny's schedule for 3000 steps of 8 x 128 tokens (3.1M tokens), 10
+    checkpoints, each followed by a validation pass."""
+    iters = 3000
+    return tiny().replace(train_iters=iters, save_interval=iters // 10, eval_interval=iters // 10)
+
+
 def small() -> TrainConfig:
     """125m / 350m: 512 x 2048 tokens per step (~1M)."""
     return base().replace(micro_batch_size=8, global_batch_size=512, lr=6e-4, min_lr=6e-5)
@@ -33,11 +40,13 @@ def large() -> TrainConfig:
     return base().replace(micro_batch_size=2, global_batch_size=512, lr=3e-4, min_lr=3e-5)
 
 
-TRAIN = {"tiny": tiny, "125m": small, "350m": small, "1b": large, "3b": large, "8b": large}
+TRAIN = {"tiny": tiny, "125m": small, "350m": small, "1b": large, "3b": large, "8b": large,
+         "study": study}  # fmt: skip
 
 # Per size on one node of 8 GPUs (80-141 GB each): TP within NVLink only where memory needs it.
 _GPU_LAYOUT = {
     "tiny": ParallelConfig(),
+    "study": ParallelConfig(),
     "125m": ParallelConfig(),
     "350m": ParallelConfig(),
     "1b": ParallelConfig(distributed_optimizer=True),
