@@ -96,3 +96,13 @@ export: setup
 
 eval: setup
 	$(RUNPY) -m eval eval $(foreach v,$(EVAL_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
+
+# The study (study/, docs/study.md): train SIZE=study with REG=none, jreg and jreg WEIGHTS=final
+# plus extra seeds, analyse, evaluate, plot and write docs/study.md; re-running continues where it
+# stopped. make study [LAMBDA=0.1 WEIGHTS=uniform SEED=1234 SEEDS=1235,1236 PILOTS=dir1,dir2 ...]
+# (python -m study help lists every setting)
+STUDY_VARS := SIZE ITERS SAVE_INTERVAL LAMBDA WEIGHTS SEED SEEDS DATA ARGS ROOT DOC PILOTS SAMPLES \
+	TASKS LIMIT DOCS STAGES
+.PHONY: study
+study: setup
+	$(RUNPY) -m study $(foreach v,$(STUDY_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
