@@ -70,7 +70,8 @@ def final_numbers(analysis: list[dict], metrics: list[dict]) -> dict:
         out["val_loss"], out["val_iteration"] = valid["lm_loss"], valid["iteration"]
     if out["D"] is None and valid:
         out.update(iteration=valid["iteration"], tokens=valid.get("tokens"), D=valid["D"],
-                   zeta_L=zeta(valid), jump_ratio=valid["jump_ratio"], S_model=valid["S_model"])  # fmt: skip
+                   zeta_L=zeta(valid), jump_ratio=valid["jump_ratio"],
+                   S_model=valid["S_model"])  # fmt: skip
     loss = out["val_loss"]
     out["val_ppl"] = math.exp(loss) if loss is not None and loss < 700 else None
     return out

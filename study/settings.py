@@ -132,8 +132,8 @@ class StudySettings:
         for seed in self.seeds:
             out.append(RunSpec(name=f"none-seed{seed}", reg="none", lam=0.0, weights="uniform",
                                seed=seed, group="none", main=False))  # fmt: skip
-            out.append(RunSpec(name=f"jreg-seed{seed}", reg="jreg", lam=self.lam,
-                               weights=self.weights, seed=seed, group="jreg", main=False))  # fmt: skip
+            out.append(RunSpec(name=f"jreg-seed{seed}", reg="jreg", lam=self.lam, seed=seed,
+                               weights=self.weights, group="jreg", main=False))  # fmt: skip
         return out
 
     def launch_settings(self, run: RunSpec) -> list[str]:

@@ -1,4 +1,4 @@
-"""The study's rules and report on hand-made numbers (no training): each verdict can go both ways."""
+"""The study's rules and report on hand-made numbers (no training); each verdict goes both ways."""
 
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ def line(iteration: int, d: list[float], loss: float) -> dict:
     return {"iteration": iteration, "tokens_seen": iteration * 1024, "D": d, "lm_loss": loss,
             "zeta_L": 100 * max(0.0, d[-1] - d[-2]), "jump_ratio": d[-1] / d[-2], "S_model": 0.9,
             "lens": {"acc": [0.01 * i for i in range(n + 1)]}, "voids": {"active_fraction": 0.5},
-            "massive": {"top": [[5.0, 4.0, 3.0]] * (n + 1)}, "valid": {"lm_loss": loss + 0.1}}  # fmt: skip
+            "massive": {"top": [[5.0, 4.0, 3.0]] * (n + 1)},
+            "valid": {"lm_loss": loss + 0.1}}  # fmt: skip
 
 
 def fake_run(root, name: str, profiles: list[list[float]], loss: float) -> None:
@@ -68,8 +69,8 @@ def fake_run(root, name: str, profiles: list[list[float]], loss: float) -> None:
     )
     results = run / "lm_eval" / f"iter_{lines[-1]['iteration']:07d}" / "results.json"
     results.parent.mkdir(parents=True)
-    results.write_text(json.dumps({"results": {"heldout_lambada": {"acc,none": 0.25,
-                                                                   "acc_stderr,none": 0.1}}}))  # fmt: skip
+    scores = {"heldout_lambada": {"acc,none": 0.25, "acc_stderr,none": 0.1}}
+    results.write_text(json.dumps({"results": scores}))
 
 
 def test_report_from_files(tmp_path):
