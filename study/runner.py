@@ -118,9 +118,19 @@ class Runner:
         if code:
             raise StageError(f"{stage} of {run} failed (exit code {code}); see {log}")
 
+    def finished(self, run: RunSpec) -> bool:
+        run_dir = self.s.root / run.name
+        last = last_checkpoint(run_dir)
+        return last is not None and last == planned_iters(run_dir)
+
     def check(self) -> None:
-        """Validate every setting with the launcher's DRY_RUN before anything runs."""
-        for run in self.s.runs()[:3]:
+        """Validate the settings with the launcher's DRY_RUN before anything runs: once for each
+        kind of run (REG, WEIGHTS) that still has a run to train."""
+        kinds = {}
+        for run in self.s.runs():
+            if not self.finished(run):
+                kinds.setdefault((run.reg, run.weights), run)
+        for run in kinds.values():
             cmd = [sys.executable, "-m", "megatron_ext.launch", *self.s.launch_settings(run)]
             proc = subprocess.run(cmd + ["DRY_RUN=1"], cwd=REPO, capture_output=True, text=True)
             if proc.returncode:
@@ -129,8 +139,8 @@ class Runner:
 
     def train(self, run: RunSpec) -> None:
         run_dir = self.s.root / run.name
-        last, planned = last_checkpoint(run_dir), planned_iters(run_dir)
-        if last is not None and last == planned:
+        if self.finished(run):
+            last = last_checkpoint(run_dir)
             self.print(f"study: train {run.name}: finished at iteration {last}, not redone")
             return
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +151,9 @@ class Runner:
     def analyze(self, run: RunSpec) -> None:
         run_dir = self.s.root / run.name
         wanted = checkpoints(run_dir) if run.main else checkpoints(run_dir)[-1:]
+        if not wanted:
+            self.print(f"study: analyze {run.name}: no checkpoint yet, skipped")
+            return
         todo = [i for i in wanted if i not in analysed(run_dir)]
         if not todo:
             self.print(f"study: analyze {run.name}: checkpoints {wanted} already analysed")
@@ -152,8 +165,11 @@ class Runner:
     def evaluate(self, run: RunSpec) -> None:
         run_dir = self.s.root / run.name
         last = checkpoints(run_dir)[-1:]
-        if not last or (run_dir / "lm_eval" / f"iter_{last[0]:07d}" / "results.json").is_file():
-            self.print(f"study: eval {run.name}: iteration {last} already evaluated")
+        if not last:
+            self.print(f"study: eval {run.name}: no checkpoint yet, skipped")
+            return
+        if (run_dir / "lm_eval" / f"iter_{last[0]:07d}" / "results.json").is_file():
+            self.print(f"study: eval {run.name}: iteration {last[0]} already evaluated")
             return
         cmd = [sys.executable, "-m", "eval", "eval", f"RUN={run_dir}", f"ITER={last[0]}"]
         for key, value in (("TASKS", self.s.tasks), ("LIMIT", self.s.limit),

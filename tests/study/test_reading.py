@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 
 from study.reading import compare, describe_change, final_only_moves, growth, jump_layers, stats
 from study.report import PLACEHOLDER, write_report
 from study.settings import StudyError, check_run_record, parse
+from tests.helpers import run_checked
 
 
 def test_growth_yes_no_and_all_zero():
@@ -126,3 +128,8 @@ def test_changed_settings_refused(tmp_path):
     with pytest.raises(StudyError, match=r"lam 0.1 -> 0.3.*ROOT= another folder"):
         check_run_record(parse([f"ROOT={tmp_path}", "LAMBDA=0.3"]), parse(
             [f"ROOT={tmp_path}", "LAMBDA=0.3"]).runs()[1])  # fmt: skip
+
+
+def test_bad_setting_one_line():
+    code, out = run_checked([sys.executable, "-m", "study", "LAMBDA=-1"], timeout=120)
+    assert code == 2 and out.strip() == "error: LAMBDA must be a number >= 0, got -1.0", out
