@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from megatron_ext.metrics import jump_rate
 from study import collect, figures
 from study.reading import compare, describe_change, final_only_moves, fmt, growth, jump_layers
 from study.reading import stats as seed_stats
@@ -123,6 +124,16 @@ def over_training_section(main: list[dict], fig_dir: Path, doc: Path) -> list[st
         layers = len(with_lines[0]["analysis"][-1]["D"])
         out += table(header, [[str(i + 1), *[x["D"][i] for p in picks.values() for x in p]]
                               for i in range(layers)])  # fmt: skip
+        out += [
+            "",
+            "The JREG paper's jump rate per layer, zeta_l = 100 sum_(k=l..L) "
+            "max(0, D_k - D_(k-1)), at the last checkpoint (zeta_L is the last row):",
+            "",
+        ]
+        finals = [r["analysis"][-1]["D"] for r in with_lines]
+        out += table(["layer", *[r["name"] for r in with_lines]],
+                     [[str(layer), *[jump_rate(d, layer) for d in finals]]
+                      for layer in range(2, layers + 1)])  # fmt: skip
     return out
 
 

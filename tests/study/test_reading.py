@@ -94,6 +94,8 @@ def test_report_from_files(tmp_path):
     assert "JREG lowers D_L: jreg (LAMBDA=0.1) 0.008 vs 0.02" in text
     assert "spread unknown (one seed), so not decided" in text  # jreg has one seed
     assert "Final-only moves the jump to layer L-1 = 3: yes" in text
+    assert "| 4 | 1 | 0 | 0 |" in text  # zeta_4 of none (D rises 0.01), jreg and jreg-final
+    assert "| 3 | 1 | 0 | 2 |" in text  # zeta_3: final-only's rise at layer 3 (0.02)
     assert "| none | 30 | 30720 | 5.1 | " + f"{math.exp(5.1):.4g}" in text
     assert "heldout_lambada acc" in text and "stderr" not in text
     assert PLACEHOLDER in text and "| none | 4 x 128 | 30 / 30 |" in text  # the pilot
