@@ -22,8 +22,8 @@ def monotonic(values: list[float]) -> bool:
     return all(b >= a for a, b in zip(values, values[1:], strict=False))
 
 
-def fmt(x: float | None, digits: int = 4) -> str:
-    """A number for the tables: ``-`` when missing, 4 significant digits otherwise."""
+def fmt(x: float | None, digits: int = 5) -> str:
+    """A number for the tables: ``-`` when missing, 5 significant digits otherwise."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     if isinstance(x, int):
@@ -85,7 +85,7 @@ def describe_change(what: str, c: dict, other: str, base: str) -> str:
     if c["verdict"] == "missing":
         return f"{what}: not measured for both {other} and {base}."
     a, b = c["base"], c["other"]
-    rel = f" ({c['rel']:+.1f}%)" if c["rel"] is not None else ""
+    rel = f" ({c['rel']:+.2f}%)" if c["rel"] is not None else ""
     counts = f"{b['n']} seed(s) vs {a['n']}"
     change = f"{fmt(b['mean'])} vs {fmt(a['mean'])}, difference {fmt(c['diff'])}{rel}, {counts}"
     if c["verdict"] == "undecided":

@@ -63,7 +63,9 @@ def setup_section(s: StudySettings, runs: list[dict], root: Path) -> list[str]:
                                        ("WEIGHTS", s.weights), ("SEED", s.seed)))
            + (f" SEEDS={','.join(map(str, s.seeds))}" if s.seeds else " SEEDS=none")
            + (f" ITERS={s.iters}" if s.iters else "")
-           + (f" SAVE_INTERVAL={s.save_interval}" if s.save_interval else "") + "`.",
+           + (f" SAVE_INTERVAL={s.save_interval}" if s.save_interval else "")
+           + (f" DATA={s.data}" if s.data != StudySettings().data else "")
+           + (f" ARGS='{s.args}'" if s.args else "") + "`.",
            ""]  # fmt: skip
     rows = [[r["name"], r["seed"], fmt(r["seconds"] / 60, 3) if r["seconds"] else "-",
              r["final"]["iteration"] if r["final"]["iteration"] is not None else "-"]
@@ -173,7 +175,7 @@ def reading_section(main: dict, comparisons: dict, s: StudySettings) -> list[str
         )
         jumped = [x["iteration"] for x in lines if x["D"][-1] > x["D"][-2]]
         last = lines[-1]["D"]
-        out.append("- Baseline: D_L > D_(L-1) (a final-layer jump) first at iteration "
+        out.append("- Baseline: a final-layer jump (D_L > D_(L-1)) first at iteration: "
                    f"{jumped[0] if jumped else 'never'}; at the last checkpoint: "
                    f"{'yes' if last[-1] > last[-2] else 'no'}, layer of the largest rise of D: "
                    f"{jump_layers(last)['top_rise'] or 'none'}.")  # fmt: skip

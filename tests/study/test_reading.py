@@ -90,13 +90,13 @@ def test_report_from_files(tmp_path):
     assert "![D_L and zeta_L over tokens seen](study/jump_over_tokens.png)" in text
     assert "4 layers x hidden 128" in text  # the last --num-layers wins, as in Megatron
     assert "D_L grows monotonically over checkpoints: yes; it rises from 0.005" in text
-    assert "first at iteration 20" in text  # D_L 0.012 > D_(L-1) 0.010 from the 2nd checkpoint
-    assert "JREG lowers D_L: jreg (LAMBDA=0.1) 0.008 vs 0.02" in text
+    assert "first at iteration: 20" in text  # D_L 0.012 > D_(L-1) 0.010 from the 2nd checkpoint
+    assert "JREG lowers D_L: jreg (LAMBDA=0.1) 0.008 vs 0.02, difference -0.012 (-60.00%)" in text
     assert "spread unknown (one seed), so not decided" in text  # jreg has one seed
     assert "Final-only moves the jump to layer L-1 = 3: yes" in text
     assert "| 4 | 1 | 0 | 0 |" in text  # zeta_4 of none (D rises 0.01), jreg and jreg-final
     assert "| 3 | 1 | 0 | 2 |" in text  # zeta_3: final-only's rise at layer 3 (0.02)
-    assert "| none | 30 | 30720 | 5.1 | " + f"{math.exp(5.1):.4g}" in text
+    assert "| none | 30 | 30720 | 5.1 | " + f"{math.exp(5.1):.5g} |" in text
     assert "heldout_lambada acc" in text and "stderr" not in text
     assert PLACEHOLDER in text and "| none | 4 x 128 | 30 / 30 |" in text  # the pilot
     # the hand-written paragraph survives a regeneration
