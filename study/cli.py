@@ -35,4 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     except StageError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: make study continues from here when run again", file=sys.stderr)
+        return 130
     return 0
