@@ -11,7 +11,9 @@ import pytest
 from study.reading import fmt
 from tests.helpers import REPO, run_checked
 
-pytestmark = pytest.mark.slow
+# five short trainings, analyses and lm-eval runs in their own processes: about 6 minutes on a
+# quiet 2-core machine (Megatron and lm-eval start-up dominate), far more on a busy one
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 RUNS = ["none", "jreg", "jreg-final", "none-seed1235", "jreg-seed1235"]
 
 
