@@ -11,8 +11,8 @@ import pytest
 from study.reading import fmt
 from tests.helpers import REPO, run_checked
 
-# five short trainings, analyses and lm-eval runs in their own processes: about 6 minutes on a
-# quiet 2-core machine (Megatron and lm-eval start-up dominate), far more on a busy one
+# 15 processes (five trainings, analyses and lm-eval runs), each paying Megatron's or lm-eval's
+# start-up: longer than the suite's 900 s default timeout on a busy machine
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 RUNS = ["none", "jreg", "jreg-final", "none-seed1235", "jreg-seed1235"]
 
