@@ -30,8 +30,9 @@ RUNPY := $(UV) run --locked python
 #> make bench [OUT= REPEATS= DEVICE= PARTS=]   JREG's cost: step time/memory none vs jreg vs l2rel, the displacement eager vs fused
 #> make bench-gpu                            on a GPU node: the Triton kernel tests compiled, then bench's GPU part
 #> make preflight [WHEELS=dir PYTHON= OUT=]  prove a GPU node is ready (PASS/FAIL table; exit 2 without a GPU)
+#> make study [SIZE= ITERS= SAVE_INTERVAL= LAMBDA= WEIGHTS= SEED= SEEDS= DATA= ARGS= ROOT= DOC= PILOTS= SAMPLES= TASKS= LIMIT= DOCS= STAGES=]   none vs jreg vs jreg-final (+ seeds) -> docs/study.md
 #> make help                                 this list
-.PHONY: help setup test test-fast lint data pretrain bench bench-gpu preflight
+.PHONY: help setup test test-fast lint data pretrain bench bench-gpu preflight study
 help:
 	@sed -n 's/^#> //p' $(firstword $(MAKEFILE_LIST))
 
@@ -146,3 +147,13 @@ WHEELS_INSTALL = $(if $(PYTHON),$(PYTHON) -m pip install,$(UV) pip install --pyt
 preflight: $(if $(PYTHON),,setup)
 	$(if $(WHEELS),$(WHEELS_INSTALL) --no-index --find-links '$(WHEELS)' '$(WHEELS)'/*.whl)
 	PYTHONPATH=$(CURDIR) $(if $(OUT),OUT='$(OUT)') $(PREFLIGHT_PY) -m megatron_ext.preflight
+
+# The study (study/, docs/study.md): train SIZE=study with REG=none, jreg and jreg WEIGHTS=final
+# plus extra seeds, analyse, evaluate, plot and write docs/study.md; re-running continues where it
+# stopped. make study [LAMBDA=0.1 WEIGHTS=uniform SEED=1234 SEEDS=1235,1236 PILOTS=dir1,dir2 ...]
+# (python -m study help lists every setting)
+STUDY_VARS := SIZE ITERS SAVE_INTERVAL LAMBDA WEIGHTS SEED SEEDS DATA ARGS ROOT DOC PILOTS SAMPLES \
+	TASKS LIMIT DOCS STAGES
+.PHONY: study
+study: setup
+	$(RUNPY) -m study $(foreach v,$(STUDY_VARS),$(if $(value $(v)),'$(v)=$($(v))'))

@@ -223,7 +223,8 @@ def describe(line: dict) -> str:
     label = line.get("model") or f"iter {line['iteration']}"
     text = (
         f"{label}: lm_loss {line['lm_loss']:.4f} | D [{d}] | "
-        f"ratio {line['jump_ratio']:.3f} | S_model {line['S_model']:.3f} | lens acc "
+        f"ratio {line['jump_ratio']:.3f} | S_model {line['S_model']:.3f} | "
+        f"zeta_L {line.get('zeta_L', math.nan):.3f} | lens acc "
         f"{' '.join(f'{x:.3f}' for x in line['lens']['acc'])} | max|a| "
         f"{max(t[0] for t in line['massive']['top']):.1f} | active layers "
         f"{line['voids']['active_fraction']:.3f}"

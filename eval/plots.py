@@ -7,7 +7,8 @@ per-run panels of the same quantity (D per layer, logit lens, activations) share
 without ``analysis.jsonl`` or ``metrics.jsonl`` is named in a ``warning:`` line with the command that
 makes the missing file. Figures, each drawn when its input exists:
 
-* ``jump_growth.png``: last-layer D_L and the jump ratio D_L / D_{L-1} against tokens seen; lines
+* ``jump_growth.png``: last-layer D_L, the jump ratio D_L / D_{L-1} and the JREG paper's final jump
+  rate zeta_L = 100 max(0, D_L - D_{L-1}) against tokens seen; lines
   with markers are the analysed checkpoints (held-out sample, ``analysis.jsonl``), thin lines the
   training log (``metrics.jsonl``);
 * ``D_per_layer.png``: D_l against layer on a log scale (layer 1 is often 10x the others), one
@@ -38,6 +39,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from eval import plots_depth  # noqa: E402
 from eval.rundir import ANALYSIS_FILE, REPO, EvalError  # noqa: E402
+from megatron_ext.metrics import jump_rate  # noqa: E402
 
 _TOKENS = "tokens seen (millions)"
 
@@ -85,6 +87,11 @@ def _style(ax, xlabel: str, ylabel: str, title: str, log: bool = False) -> None:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def zeta_l(line: dict) -> float:
+    """zeta_L of a metrics or analysis line (from D in files written before it was logged)."""
+    return line["zeta_L"] if "zeta_L" in line else jump_rate(line["D"])
 
 
 def _over_training(metrics, analysis, path: Path, panels: list[tuple], title: str) -> None:
@@ -173,6 +180,7 @@ def plot_runs(runs: list[Path], out: Path) -> list[Path]:
         _over_training(metrics, over, target("jump_growth.png"), [
             ("last-layer displacement D_L", lambda x: x["D"][-1]),
             ("jump ratio D_L / D_{L-1}", lambda x: x["jump_ratio"]),
+            ("jump rate zeta_L = 100 max(0, D_L - D_{L-1})", zeta_l),
         ], "Jump growth over training")  # fmt: skip
         _over_training(metrics, over, target("S_model.png"), [
             ("convergence score S_model (0..1)", lambda x: x["S_model"]),

@@ -35,7 +35,7 @@ DEFAULT_DATA = "data/default"
 SHUTDOWN_TIMEOUT_S = 900  # after a signal, seconds torchrun waits for the ranks' checkpoint save
 VARIABLES = {
     "RUN": "run name under runs/, or a path (default: <SIZE>-<REG>)",
-    "SIZE": "model recipe: tiny 125m 350m 1b 3b 8b (default tiny)",
+    "SIZE": "model recipe: tiny 125m 350m 1b 3b 8b study (default tiny)",
     "REG": "none | jreg | l2rel (default jreg)",
     "LAMBDA": "regulariser weight >= 0 (default 0.1)",
     "WEIGHTS": "layer weights: uniform final last_k:K linear exp[:K] (default uniform)",

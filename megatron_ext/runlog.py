@@ -169,6 +169,7 @@ class RunLogger:
             "D": d,
             "jump_ratio": report.get("jump/ratio", math.nan),
             "S_model": report["jump/S_model"],
+            "zeta_L": report.get("jump/zeta_L", math.nan),
         }
         if split == "train":
             line["step_time_s"] = step_time
@@ -197,7 +198,7 @@ class RunLogger:
         metrics = (
             f"lm_loss {line['lm_loss']:.4f} | jreg_loss {line['jreg_loss']:.5f} | "
             f"D_L {line['D'][-1]:.4f} | jump ratio {line['jump_ratio']:.3f} | "
-            f"S_model {line['S_model']:.3f}"
+            f"S_model {line['S_model']:.3f} | zeta_L {line['zeta_L']:.3f}"
         )
         if split == "test":
             return f"test  iteration {iteration}, after training: {metrics}"

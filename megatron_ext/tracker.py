@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from megatron_ext import dist
-from megatron_ext.metrics import convergence_score, jump_ratio
+from megatron_ext.metrics import convergence_score, jump_rate, jump_ratio
 
 _PSI, _REG, _COUNT = 0, 1, 2
 
@@ -114,6 +114,7 @@ class JumpTracker:
         out.update({f"jump/D_{i + 1:02d}": float(v) for i, v in enumerate(d)})
         if self.num_layers >= 2:
             out["jump/ratio"] = jump_ratio(d)
+            out["jump/zeta_L"] = jump_rate(d)
         out["jump/S_model"] = convergence_score(d)
         loss_sum, tokens = buf[3 * self.num_layers :].tolist()
         if tokens > 0:

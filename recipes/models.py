@@ -1,7 +1,7 @@
 """Model sizes: a Llama-3-style base and the few fields each size changes.
 
 Shapes follow the Llama 3 / 3.2 family where one exists (1b, 3b, 8b); 125m and 350m are the usual
-GPT-3-style small widths with Llama's architecture; ``tiny`` is the CPU test and laptop default.
+GPT-3-style small widths with Llama's architecture; ``tiny`` is the CPU test and laptop default, ``study`` a deeper tiny for the jump study.
 """
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ def tiny() -> LlamaConfig:
         num_layers=4, hidden_size=128, ffn_hidden_size=384, num_attention_heads=4,
         num_query_groups=2, seq_length=128, rotary_base=10_000,
     )  # fmt: skip
+
+
+def study() -> LlamaConfig:
+    """The study's shape (`make study`, docs/study.md): tiny's width, deep enough that the "last
+    layer" means something. The one place to change the study's depth/width after the pilots."""
+    return tiny().replace(num_layers=12, hidden_size=128, ffn_hidden_size=384)
 
 
 def llama_125m() -> LlamaConfig:
@@ -72,6 +78,7 @@ SIZES: dict[str, Callable[[], LlamaConfig]] = {
     "1b": llama_1b,
     "3b": llama_3b,
     "8b": llama_8b,
+    "study": study,
 }
 
 

@@ -23,6 +23,13 @@ def tiny() -> TrainConfig:
     )  # fmt: skip
 
 
+def study() -> TrainConfig:
+    """`make study`: tiny's schedule for 3000 steps of 8 x 128 tokens (3.1M tokens), 10
+    checkpoints, each followed by a validation pass."""
+    iters = 3000
+    return tiny().replace(train_iters=iters, save_interval=iters // 10, eval_interval=iters // 10)
+
+
 def small() -> TrainConfig:
     """125m / 350m: 512 x 2048 tokens per step (~1M)."""
     return base().replace(micro_batch_size=8, global_batch_size=512, lr=6e-4, min_lr=6e-5)
@@ -54,12 +61,13 @@ def large_mbs(micro_batch_size: int):
 
 TRAIN = {
     "tiny": tiny, "125m": small, "350m": small,
-    "1b": large_mbs(8), "3b": large_mbs(4), "8b": large_mbs(2),
+    "1b": large_mbs(8), "3b": large_mbs(4), "8b": large_mbs(2), "study": study,
 }  # fmt: skip
 
 # Per size on one node of 8 GPUs (80-141 GB each): TP within NVLink only where memory needs it.
 _GPU_LAYOUT = {
     "tiny": ParallelConfig(),
+    "study": ParallelConfig(),
     "125m": ParallelConfig(),
     "350m": ParallelConfig(),
     "1b": ParallelConfig(distributed_optimizer=True),

@@ -16,7 +16,8 @@ import pytest
 from tests.helpers import REPO, run_checked, subprocess_env, torchrun
 
 LAUNCH = [sys.executable, "-m", "megatron_ext.launch"]
-KEYS = {"iteration", "tokens", "lm_loss", "jreg_loss", "D", "jump_ratio", "S_model", "step_time_s"}
+KEYS = {"iteration", "tokens", "lm_loss", "jreg_loss", "D", "jump_ratio", "S_model", "zeta_L",
+        "step_time_s"}  # fmt: skip
 
 
 def launch(timeout: float = 300, **settings) -> tuple[int, str]:
@@ -85,6 +86,7 @@ def test_default_pretrain_path(tmp_path):
         values = [line[k] for k in keys if k != "D"] + line["D"]
         assert all(math.isfinite(v) for v in values), line
         assert len(line["D"]) == 4
+        assert line["zeta_L"] == pytest.approx(100 * max(0.0, line["D"][-1] - line["D"][-2]))
     assert train_part[0]["tokens"] == 2 * 8 * 128
 
 

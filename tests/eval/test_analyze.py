@@ -80,6 +80,7 @@ def test_heldout_measurements_are_complete_and_consistent(analyzed):
         assert lens["kl_to_final"][-1] == pytest.approx(0.0, abs=1e-6)
         assert lens["agree_with_final"][-1] == 1.0
         assert 0.0 <= line["S_model"] <= 1.0
+        assert line["zeta_L"] == pytest.approx(100 * max(0.0, line["D"][-1] - line["D"][-2]))
         massive = line["massive"]
         assert massive["num_activations"] == [16 * 128 * 128] * 5  # tokens x hidden, h_0..h_L
         for top, median in zip(massive["top"], massive["median"], strict=True):

@@ -1,13 +1,16 @@
 """The JREG math against closed forms (float64), bf16 inputs, zero vectors, 1- and 2-layer cases."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from megatron_ext.jreg import displacement, layer_weights, parse_schedule, relative_l2
-from megatron_ext.metrics import convergence_score, jump_ratio
+from megatron_ext.metrics import convergence_score, jump_rate, jump_ratio
+from tests.helpers import REPO
 
 
 def rand(*shape, dtype=torch.float64, seed=0):
@@ -166,3 +169,25 @@ def test_jump_ratio_closed_form():
     assert jump_ratio([0.1, 0.0, 0.3]) == float("inf")
     with pytest.raises(ValueError, match="at least two layers"):
         jump_ratio([0.3])
+
+
+def test_jump_rate_closed_form():
+    d = [0.4, 0.1, 0.3, 0.2, 0.5]  # rises at layers 3 (+0.2) and 5 (+0.3), falls elsewhere
+    assert math.isclose(jump_rate(d), 30.0)  # zeta_L = 100 * (0.5 - 0.2)
+    assert math.isclose(jump_rate(d, layer=5), 30.0)
+    assert math.isclose(jump_rate(d, layer=4), 30.0)
+    assert math.isclose(jump_rate(d, layer=3), 50.0)
+    assert math.isclose(jump_rate(d, layer=2), 50.0)
+    assert jump_rate([0.3, 0.2, 0.1]) == 0.0  # D_L below D_{L-1}: no final jump
+    assert math.isclose(jump_rate(torch.tensor([0.1, 0.25], dtype=torch.float64)), 15.0)
+    with pytest.raises(ValueError, match="at least two layers"):
+        jump_rate([0.3])
+    for layer in (1, 6):
+        with pytest.raises(ValueError, match=r"layer must be in 2\.\.5"):
+            jump_rate(d, layer=layer)
+
+
+def test_metrics_import_without_torch():
+    """The report and plots rely on it: megatron_ext.metrics must not import torch."""
+    code = "import sys, megatron_ext.metrics; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -109,7 +109,7 @@ def assert_matches(run: dict, ref: dict, name: str):
 
 def test_reference_logs_every_layer(single):
     report = single["ref"]["report"]
-    expected = {"jreg/loss", "jreg/loss_scaled", "jump/ratio", "jump/S_model"}
+    expected = {"jreg/loss", "jreg/loss_scaled", "jump/ratio", "jump/S_model", "jump/zeta_L"}
     expected |= {f"jump/D_{i:02d}" for i in range(1, NUM_LAYERS + 1)}
     assert set(report) == expected
     assert all(0 < report[f"jump/D_{i:02d}"] < 1 for i in range(1, NUM_LAYERS + 1))

@@ -74,3 +74,14 @@ def test_bad_jreg_config(kwargs, message):
 
 def test_layer_config_is_dataclass():
     assert LlamaConfig.__dataclass_params__.kw_only
+
+
+def test_study_recipe_has_depth_and_ten_checkpoints():
+    from recipes.training import train_recipe
+
+    model, train = model_recipe("study"), train_recipe("study")
+    assert 8 <= model.num_layers <= 16 and model.hidden_size <= 256  # deep and narrow
+    tokens = train.train_iters * train.global_batch_size * model.seq_length
+    assert 2e6 <= tokens <= 1e7  # a few million tokens
+    assert train.train_iters // train.save_interval >= 10
+    assert train.eval_interval == train.save_interval  # a validation pass at every checkpoint

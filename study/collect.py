@@ -1,0 +1,172 @@
+"""What the report needs from the run folders' files (``command.txt``, ``metrics.jsonl``,
+``analysis.jsonl``, ``lm_eval/iter_*/results.json``, ``study_log.jsonl``); no model is loaded.
+
+Numbers "at the last checkpoint" are the last ``analysis.jsonl`` line: held-out metrics on the
+analysis sample, and the validation loss of the validation pass training ran after that
+checkpoint, replayed by the analysis (``valid.lm_loss``), so a run stopped before its final
+validation line still has one. Runs without analysis fall back to ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from eval.rundir import ANALYSIS_FILE, parse_command
+from megatron_ext.metrics import jump_rate
+from study.settings import LOG_FILE, RunSpec, StudySettings
+
+
+def jsonl(path: Path) -> list[dict]:
+    out = []
+    for text in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            out.append(json.loads(text))
+        except json.JSONDecodeError:
+            continue  # a torn last line
+    return out
+
+
+def zeta(line: dict) -> float:
+    return line["zeta_L"] if "zeta_L" in line else jump_rate(line["D"])
+
+
+def scores(run_dir: Path, iteration: int | None) -> dict[str, float]:
+    """``task metric`` -> value of the lm-eval results at ``iteration``."""
+    path = run_dir / "lm_eval" / f"iter_{iteration or 0:07d}" / "results.json"
+    if not path.is_file():
+        return {}
+    out = {}
+    for task, metrics in json.loads(path.read_text()).get("results", {}).items():
+        for key, value in metrics.items():
+            name = key.split(",")[0]
+            if "stderr" in name or name in ("alias", "sample_len"):
+                continue
+            if isinstance(value, (int, float)):
+                out[f"{task} {name}"] = float(value)
+    return out
+
+
+def last_valid(metrics: list[dict]) -> dict | None:
+    valid = [x for x in metrics if x.get("split") == "valid"]
+    return max(valid, key=lambda x: (x["iteration"], x.get("eval_pass", 0))) if valid else None
+
+
+def final_numbers(analysis: list[dict], metrics: list[dict]) -> dict:
+    """The per-run table's numbers at the last checkpoint (None where not measured)."""
+    out: dict = {"iteration": None, "tokens": None, "val_loss": None, "D": None}
+    if analysis:
+        x = analysis[-1]
+        lens, L = x["lens"]["acc"], len(x["D"])
+        out.update(iteration=x["iteration"], tokens=x["tokens_seen"], D=x["D"],
+                   zeta_L=zeta(x), jump_ratio=x["jump_ratio"], S_model=x["S_model"],
+                   heldout_loss=x["lm_loss"], lens_mid=lens[L // 2], lens_last=lens[L],
+                   active=x["voids"]["active_fraction"],
+                   max_act=max(t[0] for t in x["massive"]["top"]) if "massive" in x else None,
+                   val_loss=x.get("valid", {}).get("lm_loss"))  # fmt: skip
+    valid = last_valid(metrics)
+    if valid and (out["val_loss"] is None or valid["iteration"] > (out["iteration"] or 0)):
+        out["val_loss"], out["val_iteration"] = valid["lm_loss"], valid["iteration"]
+    if out["D"] is None and valid:
+        out.update(iteration=valid["iteration"], tokens=valid.get("tokens"), D=valid["D"],
+                   zeta_L=zeta(valid), jump_ratio=valid["jump_ratio"],
+                   S_model=valid["S_model"])  # fmt: skip
+    loss = out["val_loss"]
+    out["val_ppl"] = math.exp(loss) if loss is not None and loss < 700 else None
+    return out
+
+
+def train_seconds(root: Path) -> dict[str, float]:
+    """Wall seconds of the finished ``train`` stages per run (all resumes together)."""
+    out: dict[str, float] = {}
+    for line in jsonl(root / LOG_FILE):
+        if line.get("stage") == "train":
+            out[line["run"]] = out.get(line["run"], 0.0) + line["seconds"]
+    return out
+
+
+def machines(root: Path) -> list[dict]:
+    """Distinct machines of the study's stages, in order of first use."""
+    seen = []
+    for line in jsonl(root / LOG_FILE):
+        if line.get("machine") and line["machine"] not in seen:
+            seen.append(line["machine"])
+    return seen
+
+
+def collect_run(s: StudySettings, spec: RunSpec, seconds: dict[str, float]) -> dict:
+    run_dir = s.root / spec.name
+    analysis = sorted(jsonl(run_dir / ANALYSIS_FILE), key=lambda x: x["iteration"])
+    metrics = jsonl(run_dir / "metrics.jsonl")
+    final = final_numbers(analysis, metrics)
+    return {"name": spec.name, "group": spec.group, "main": spec.main, "seed": spec.seed,
+            "dir": run_dir, "exists": (run_dir / "command.txt").is_file(),
+            "analysis": analysis, "metrics": metrics, "final": final,
+            "scores": scores(run_dir, final["iteration"]),
+            "seconds": seconds.get(spec.name)}  # fmt: skip
+
+
+def setup(run_dir: Path) -> dict:
+    """Recipe facts from a run's ``command.txt`` (the flags it really ran with)."""
+    path = run_dir / "command.txt"
+    if not path.is_file():
+        return {}
+    flags = parse_command(path.read_text())
+
+    def one(name: str, default: str = "-") -> str:
+        values = flags.get(name)
+        return values[-1] if values else default
+
+    out = {k: one(f"--{k.replace('_', '-')}") for k in (
+        "num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups",
+        "seq_length", "train_iters", "global_batch_size", "micro_batch_size", "lr", "min_lr",
+        "save_interval", "eval_interval", "eval_iters", "seed", "train_data_path")}  # fmt: skip
+    try:
+        out["tokens"] = (
+            int(out["train_iters"]) * int(out["global_batch_size"]) * int(out["seq_length"])
+        )
+    except ValueError:
+        out["tokens"] = None
+    manifest = Path(out["train_data_path"]).parent / "manifest.json"
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        out["data"] = (f"{m.get('name')} ({manifest.parent}): "
+                       f"{m['splits']['train']['num_tokens']:,} training tokens, "
+                       f"{m['tokenizer']['vocab_size']}-token tokenizer")  # fmt: skip
+    return out
+
+
+def pilot_dirs(paths: list[Path]) -> list[Path]:
+    """Each path is a run dir (has ``metrics.jsonl``) or a folder of run dirs."""
+    out = []
+    for path in paths:
+        if (path / "metrics.jsonl").is_file():
+            out.append(path)
+        else:
+            out += sorted(p for p in path.iterdir() if (p / "metrics.jsonl").is_file())
+    return out
+
+
+def pilot(run_dir: Path) -> dict:
+    """A pilot's final numbers: the last analysed checkpoint, else its last validation line,
+    else its last training line (``source`` says which)."""
+    analysis = sorted(jsonl(run_dir / ANALYSIS_FILE), key=lambda x: x["iteration"])
+    metrics = jsonl(run_dir / "metrics.jsonl")
+    train = [x for x in metrics if x.get("split", "train") == "train"]
+    valid = last_valid(metrics)
+    if analysis:
+        line, source = analysis[-1], "analysis (held-out)"
+    elif valid:
+        line, source = valid, "last validation pass"
+    elif train:
+        line, source = train[-1], "last training log line"
+    else:
+        return {"name": run_dir.name, "dir": run_dir, "D": None}
+    info = setup(run_dir)
+    planned = info.get("train_iters", "-")
+    return {"name": run_dir.name, "dir": run_dir, "D": line["D"], "zeta_L": zeta(line),
+            "source": source, "iteration": line["iteration"], "planned": planned,
+            "tokens": train[-1]["tokens"] if train else None,
+            "val_loss": valid["lm_loss"] if valid else None,
+            "shape": f"{info.get('num_layers', '-')} x {info.get('hidden_size', '-')}"}  # fmt: skip

@@ -1,0 +1,223 @@
+"""``make study`` settings and the runs they plan (no torch or Megatron import: errors are instant).
+
+The study trains one recipe (``SIZE``, default ``study``) from the same seed and data three times
+(``none``, ``jreg``, ``jreg-final``: REG=jreg with WEIGHTS=final) and repeats ``none`` and ``jreg``
+with the extra ``SEEDS``. Each run's settings are written to ``<run>/study_run.json`` when it is
+first started; a later ``make study`` with other settings for the same folder is refused, so a
+resumed run never mixes two recipes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from eval.rundir import REPO
+
+SETTINGS = {
+    "SIZE": "model and training recipe (default study; recipes/)",
+    "ITERS": "training iterations (default: the recipe's)",
+    "SAVE_INTERVAL": "iterations between checkpoints and validation passes (default: recipe's)",
+    "LAMBDA": "JREG weight of the jreg runs (default 0.1)",
+    "WEIGHTS": "layer weights of the jreg runs (default uniform; jreg-final uses final)",
+    "SEED": "seed of the three main runs (default 1234)",
+    "SEEDS": "extra seeds of none and jreg, comma list (default 1235,1236; none: no extra)",
+    "DATA": "prepared dataset (default data/default)",
+    "ARGS": "extra Megatron flags for every run",
+    "ROOT": "folder of the study's runs (default runs/study)",
+    "DOC": "the report (default docs/study.md; figures in docs/study/)",
+    "PILOTS": "run dirs, or folders of run dirs, summarised in the Pilots section (comma list)",
+    "SAMPLES": "held-out sequences per analysed checkpoint (default 64)",
+    "TASKS": "lm-eval tasks (default: the local held-out tasks)",
+    "LIMIT": "documents per lm-eval task (default: all)",
+    "DOCS": "held-out documents the local tasks are built from (default 500)",
+    "STAGES": "comma list of train,analyze,eval,plots,report (default: all)",
+}
+STAGES = ("train", "analyze", "eval", "plots", "report")
+STUDY_FILE = "study.json"  # <ROOT>/study.json: the settings of the last make study
+RUN_FILE = "study_run.json"  # <run>/study_run.json: what the run was started with
+LOG_FILE = "study_log.jsonl"  # <ROOT>/study_log.jsonl: one line per finished stage
+
+
+class StudyError(ValueError):
+    """A user error: one line ``error: ...``, exit code 2."""
+
+
+@dataclass(kw_only=True)
+class RunSpec:
+    """One training run of the study."""
+
+    name: str
+    """Folder name under ROOT (plots and tables label runs by it)."""
+    reg: str
+    """REG of make pretrain."""
+    lam: float
+    """LAMBDA (0 for none)."""
+    weights: str
+    """WEIGHTS."""
+    seed: int
+    """SEED (weights and data order)."""
+    group: str
+    """``none`` or ``jreg`` for the seed statistics, ``jreg-final`` for the final-only run."""
+    main: bool
+    """One of the three main runs (all checkpoints analysed) rather than an extra seed."""
+
+    def record(self, s: StudySettings) -> dict:
+        """What must match for a re-run to continue this run's folder."""
+        return {"size": s.size, "iters": s.iters, "save_interval": s.save_interval,
+                "data": str(s.data), "args": s.args, "reg": self.reg, "lam": self.lam,
+                "weights": self.weights, "seed": self.seed}  # fmt: skip
+
+
+@dataclass(kw_only=True)
+class StudySettings:
+    """Parsed ``make study`` settings."""
+
+    size: str = "study"
+    """Recipe (model and training)."""
+    iters: int | None = None
+    """ITERS override."""
+    save_interval: int | None = None
+    """SAVE_INTERVAL override (validation passes follow it)."""
+    lam: float = 0.1
+    """LAMBDA of the jreg runs."""
+    weights: str = "uniform"
+    """WEIGHTS of the jreg run."""
+    seed: int = 1234
+    """Seed of the main runs."""
+    seeds: list[int] = field(default_factory=lambda: [1235, 1236])
+    """Extra seeds."""
+    data: Path = REPO / "data" / "default"
+    """Dataset folder."""
+    args: str = ""
+    """Extra Megatron flags."""
+    root: Path = REPO / "runs" / "study"
+    """Where the runs go."""
+    doc: Path = REPO / "docs" / "study.md"
+    """The report."""
+    pilots: list[Path] = field(default_factory=list)
+    """Pilot run folders (or folders of them)."""
+    samples: int = 64
+    """Analysis SAMPLES."""
+    tasks: str = ""
+    """Eval TASKS."""
+    limit: int | None = None
+    """Eval LIMIT."""
+    docs: int | None = None
+    """Eval DOCS."""
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    """Stages to run, in the fixed order of STAGES."""
+
+    def __post_init__(self):
+        if not (math.isfinite(self.lam) and self.lam >= 0):
+            raise StudyError(f"LAMBDA must be a number >= 0, got {self.lam}")
+        if self.seed in self.seeds:
+            raise StudyError(f"SEEDS must not repeat SEED={self.seed}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise StudyError(f"SEEDS has a repeated seed: {self.seeds}")
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown or not self.stages:
+            raise StudyError(f"STAGES must be a comma list of {','.join(STAGES)}, got {unknown}")
+
+    def runs(self) -> list[RunSpec]:
+        """The main runs first, then each extra seed's none and jreg."""
+        out = [RunSpec(name="none", reg="none", lam=0.0, weights="uniform", seed=self.seed,
+                       group="none", main=True),
+               RunSpec(name="jreg", reg="jreg", lam=self.lam, weights=self.weights,
+                       seed=self.seed, group="jreg", main=True),
+               RunSpec(name="jreg-final", reg="jreg", lam=self.lam, weights="final",
+                       seed=self.seed, group="jreg-final", main=True)]  # fmt: skip
+        for seed in self.seeds:
+            out.append(RunSpec(name=f"none-seed{seed}", reg="none", lam=0.0, weights="uniform",
+                               seed=seed, group="none", main=False))  # fmt: skip
+            out.append(RunSpec(name=f"jreg-seed{seed}", reg="jreg", lam=self.lam, seed=seed,
+                               weights=self.weights, group="jreg", main=False))  # fmt: skip
+        return out
+
+    def launch_settings(self, run: RunSpec) -> list[str]:
+        """``KEY=value`` arguments of ``python -m megatron_ext.launch`` for ``run``."""
+        out = [f"RUN={self.root / run.name}", f"SIZE={self.size}", f"REG={run.reg}",
+               f"LAMBDA={run.lam}", f"WEIGHTS={run.weights}", f"SEED={run.seed}",
+               f"DATA={self.data}"]  # fmt: skip
+        if self.iters:
+            out.append(f"ITERS={self.iters}")
+        args = self.args
+        if self.save_interval:
+            out.append(f"SAVE_INTERVAL={self.save_interval}")
+            args = f"--eval-interval {self.save_interval} {args}".strip()  # a pass per checkpoint
+        if args:
+            out.append(f"ARGS={args}")
+        return out
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()} | {
+            "pilots": [str(p) for p in self.pilots]
+        }
+
+
+def _int(v: dict, key: str, default: int | None) -> int | None:
+    if key not in v:
+        return default
+    try:
+        value = int(v[key])
+    except ValueError:
+        raise StudyError(f"{key} must be an integer, got {v[key]!r}") from None
+    if value < 1:
+        raise StudyError(f"{key} must be a positive integer, got {value}")
+    return value
+
+
+def _path(text: str) -> Path:
+    path = Path(text)
+    return path if path.is_absolute() else REPO / path
+
+
+def parse(argv: list[str]) -> StudySettings:
+    """``KEY=value`` arguments -> settings; StudyError for anything malformed or unknown."""
+    v = {}
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep or key not in SETTINGS:
+            raise StudyError(f"unknown setting {item!r}; valid: {', '.join(SETTINGS)}")
+        if value.strip():
+            v[key] = value.strip()
+    try:
+        lam = float(v.get("LAMBDA", "0.1"))
+    except ValueError:
+        raise StudyError(f"LAMBDA must be a number >= 0, got {v['LAMBDA']!r}") from None
+    seeds_text = v.get("SEEDS", "1235,1236")
+    seeds = [] if seeds_text == "none" else [
+        _int({"SEEDS": x.strip()}, "SEEDS", None) for x in seeds_text.split(",") if x.strip()
+    ]  # fmt: skip
+    pilots = [_path(x.strip()) for x in v.get("PILOTS", "").split(",") if x.strip()]
+    for pilot in pilots:
+        if not pilot.is_dir():
+            raise StudyError(f"PILOTS: {pilot} is not a folder")
+    return StudySettings(
+        size=v.get("SIZE", "study"), iters=_int(v, "ITERS", None),
+        save_interval=_int(v, "SAVE_INTERVAL", None), lam=lam,
+        weights=v.get("WEIGHTS", "uniform"), seed=_int(v, "SEED", 1234), seeds=seeds,
+        data=_path(v.get("DATA", "data/default")), args=v.get("ARGS", ""),
+        root=_path(v.get("ROOT", "runs/study")), doc=_path(v.get("DOC", "docs/study.md")),
+        pilots=pilots, samples=_int(v, "SAMPLES", 64), tasks=v.get("TASKS", ""),
+        limit=_int(v, "LIMIT", None), docs=_int(v, "DOCS", None),
+        stages=[x.strip() for x in v.get("STAGES", ",".join(STAGES)).split(",") if x.strip()],
+    )  # fmt: skip
+
+
+def check_run_record(s: StudySettings, run: RunSpec) -> None:
+    """Refuse to continue a run folder that was started with other settings."""
+    path = s.root / run.name / RUN_FILE
+    if not path.is_file():
+        return
+    old, new = json.loads(path.read_text()), run.record(s)
+    diff = [k for k in new if old.get(k) != new[k]]
+    if diff:
+        changes = ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in diff)
+        raise StudyError(
+            f"{s.root / run.name} was started with other settings ({changes}); keep the "
+            "settings to resume it, or use ROOT= another folder"
+        )
