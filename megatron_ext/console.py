@@ -151,7 +151,7 @@ def run_logged(
         print(f"full log: {log_path}", file=out)
         print(last, file=out, flush=True)
     elif said["error"]:
-        print(f"full log: {log_path}", file=out, flush=True)
+        pass  # the error line stays the last line (the log's path was printed at the start)
     else:
         print(f"the run failed (exit code {code}); the last lines of its log {log_path}:", file=out)
         for line in tail:

@@ -231,7 +231,7 @@ def plan(v: dict) -> dict:
     run = v.get("RUN", f"{size}-{reg}")
     run_dir = Path(run) if "/" in run else REPO / "runs" / run  # a name, or a path
     run_dir = run_dir if run_dir.is_absolute() else REPO / run_dir
-    data, manifest, fallback = check_faults(v, run_dir, train.train_iters)
+    data, manifest, fallback = check_faults(v, run_dir)
     data_vocab = int(manifest["tokenizer"]["vocab_size"])
     extra = shlex.split(v.get("ARGS", ""))
     refusal = jreg_incompatible(extra, use_te)
@@ -258,21 +258,19 @@ def plan(v: dict) -> dict:
     }  # fmt: skip
 
 
-def check_faults(v: dict, run_dir: Path, train_iters: int) -> tuple[Path, dict, tuple | None]:
+def check_faults(v: dict, run_dir: Path) -> tuple[Path, dict, tuple | None]:
     """The dataset (refused if it vanished or changed under a resumed run) and the latest
-    checkpoint (refused if unreadable, unless CKPT_FALLBACK=1: then what to set aside). A run that
-    already reached ``train_iters`` loads nothing (``completed_iteration``): neither is checked."""
+    checkpoint (refused if unreadable, unless CKPT_FALLBACK=1: then what to set aside; also for a
+    finished run, so that a damaged final checkpoint is named before anything reads it)."""
     record = run_dir / "launch.json"
     old = json.loads(record.read_text()) if record.is_file() else {}
     try:
         data, manifest = load_dataset(v)
     except LaunchError as err:
         raise LaunchError(f"{err}{faults.missing_data_hint(old)}") from None
-    last = faults.last_checkpoint(run_dir / "checkpoints")
-    if last is not None and last >= train_iters:
-        return data, manifest, None
+    resuming = faults.last_checkpoint(run_dir / "checkpoints") is not None
     try:
-        if last is not None:
+        if resuming:
             faults.check_data(old, data, manifest, run=str(run_dir),
                               allow=v.get(faults.ALLOW_DATA_CHANGE, "0") not in ("0", ""))  # fmt: skip
         fallback = faults.check_checkpoint(
@@ -360,7 +358,10 @@ def check_resume(run_dir: Path, *, size: str, train_iters: int, vocab: int, over
 
 
 def completed_iteration(p: dict) -> int | None:
-    """The run's latest checkpoint iteration when it already reached ITERS (nothing to train)."""
+    """The run's latest checkpoint iteration when it already reached ITERS (nothing to train).
+    None when CKPT_FALLBACK sets that checkpoint aside: the run resumes from an older one."""
+    if p.get("fallback"):
+        return None
     done = last_checkpoint(p["run_dir"] / "checkpoints")
     return done if done is not None and done >= p["train"].train_iters else None
 

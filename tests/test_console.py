@@ -78,7 +78,8 @@ def test_run_logged_failure_shows_error_or_log_tail(tmp_path):
     code = run_logged(child("import sys; print('error: bad input, use X'); sys.exit(2)"),
                       dict(os.environ), tmp_path / "a.log", out=out)  # fmt: skip
     assert code == 2
-    assert out.getvalue().splitlines() == ["error: bad input, use X", f"full log: {tmp_path}/a.log"]
+    # the error stays the last line (README fault table); the log's path was printed at the start
+    assert out.getvalue().splitlines() == ["error: bad input, use X"]
     out = io.StringIO()
     code = run_logged(child("print('setting up'); raise ValueError('deep failure')"),
                       dict(os.environ), tmp_path / "b.log", out=out)  # fmt: skip

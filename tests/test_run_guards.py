@@ -23,16 +23,17 @@ def finished_run(run_dir, iteration: int) -> None:
 
 def test_finished_run_says_complete_and_does_nothing(tmp_path, smoke_data):
     run_dir = tmp_path / "done"
-    finished_run(run_dir, 6)
-    before = (run_dir / "metrics.jsonl").read_text()
-    code, out = run_launcher(60, RUN=run_dir, DATA=smoke_data, ITERS=6)
+    settings = dict(RUN=run_dir, DATA=smoke_data, ITERS=2, SAVE_INTERVAL=2, LOG_INTERVAL=1)
+    code, out = run_launcher(400, **settings)
+    assert code == 0, out[-3000:]
+    before = {n: (run_dir / n).read_text() for n in ("metrics.jsonl", "command.txt", "launch.json")}
+    code, out = run_launcher(60, **settings)
     assert code == 0, out
     assert out.strip().splitlines() == [
-        f"run complete: iteration 6 of 6 in {run_dir}; nothing to do (to train further: a larger "
+        f"run complete: iteration 2 of 2 in {run_dir}; nothing to do (to train further: a larger "
         "ITERS=... with ARGS=--override-opt_param-scheduler)"
     ]
-    assert (run_dir / "metrics.jsonl").read_text() == before
-    assert not (run_dir / "command.txt").exists()
+    assert {n: (run_dir / n).read_text() for n in before} == before
 
 
 def test_raising_iters_continues_a_finished_run(tmp_path, smoke_data, monkeypatch):
