@@ -62,7 +62,7 @@ def test_cpu_memory_estimate_refuses_big_sizes_and_names_what_fits(tmp_path, smo
     message = str(err.value)
     assert message.startswith("SIZE=125m needs ~")
     assert "8 x 2048-token micro batch" in message  # the recipe's micro batch and sequence
-    assert "Train SIZE=tiny here" in message and "FORCE_CPU=1" in message
+    assert "Train SIZE=tiny or SIZE=study here" in message and "FORCE_CPU=1" in message
     assert "make submit SIZE=125m" in message
     # what decides is the estimate, not the name: a shrunk micro batch of the same size fits
     small = cpu_plan(smoke_data, tmp_path, SIZE="125m",
