@@ -24,8 +24,9 @@ import torch.nn.functional as F
 
 from eval.activations import VOID_ALPHA, MassiveStats, active_layers, token_norms, void_summary
 from eval.depth import DepthStats
+from megatron_ext import regularizers
 from megatron_ext.jreg import displacement, relative_l2
-from megatron_ext.metrics import convergence_score, jump_rate, jump_ratio
+from megatron_ext.metrics import summarise
 
 # Logit-lens chunk: about this many logits at once (fp32), whatever the vocabulary.
 _LENS_LOGITS = 1 << 24
@@ -38,7 +39,8 @@ class Stats:
     Args:
         num_layers: L.
         layer_weights: w_1..w_L of the run's regulariser (for ``jreg_loss``).
-        reg: the regulariser (``l2rel`` weighs relative L2, else Psi), as the tracker does.
+        reg: the run's ``REG`` (``megatron_ext.regularizers``): ``jreg_loss`` weighs its
+            per-layer means (Psi for ``jreg`` and ``none``), as the training tracker does.
         alpha: the void threshold's alpha.
         massive: also measure massive activations.
         buckets: ``[vocab]`` frequency bucket per token id (``eval.depth.bucket_table``); decision
@@ -61,6 +63,9 @@ class Stats:
         self.num_active = torch.zeros(num_layers, dtype=torch.float64)
         self.weights = layer_weights.double().cpu()
         self.reg = reg
+        self.regularizer = regularizers.get(reg)
+        self.reg_is_psi = reg in (regularizers.NONE, regularizers.PSI)
+        self.reg_sum = torch.zeros(num_layers, dtype=torch.float64)
         layers = num_layers + 1
         self.psi = torch.zeros(num_layers, dtype=torch.float64)
         self.rel = torch.zeros(num_layers, dtype=torch.float64)
@@ -93,6 +98,8 @@ class Stats:
             a, b = hidden_bsh[i], hidden_bsh[i + 1]
             self.psi[i] += float(displacement(a, b).mean())
             self.rel[i] += float(relative_l2(a, b).mean())
+            if not self.reg_is_psi:
+                self.reg_sum[i] += float(self.regularizer(a, b).mean())
         for i, h in enumerate(hidden_bsh):
             self.norm[i] += float(h.float().norm(dim=-1).mean())
         if self.massive is not None:
@@ -146,20 +153,21 @@ class Stats:
             raise RuntimeError("no batch was added")
         d = (self.psi / self.num_batches).tolist()
         rel = (self.rel / self.num_batches).tolist()
-        reg_means = torch.tensor(rel if self.reg == "l2rel" else d, dtype=torch.float64)
+        reg = None if self.reg_is_psi else (self.reg_sum / self.num_batches).tolist()
+        jump = summarise(d, reg, self.weights)  # the training tracker's summariser
         denom = max(self.num_loss_tokens, 1.0)
         lens = {k: (v / denom).tolist() for k, v in self.lens.items()}
         lens["ppl"] = [math.exp(x) if x < 700 else math.inf for x in lens["loss"]]
-        two = self.num_layers >= 2
         out = {
             "num_sequences": self.num_sequences,
             "num_tokens": self.num_tokens,
             "lm_loss": self.loss_sum / denom,
             "D": d,
-            "zeta_L": jump_rate(d) if two else float("nan"),
-            "jump_ratio": jump_ratio(d) if two else float("nan"),
-            "S_model": convergence_score(d),
-            "jreg_loss": float((self.weights * reg_means).sum()),
+            "zeta_L": jump["zeta_L"],
+            "jump_ratio": jump["jump_ratio"],
+            "S_model": jump["S_model"],
+            "jreg_loss": jump["jreg_loss"],
+            **({"R": reg} if reg is not None else {}),
             "rel_l2": rel,
             "hidden_norm": (self.norm / self.num_batches).tolist(),
             "lens": lens,

@@ -9,14 +9,15 @@ and save only the original (e.g. bf16) tensors, which are alive anyway as layer 
 per-token fp32 scalars. A plain ``F.cosine_similarity(a.float(), b.float())`` would keep two fp32
 ``[s, b, h]`` copies alive until backward, doubling the activation memory of every layer.
 
-On CUDA the same functions run as fused Triton kernels (``jreg_triton``, same math, same saved
-tensors, one read of the inputs per pass); ``_apply`` is the one place that chooses.
+They are registered as the regularisers ``jreg`` and ``l2rel`` (``megatron_ext/regularizers/``),
+with their fused Triton twins (``jreg_triton``: same math, same saved tensors, one read of the
+inputs per pass) as an attribute of the registration; the registration's call chooses which runs,
+and ``displacement``/``relative_l2`` below are that call.
 """
 
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
@@ -36,7 +37,7 @@ def _fp32_stats(a: torch.Tensor, b: torch.Tensor):
     return (a32 * b32).sum(-1), a32.norm(dim=-1), b32.norm(dim=-1)
 
 
-class _Displacement(torch.autograd.Function):
+class Displacement(torch.autograd.Function):
     """Psi = (1 - cos(a, b)) / 2 per token, saving a, b and per-token scalars only."""
 
     @staticmethod
@@ -65,7 +66,7 @@ class _Displacement(torch.autograd.Function):
         return grad_a, grad_b
 
 
-class _RelativeL2(torch.autograd.Function):
+class RelativeL2(torch.autograd.Function):
     """|b - a| / |a| per token, saving a, b and per-token scalars only."""
 
     @staticmethod
@@ -93,47 +94,14 @@ class _RelativeL2(torch.autograd.Function):
         return grad_a, grad_b
 
 
-IMPLS = ("auto", "eager", "triton")
-_FUSED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+def _registered(name: str):
+    from megatron_ext.regularizers import get  # the plug-ins import this module
 
-
-def _triton_interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
-
-
-def _use_fused(name: str, a: torch.Tensor, impl: str) -> bool:
-    """Which implementation of ``name`` runs: ``auto`` takes the fused kernel for CUDA tensors in
-    bf16/fp16/fp32 (float64 stays eager, for gradcheck) and the eager path on CPU."""
-    if impl == "auto":
-        return a.is_cuda and a.dtype in _FUSED_DTYPES
-    if impl == "eager":
-        return False
-    if impl != "triton":
-        raise ValueError(f"{name}: unknown impl {impl!r}; valid: {', '.join(IMPLS)}")
-    if a.dtype not in _FUSED_DTYPES:
-        raise ValueError(f"{name}: impl='triton' takes bf16/fp16/fp32 inputs, got {a.dtype}")
-    if not a.is_cuda and not _triton_interpreted():
-        raise ValueError(
-            f"{name}: impl='triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before triton "
-            "is imported, for CPU tensors); use impl='eager' on CPU"
-        )
-    return True
-
-
-def _apply(name: str, eager: type[torch.autograd.Function], a, b, impl: str) -> torch.Tensor:
-    """The one dispatch point: ``eager`` or the fused twin registered under ``name`` in
-    ``jreg_triton.FUSED`` (imported only when used, so CPU-only code never imports Triton)."""
-    if a.shape != b.shape:
-        raise ValueError(f"{name}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
-    if _use_fused(name, a, impl):
-        from megatron_ext.jreg_triton import FUSED
-
-        return FUSED[name].apply(a, b)
-    return eager.apply(a, b)
+    return get(name)
 
 
 def displacement(h_in: torch.Tensor, h_out: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:
-    """Per-token JREG displacement Psi = 1 - (1 + cos(h_in, h_out)) / 2.
+    """Per-token JREG displacement Psi = 1 - (1 + cos(h_in, h_out)) / 2 (``REG=jreg``).
 
     Args:
         h_in: layer input, ``[..., h]`` (Megatron ``[s, b, h]``), any float dtype.
@@ -145,17 +113,14 @@ def displacement(h_in: torch.Tensor, h_out: torch.Tensor, *, impl: str = "auto")
         tensor ``[...]`` in [0, 1], fp32 (float64 for float64 inputs); 0.5 where either vector
         is all zeros.
     """
-    return _apply("displacement", _Displacement, h_in, h_out, impl)
+    return _registered("jreg")(h_in, h_out, impl=impl)
 
 
 def relative_l2(h_in: torch.Tensor, h_out: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:
-    """Per-token relative L2 displacement ``|h_out - h_in| / |h_in|`` (``[...]``, fp32 or f64);
-    ``impl`` as for ``displacement``."""
-    return _apply("relative_l2", _RelativeL2, h_in, h_out, impl)
+    """Per-token relative L2 displacement ``|h_out - h_in| / |h_in|`` (``[...]``, fp32 or f64;
+    ``REG=l2rel``); ``impl`` as for ``displacement``."""
+    return _registered("l2rel")(h_in, h_out, impl=impl)
 
-
-# REG name -> per-token displacement used as the regulariser. "none" adds nothing.
-REGULARIZERS = {"jreg": displacement, "l2rel": relative_l2, "none": None}
 
 _SCHEDULE_PARAMS = {
     "uniform": {},

@@ -11,8 +11,8 @@ One program per token (row); it loops over the hidden size in ``BLOCK``-wide mas
 any ``h`` works. Saved for backward: the inputs as given (alive anyway as layer activations) and
 per-token fp32 scalars, exactly what the eager functions save.
 
-``FUSED`` maps the name of a per-token regulariser function to its fused autograd function; a
-regulariser opts in to a fused implementation by having an entry here (see ``jreg._apply``).
+A regulariser opts in to a fused implementation by naming it in its registration
+(``megatron_ext/regularizers/jreg.py``: ``fused="megatron_ext.jreg_triton:FusedDisplacement.apply"``).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _psi_bwd(
     g = -0.5 * tl.load(g_ptr + row).to(tl.float32)
     na_c, nb_c = tl.maximum(na, eps), tl.maximum(nb, eps)
     inv = g / (na_c * nb_c)
-    # d|a|/da = a / |a| only where the norm is not clamped (as in jreg._Displacement.backward)
+    # d|a|/da = a / |a| only where the norm is not clamped (as in jreg.Displacement.backward)
     ga_self = tl.where(na > eps, g * cos / (na_c * na_c), 0.0)
     gb_self = tl.where(nb > eps, g * cos / (nb_c * nb_c), 0.0)
     a_row, b_row = a_ptr + row * h, b_ptr + row * h
@@ -155,7 +155,7 @@ def _unpack(ctx, ga, gb, a, b):
 
 
 class FusedDisplacement(torch.autograd.Function):
-    """Triton twin of ``jreg._Displacement``: Psi per token, the same saved tensors."""
+    """Triton twin of ``jreg.Displacement``: Psi per token, the same saved tensors."""
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -182,7 +182,7 @@ class FusedDisplacement(torch.autograd.Function):
 
 
 class FusedRelativeL2(torch.autograd.Function):
-    """Triton twin of ``jreg._RelativeL2``: |b - a| / |a| per token, the same saved tensors."""
+    """Triton twin of ``jreg.RelativeL2``: |b - a| / |a| per token, the same saved tensors."""
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -206,9 +206,3 @@ class FusedRelativeL2(torch.autograd.Function):
                 NEED_A=ctx.needs_input_grad[0], NEED_B=ctx.needs_input_grad[1],
             )  # fmt: skip
         return _unpack(ctx, ga, gb, a, b)
-
-
-FUSED: dict[str, type[torch.autograd.Function]] = {
-    "displacement": FusedDisplacement,
-    "relative_l2": FusedRelativeL2,
-}

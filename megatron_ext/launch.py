@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from megatron_ext import faults
+from megatron_ext import faults, regularizers
 from megatron_ext.config import megatron_flags, te_available
 from megatron_ext.console import run_logged
 from megatron_ext.device import cluster_without_gpu
@@ -36,7 +36,7 @@ SHUTDOWN_TIMEOUT_S = 900  # after a signal, seconds torchrun waits for the ranks
 VARIABLES = {
     "RUN": "run name under runs/, or a path (default: <SIZE>-<REG>)",
     "SIZE": "model recipe: tiny 125m 350m 1b 3b 8b study (default tiny)",
-    "REG": "none | jreg | l2rel (default jreg)",
+    "REG": f"{' | '.join(regularizers.choices())} (default jreg; megatron_ext/regularizers/)",
     "LAMBDA": "regulariser weight >= 0 (default 0.1)",
     "WEIGHTS": "layer weights: uniform final last_k:K linear exp[:K] (default uniform)",
     "ITERS": "training iterations (default: the recipe's)",
@@ -173,8 +173,8 @@ def plan(v: dict) -> dict:
         train = train_recipe(size)
     except ValueError as err:
         raise LaunchError(str(err)) from None
-    if reg not in ("none", "jreg", "l2rel"):
-        raise LaunchError(f"unknown REG {reg!r}; valid: none, jreg, l2rel")
+    if reg not in regularizers.choices():
+        raise LaunchError(f"unknown REG {reg!r}; valid: {', '.join(regularizers.choices())}")
     lam = _lambda(v)
     weights = v.get("WEIGHTS", "uniform")
     try:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from megatron_ext.jreg import REGULARIZERS, SCHEDULES, displacement, layer_weights, relative_l2
+from megatron_ext import regularizers
+from megatron_ext.jreg import SCHEDULES, layer_weights
 
 
 @dataclass(kw_only=True)
@@ -26,7 +27,8 @@ class JregConfig:
     """What the regulariser adds: L = L_CE + lam * sum_l w_l * mean_tokens(R_l)."""
 
     reg: str = "jreg"
-    """``jreg`` (R = Psi), ``l2rel`` (R = |h_l - h_{l-1}| / |h_{l-1}|) or ``none``."""
+    """A regulariser of ``megatron_ext/regularizers/`` (``jreg``: R = Psi, ``l2rel``: R =
+    |h_l - h_{l-1}| / |h_{l-1}|, ...) or ``none``."""
     lam: float = 0.1
     """lambda >= 0; ignored (nothing is added) when ``reg == "none"``."""
     schedule: str = "uniform"
@@ -37,8 +39,7 @@ class JregConfig:
     """Total transformer layers across all pipeline stages."""
 
     def __post_init__(self):
-        if self.reg not in REGULARIZERS:
-            raise ValueError(f"unknown REG {self.reg!r}; valid: {', '.join(REGULARIZERS)}")
+        self.regularizer = regularizers.get(self.reg)  # None for none; ValueError if unknown
         if not isinstance(self.lam, int | float) or not math.isfinite(self.lam) or self.lam < 0:
             raise ValueError(f"LAMBDA must be a finite number >= 0, got {self.lam!r}")
         if self.schedule not in SCHEDULES:
@@ -48,6 +49,12 @@ class JregConfig:
     def _weights(self) -> torch.Tensor:
         kw = {} if self.schedule_k is None else {"k": self.schedule_k}
         return layer_weights(self.num_layers, self.schedule, **kw)
+
+    @property
+    def reg_is_psi(self) -> bool:
+        """True when R is Psi itself (``jreg``) or there is no regulariser (then R = Psi, lambda
+        0): Psi is computed once and serves as both D_l and R_l."""
+        return self.reg in (regularizers.NONE, regularizers.PSI)
 
     @property
     def active(self) -> bool:
@@ -108,6 +115,7 @@ class JregRuntime:
         self.token_share = 1.0 / ((tp_size if sequence_parallel else 1) * cp_size)
         self._loss_scale: torch.Tensor | None = None
         self._weights = [float(w) for w in cfg.weights]
+        self._psi = regularizers.get(regularizers.PSI)  # D_l, whatever the regulariser
 
     def set_loss_scale(self, scale: torch.Tensor) -> None:
         """The schedule's hook (``config.experimental_attention_variant_loss_scale_func``)."""
@@ -138,15 +146,15 @@ class JregRuntime:
         record = self.tracker is not None and not _in_backward()
         if not (attach or record):
             return h_out_sbh
-        use_l2 = self.cfg.reg == "l2rel"
-        with torch.set_grad_enabled(attach and not use_l2):
-            psi_sb = displacement(h_in_sbh, h_out_sbh)
+        shared = self.cfg.reg_is_psi
+        with torch.set_grad_enabled(attach and shared):
+            psi_sb = self._psi(h_in_sbh, h_out_sbh)
         reg_sb = psi_sb
-        if use_l2:
+        if not shared:
             with torch.set_grad_enabled(attach):
-                reg_sb = relative_l2(h_in_sbh, h_out_sbh)
+                reg_sb = self.cfg.regularizer(h_in_sbh, h_out_sbh)
         if record:
-            reg_mean = reg_sb.detach().mean() if use_l2 else None
+            reg_mean = None if shared else reg_sb.detach().mean()
             self.tracker.record(layer_number, psi_sb.detach().mean(), reg_mean, training)
         if not attach:
             return h_out_sbh

@@ -15,17 +15,19 @@ on the next validation batches, and the test set) carry ``"after_training": true
 validation loss is not the one of the in-loop pass at the same iteration.
 
 The console gets one progress line per logged iteration (``megatron_ext.console.say``): iteration of
-total, tokens, losses, D_L, jump ratio, S_model, tokens/s and the time left.
+total, tokens, losses, D_L, jump ratio, S_model, tokens/s and the time left. Every name (the
+tracker's tags, the ``metrics.jsonl`` keys, the console labels) comes from
+``megatron_ext.metrics.METRICS``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from megatron_ext.metrics import OFF_BOARD, console, from_scalars
 from megatron_ext.tracker import JumpTracker
 
 
@@ -159,18 +161,8 @@ class RunLogger:
     ) -> None:
         if not self.is_writer or not report:
             return
-        d = JumpTracker.layer_values(report)
-        line = {
-            "iteration": iteration,
-            "tokens": iteration * self.tokens_per_iteration,
-            "lm_loss": report.get("lm_loss", math.nan),
-            "jreg_loss": report["jreg/loss"],
-            "jreg_loss_scaled": report["jreg/loss_scaled"],
-            "D": d,
-            "jump_ratio": report.get("jump/ratio", math.nan),
-            "S_model": report["jump/S_model"],
-            "zeta_L": report.get("jump/zeta_L", math.nan),
-        }
+        line = {"iteration": iteration, "tokens": iteration * self.tokens_per_iteration}
+        line |= from_scalars(report)  # the metrics.jsonl names of the tracker's tags
         if split == "train":
             line["step_time_s"] = step_time
         else:
@@ -182,7 +174,7 @@ class RunLogger:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(line) + "\n")
         prefix = "" if split == "train" else f"{split}/"
-        scalars = {f"{prefix}{k}": v for k, v in report.items() if k != "lm_loss"}
+        scalars = {f"{prefix}{k}": v for k, v in report.items() if k not in OFF_BOARD}
         tb, wandb = self.writers_fn()
         if tb is not None:
             for key, value in scalars.items():
@@ -195,11 +187,7 @@ class RunLogger:
     def _console_line(self, split: str, line: dict) -> str:
         """One line for the terminal: progress (train) or a validation/test result."""
         iteration = line["iteration"]
-        metrics = (
-            f"lm_loss {line['lm_loss']:.4f} | jreg_loss {line['jreg_loss']:.5f} | "
-            f"D_L {line['D'][-1]:.4f} | jump ratio {line['jump_ratio']:.3f} | "
-            f"S_model {line['S_model']:.3f} | zeta_L {line['zeta_L']:.3f}"
-        )
+        metrics = console(line)
         if split == "test":
             return f"test  iteration {iteration}, after training: {metrics}"
         if split != "train":
