@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, required=True)
     parser.add_argument("--vocab", type=int, required=True, help="the run's (padded) vocab size")
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--save-hidden", help="torch.save h_0..h_L of each microbatch here")
     args = parser.parse_args()
     torch.distributed.init_process_group("gloo")
     ps.initialize_model_parallel(1, 1)
@@ -78,6 +79,7 @@ def main() -> None:
             with_kwargs=True,
         )  # fmt: skip
     losses, d_sum = [], torch.zeros(cfg.num_layers, dtype=torch.float64)
+    hidden = []  # per microbatch: [h_0, ..., h_L], float64 [s, b, h]
     num_mb = train.global_batch_size // train.micro_batch_size
     with torch.no_grad():
         for mb in range(num_mb):
@@ -94,6 +96,10 @@ def main() -> None:
             for layer_number, (h_in, h_out) in captured.items():
                 psi = 1 - (1 + F.cosine_similarity(h_in.double(), h_out.double(), dim=-1)) / 2
                 d_sum[layer_number - 1] += psi.mean()
+            states = [captured[1][0]] + [captured[i][1] for i in range(1, cfg.num_layers + 1)]
+            hidden.append([h.double() for h in states])
+    if args.save_hidden:
+        torch.save(hidden, args.save_hidden)
     print(
         json.dumps({"lm_loss": float(torch.stack(losses).mean()), "D": (d_sum / num_mb).tolist()})
     )

@@ -1,0 +1,84 @@
+"""A regulariser is one new file: dropped into megatron_ext/regularizers/, ``REG=<its name>`` trains
+through ``make pretrain``'s launcher over TP=2 and PP=2, and its logged loss (unscaled and scaled)
+equals an independent single-process reference of the same model at iteration 1."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import torch
+
+from megatron_ext import regularizers
+from tests.helpers import REPO, torchrun
+from tests.test_pretrain import train, train_lines
+
+FOLDER = REPO / "megatron_ext" / "regularizers"
+LAMBDA = 0.5
+PLUGIN = '''"""Test plug-in: the squared relative change |h_l - h_{{l-1}}|^2 / |h_{{l-1}}|^2 per token."""
+
+from megatron_ext.regularizers import register
+
+
+@register("{name}", help="squared relative L2 change (written by a test, removed after it)")
+def {name}(h_in, h_out):
+    a, b = h_in.float(), h_out.float()
+    return (b - a).pow(2).sum(-1) / a.pow(2).sum(-1).clamp_min(1e-8)
+'''
+
+
+def reference_values(h_in: torch.Tensor, h_out: torch.Tensor) -> torch.Tensor:
+    """The plug-in's formula, written again here in float64 (per token)."""
+    return ((h_out - h_in).norm(dim=-1) / h_in.norm(dim=-1)).square()
+
+
+@pytest.fixture
+def plugin():
+    """Write the plug-in file; remove it (and its bytecode) whatever happens."""
+    name = f"plugtest_{uuid.uuid4().hex[:8]}"
+    path = FOLDER / f"{name}.py"
+    path.write_text(PLUGIN.format(name=name))
+    try:
+        yield name
+    finally:
+        path.unlink(missing_ok=True)
+        for pyc in (FOLDER / "__pycache__").glob(f"{name}.*.pyc"):
+            pyc.unlink(missing_ok=True)
+
+
+@pytest.mark.slow
+def test_dropped_in_regulariser_trains_over_tp2_and_pp2(tmp_path, smoke_data, plugin):
+    assert plugin in regularizers.choices()  # the launcher's list: read from the files
+    settings = dict(REG=plugin, LAMBDA=LAMBDA, ITERS=3, LOG_INTERVAL=1, SAVE_INTERVAL=100,
+                    NPROC=2)  # fmt: skip
+    runs = {
+        name: train_lines(train(tmp_path / name, smoke_data, timeout=600, **layout, **settings))
+        for name, layout in (("tp2", {"TP": 2}), ("pp2", {"PP": 2}))
+    }
+    vocab = json.loads((smoke_data / "manifest.json").read_text())["tokenizer"]["vocab_size"]
+    hidden_path = tmp_path / "hidden.pt"
+    out = torchrun(1, "tests.pretrain_reference", [
+        "--data", str(smoke_data), "--iters", "3", "--vocab", str(-(-vocab // 1024) * 1024),
+        "--save-hidden", str(hidden_path)])  # fmt: skip
+    ref = json.loads(out.strip().splitlines()[-1])
+    hidden = torch.load(hidden_path)
+    num_layers = len(hidden[0]) - 1
+    r_ref = [
+        float(torch.stack([reference_values(h[i], h[i + 1]).mean() for h in hidden]).mean())
+        for i in range(num_layers)
+    ]
+    expected = sum(r / num_layers for r in r_ref)  # WEIGHTS=uniform
+    assert expected > 1e-3  # not a vacuous comparison
+    for name, lines in runs.items():
+        assert [x["iteration"] for x in lines] == [1, 2, 3], name
+        first = lines[0]
+        assert first["lm_loss"] == pytest.approx(ref["lm_loss"], rel=1e-5), name
+        assert first["D"] == pytest.approx(ref["D"], rel=1e-5), name  # Psi is tracked too
+        assert first["R"] == pytest.approx(r_ref, rel=1e-5), name  # and the regulariser per layer
+        assert first["jreg_loss"] == pytest.approx(expected, rel=1e-5), name
+        assert first["jreg_loss_scaled"] == pytest.approx(LAMBDA * expected, rel=1e-5), name
+    # the penalty's gradient reaches the weights alike in both layouts (step 2 has lr > 0)
+    for a, b in zip(runs["tp2"], runs["pp2"], strict=True):
+        assert b["lm_loss"] == pytest.approx(a["lm_loss"], rel=1e-4)
+        assert b["jreg_loss"] == pytest.approx(a["jreg_loss"], rel=1e-4)
