@@ -188,15 +188,13 @@ class JumpTracker:
         reg_mean: torch.Tensor | None = None,
         training: bool = True,
     ) -> None:
-        """Add one microbatch's token means for a layer (``reg_mean``: when ``reg_values``)."""
+        """Add one microbatch's token means for a layer; ``reg_mean`` (the regulariser's, when it
+        is not Psi) is kept only by a tracker with ``reg_values`` (``from_config`` decides)."""
         split = self._split(training)
         self.buffers.add(split, "D", psi_mean, layer=layer_number)
-        if self.reg_values != (reg_mean is not None):
-            raise ValueError(
-                f"reg_mean is for a tracker with reg_values=True (this: {self.reg_values})"
-            )
-        if self.reg_values:
-            self.buffers.add(split, "R", reg_mean, layer=layer_number)
+        if self.reg_values:  # R = D when the regulariser is Psi (reg_mean None)
+            value = psi_mean if reg_mean is None else reg_mean
+            self.buffers.add(split, "R", value, layer=layer_number)
 
     def record_lm_loss(self, loss_sum: torch.Tensor, num_tokens: torch.Tensor, training: bool):
         """Add a microbatch's LM loss (sum over its tokens) and token count."""
