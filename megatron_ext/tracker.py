@@ -57,14 +57,14 @@ class MetricBuffers:
             self._offset[m.key] = len(fill)
             # a mean keeps (values | weights); the others one slot per value
             fill += [_FILL[m.reduce]] * (2 * width if m.reduce == "mean" else width)
-        self._fill = torch.tensor(fill, dtype=torch.float64)
+        self._fill = torch.tensor(fill, dtype=torch.float64, device=self.device)
         self._gather = any(m.reduce in ("max", "min") for m in metrics)
         self._buffers: dict[str, torch.Tensor] = {}
         self._sealed: list[torch.Tensor] = []  # finished evaluation passes, not yet reported
 
     def buffer(self, split: str) -> torch.Tensor:
         if split not in self._buffers:
-            self._buffers[split] = self._fill.to(self.device, copy=True)
+            self._buffers[split] = self._fill.clone()
         return self._buffers[split]
 
     def add(self, split: str, key: str, value, *, layer: int | None = None, weight=1.0) -> None:
@@ -97,7 +97,7 @@ class MetricBuffers:
     def take(self, split: str) -> torch.Tensor:
         """This rank's buffer of ``split``, which is reset (no sync)."""
         buf = self.buffer(split).clone()
-        self._buffers[split].copy_(self._fill.to(buf.device))
+        self._buffers[split].copy_(self._fill)
         return buf
 
     def seal(self, split: str) -> None:
