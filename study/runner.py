@@ -153,24 +153,35 @@ class Runner:
         launch = [sys.executable, "-m", "megatron_ext.launch", *self.s.launch_settings(run)]
         self._call(run.name, "train", launch, quiet=quiet)
 
-    def train_side_by_side(self, runs: list[RunSpec]) -> None:
-        """JOBS > 1: train every run, JOBS at a time, main runs first; after a failure no new run
-        starts, the ones already started finish (each is resumable), then the failure is raised."""
+    def side_by_side(self, runs: list[RunSpec]) -> None:
+        """JOBS > 1: each run's train, analyze and eval stages in turn, JOBS runs at a time, main
+        runs first; after a failure no new run starts, the ones already going finish (each is
+        resumable), then the failure is raised."""
         failed: list[StageError] = []
+        steps = [
+            step
+            for stage, step in (
+                ("train", self.train),
+                ("analyze", self.analyze),
+                ("eval", self.evaluate),
+            )
+            if stage in self.s.stages
+        ]
 
         def one(run: RunSpec) -> None:
-            if not failed:
-                try:
-                    self.train(run, quiet=True)
-                except StageError as err:
-                    failed.append(err)
+            try:
+                for step in steps:
+                    if not failed:
+                        step(run, quiet=True)
+            except StageError as err:
+                failed.append(err)
 
         with ThreadPoolExecutor(self.s.jobs) as pool:
             list(pool.map(one, runs))
         if failed:
             raise failed[0]
 
-    def analyze(self, run: RunSpec) -> None:
+    def analyze(self, run: RunSpec, *, quiet: bool = False) -> None:
         run_dir = self.s.root / run.name
         wanted = checkpoints(run_dir) if run.main else checkpoints(run_dir)[-1:]
         if not wanted:
@@ -182,9 +193,9 @@ class Runner:
             return
         self._call(run.name, "analyze", [sys.executable, "-m", "eval", "analyze",
                    f"RUN={run_dir}", f"ITER={','.join(map(str, todo))}",
-                   f"SAMPLES={self.s.samples}"])  # fmt: skip
+                   f"SAMPLES={self.s.samples}"], quiet=quiet)  # fmt: skip
 
-    def evaluate(self, run: RunSpec) -> None:
+    def evaluate(self, run: RunSpec, *, quiet: bool = False) -> None:
         run_dir = self.s.root / run.name
         last = checkpoints(run_dir)[-1:]
         if not last:
@@ -198,7 +209,7 @@ class Runner:
                            ("DOCS", self.s.docs)):  # fmt: skip
             if value:
                 cmd.append(f"{key}={value}")
-        self._call(run.name, "eval", cmd)
+        self._call(run.name, "eval", cmd, quiet=quiet)
 
     def plots(self) -> None:
         runs = [str(self.s.root / r.name) for r in self.s.runs()
@@ -218,8 +229,8 @@ class Runner:
         self.s.root.mkdir(parents=True, exist_ok=True)
         (self.s.root / STUDY_FILE).write_text(json.dumps(self.s.to_json(), indent=1) + "\n")
         runs = self.s.runs()
-        if self.s.jobs > 1 and "train" in self.s.stages:
-            self.train_side_by_side(runs)
+        if self.s.jobs > 1:
+            self.side_by_side(runs)
         for phase in ([r for r in runs if r.main], [r for r in runs if not r.main]):
             if not phase:
                 continue

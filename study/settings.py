@@ -34,7 +34,7 @@ SETTINGS = {
     "LIMIT": "documents per lm-eval task (default: all)",
     "DOCS": "held-out documents the local tasks are built from (default 500)",
     "STAGES": "comma list of train,analyze,eval,plots,report (default: all)",
-    "JOBS": "runs trained at once (default 1; each keeps OMP_NUM_THREADS, so numbers do not change)",
+    "JOBS": "runs at once, each trained, analysed, evaluated (default 1; each keeps OMP_NUM_THREADS, so numbers do not change)",
 }
 STAGES = ("train", "analyze", "eval", "plots", "report")
 STUDY_FILE = "study.json"  # <ROOT>/study.json: the settings of the last make study
@@ -111,7 +111,7 @@ class StudySettings:
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     """Stages to run, in the fixed order of STAGES."""
     jobs: int = 1
-    """Runs trained at once (all runs, main ones first, before any analysis when > 1)."""
+    """Runs at once (> 1: each run's train, analyze and eval in turn, main runs first)."""
 
     def __post_init__(self):
         if not (math.isfinite(self.lam) and self.lam >= 0):

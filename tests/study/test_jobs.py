@@ -14,7 +14,9 @@ from study.settings import parse
 
 
 def fake_runner(tmp_path, jobs: int, fail: str | None = None):
-    runner = Runner(parse([f"ROOT={tmp_path}", f"JOBS={jobs}"]), print_fn=lambda _: None)
+    runner = Runner(
+        parse([f"ROOT={tmp_path}", f"JOBS={jobs}", "STAGES=train"]), print_fn=lambda _: None
+    )
     lock, state = threading.Lock(), {"now": 0, "most": 0, "started": []}
 
     def train(run, *, quiet=False):
@@ -37,7 +39,7 @@ def fake_runner(tmp_path, jobs: int, fail: str | None = None):
 def test_runs_side_by_side_main_first(tmp_path, jobs):
     runner, state = fake_runner(tmp_path, jobs)
     runs = runner.s.runs()
-    runner.train_side_by_side(runs)
+    runner.side_by_side(runs)
     assert state["most"] == jobs and sorted(state["started"]) == sorted(r.name for r in runs)
     assert set(state["started"][:3]) == {"none", "jreg", "jreg-final"}
 
@@ -45,7 +47,7 @@ def test_runs_side_by_side_main_first(tmp_path, jobs):
 def test_failure_starts_no_new_run(tmp_path):
     runner, state = fake_runner(tmp_path, 2, fail="none")
     with pytest.raises(StageError, match="train of none failed"):
-        runner.train_side_by_side(runner.s.runs())
+        runner.side_by_side(runner.s.runs())
     # none fails after 0.2 s while jreg runs; jreg-final takes the free slot at most once more
     assert state["started"][:2] in (["none", "jreg"], ["jreg", "none"])
     assert len(state["started"]) <= 3
