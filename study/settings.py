@@ -34,7 +34,7 @@ SETTINGS = {
     "LIMIT": "documents per lm-eval task (default: all)",
     "DOCS": "held-out documents the local tasks are built from (default 500)",
     "STAGES": "comma list of train,analyze,eval,plots,report (default: all)",
-    "JOBS": "runs at once, each trained, analysed, evaluated (default 1; each keeps OMP_NUM_THREADS, so numbers do not change)",
+    "JOBS": "runs at once, each trained, analysed and evaluated (default 1; same numbers)",
 }
 STAGES = ("train", "analyze", "eval", "plots", "report")
 STUDY_FILE = "study.json"  # <ROOT>/study.json: the settings of the last make study
