@@ -159,16 +159,27 @@ def last_valid_iteration(run_dir: Path) -> int | None:
     return max(x["iteration"] for x in valid) if valid else None
 
 
-def pilot(run_dir: Path, at: int | None = None) -> dict:
-    """A pilot's numbers: its first validation pass at iteration ``at`` (pilots of one group are
-    compared at one iteration), else the last analysed checkpoint, else its last validation line,
-    else its last training line (``source`` says which)."""
+def analysed_iterations(run_dir: Path) -> list[int]:
+    """Checkpoints ``make analyze`` measured with their validation pass replayed."""
+    return sorted(x["iteration"] for x in jsonl(run_dir / ANALYSIS_FILE) if "valid" in x)
+
+
+def pilot(run_dir: Path, at: int | None = None, analysed: bool = False) -> dict:
+    """A pilot's numbers at iteration ``at`` (pilots of one group are compared at one iteration):
+    with ``analysed``, its ``make analyze`` line there (validation loss replayed, D on held-out
+    sequences); else its first validation pass there; else the last analysed checkpoint, the last
+    validation line or the last training line (``source`` says which)."""
     analysis = sorted(jsonl(run_dir / ANALYSIS_FILE), key=lambda x: x["iteration"])
     metrics = jsonl(run_dir / "metrics.jsonl")
     train = [x for x in metrics if x.get("split", "train") == "train"]
     valid = last_valid(metrics)
     at_iter = [x for x in valid_in_training(metrics) if x["iteration"] == at]
-    if at_iter:
+    at_analysis = [x for x in analysis if x["iteration"] == at and "valid" in x]
+    if analysed and at_analysis:
+        line, source = at_analysis[-1], "analysis (held-out D, replayed validation loss)"
+        valid = line["valid"]
+        train = [x for x in train if x["iteration"] <= at]
+    elif at_iter:
         valid = min(at_iter, key=lambda x: x.get("eval_pass", 0))
         line, source = valid, "validation pass"
         train = [x for x in train if x["iteration"] <= at]

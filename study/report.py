@@ -200,14 +200,18 @@ def reading_section(main: dict, comparisons: dict, s: StudySettings) -> list[str
 
 def pilots_section(paths: list[Path]) -> list[str]:
     """One table per PILOTS entry (a run dir, or a folder of them): its pilots compared at the
-    last validation pass all of them reached, validation loss against the REG=none pilot of the
-    same shape."""
+    last checkpoint all of them have analysed (``make analyze``), else at the last validation pass
+    all of them reached; validation loss against the REG=none pilot of the same shape."""
     out = ["## Pilots", ""]
     for path in paths:
         dirs = collect.pilot_dirs([path])
-        lasts = [i for i in map(collect.last_valid_iteration, dirs) if i is not None]
-        common = min(lasts) if lasts else None
-        pilots = [p for p in (collect.pilot(d, at=common) for d in dirs) if p["D"]]
+        analysed = [collect.analysed_iterations(d) for d in dirs]
+        if dirs and all(analysed):
+            common, by_analysis = min(a[-1] for a in analysed), True
+        else:
+            lasts = [i for i in map(collect.last_valid_iteration, dirs) if i is not None]
+            common, by_analysis = (min(lasts) if lasts else None), False
+        pilots = [p for p in (collect.pilot(d, common, by_analysis) for d in dirs) if p["D"]]
         if not pilots:
             continue
         out += [f"Pilots in `{path}`" + (f", compared at iteration {common}:" if common else ":"),
