@@ -30,7 +30,7 @@ RUNPY := $(UV) run --locked python
 #> make bench [OUT= REPEATS= DEVICE= PARTS=]   JREG's cost: step time/memory none vs jreg vs l2rel, the displacement eager vs fused
 #> make bench-gpu                            on a GPU node: the Triton kernel tests compiled, then bench's GPU part
 #> make preflight [WHEELS=dir PYTHON= OUT=]  prove a GPU node is ready (PASS/FAIL table; exit 2 without a GPU)
-#> make study [SIZE= ITERS= SAVE_INTERVAL= LAMBDA= WEIGHTS= SEED= SEEDS= DATA= ARGS= ROOT= DOC= PILOTS= SAMPLES= TASKS= LIMIT= DOCS= STAGES=]   none vs jreg vs jreg-final (+ seeds) -> docs/study.md
+#> make study [SIZE= ITERS= SAVE_INTERVAL= LAMBDA= WEIGHTS= SEED= SEEDS= DATA= ARGS= ROOT= DOC= PILOTS= SAMPLES= TASKS= LIMIT= DOCS= STAGES= JOBS=]   none vs jreg vs jreg-final (+ seeds) -> docs/study.md
 #> make help                                 this list
 .PHONY: help setup test test-fast lint data pretrain bench bench-gpu preflight study
 help:
@@ -153,7 +153,7 @@ preflight: $(if $(PYTHON),,setup)
 # stopped. make study [LAMBDA=0.1 WEIGHTS=uniform SEED=1234 SEEDS=1235,1236 PILOTS=dir1,dir2 ...]
 # (python -m study help lists every setting)
 STUDY_VARS := SIZE ITERS SAVE_INTERVAL LAMBDA WEIGHTS SEED SEEDS DATA ARGS ROOT DOC PILOTS SAMPLES \
-	TASKS LIMIT DOCS STAGES
+	TASKS LIMIT DOCS STAGES JOBS
 .PHONY: study
 study: setup
 	$(RUNPY) -m study $(foreach v,$(STUDY_VARS),$(if $(value $(v)),'$(v)=$($(v))'))

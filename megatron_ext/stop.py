@@ -9,7 +9,8 @@ to that same handler, and before Megatron has installed it (start-up, nothing to
 KeyboardInterrupt as usual. ``report`` turns Megatron's exit into one line saying why the run
 stopped, where its checkpoint is and how to resume, and the exit code:
 
-- 0: stopped at the time limit (a checkpoint was saved; the same command or job resumes);
+- 0: stopped at the time limit or at ``--exit-interval`` (Megatron's own check right after the
+  signal and time checks; a checkpoint was saved; the same command or job resumes);
 - 128 + signal: stopped by a signal after saving a checkpoint (130 for SIGINT, 143 for SIGTERM),
   the code a shell reports for a process a signal ended.
 """
@@ -45,12 +46,15 @@ def _sigterm_received() -> bool:
     return bool(handler is not None and getattr(handler, "_signal_received", False))
 
 
-def stop_reason(args) -> tuple[str, int]:
-    """Why Megatron's training loop exited early on this rank, and the exit code for it."""
+def stop_reason(args, iteration: int | None) -> tuple[str, int]:
+    """Why Megatron's training loop exited early on this rank at ``iteration``, and the exit code
+    for it."""
     if _sigint_received:
         return "SIGINT (Ctrl-C)", 128 + signal.SIGINT
     if _sigterm_received():
         return "SIGTERM", 128 + signal.SIGTERM
+    if args.exit_interval and iteration and iteration % args.exit_interval == 0:
+        return f"--exit-interval {args.exit_interval}", 0
     if args.exit_duration_in_mins:
         return f"its time limit ({args.exit_duration_in_mins} min)", 0
     return "a stop signal on another rank", 128 + signal.SIGTERM
@@ -58,9 +62,9 @@ def stop_reason(args) -> tuple[str, int]:
 
 def report(args) -> int:
     """One line (rank 0) for a run Megatron stopped before ``train_iters``; returns the code."""
-    reason, code = stop_reason(args)
+    saved = last_checkpoint(args.save)
+    reason, code = stop_reason(args, saved)
     if args.rank == 0:
-        saved = last_checkpoint(args.save)
         where = f"checkpoint {args.save}/iter_{saved:07d}" if saved else "no checkpoint saved"
         say(
             f"stopped by {reason} at iteration {saved or 0} of {args.train_iters}: {where}; "

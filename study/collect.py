@@ -121,7 +121,8 @@ def setup(run_dir: Path) -> dict:
     out = {k: one(f"--{k.replace('_', '-')}") for k in (
         "num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups",
         "seq_length", "train_iters", "global_batch_size", "micro_batch_size", "lr", "min_lr",
-        "save_interval", "eval_interval", "eval_iters", "seed", "train_data_path")}  # fmt: skip
+        "save_interval", "eval_interval", "eval_iters", "seed", "train_data_path", "jreg_reg",
+        "jreg_lambda", "jreg_weights")}  # fmt: skip
     try:
         out["tokens"] = (
             int(out["train_iters"]) * int(out["global_batch_size"]) * int(out["seq_length"])
@@ -148,14 +149,41 @@ def pilot_dirs(paths: list[Path]) -> list[Path]:
     return out
 
 
-def pilot(run_dir: Path) -> dict:
-    """A pilot's final numbers: the last analysed checkpoint, else its last validation line,
-    else its last training line (``source`` says which)."""
+def valid_in_training(metrics: list[dict]) -> list[dict]:
+    """Validation passes training ran (not the ones after training)."""
+    return [x for x in metrics if x.get("split") == "valid" and not x.get("after_training")]
+
+
+def last_valid_iteration(run_dir: Path) -> int | None:
+    valid = valid_in_training(jsonl(run_dir / "metrics.jsonl"))
+    return max(x["iteration"] for x in valid) if valid else None
+
+
+def analysed_iterations(run_dir: Path) -> list[int]:
+    """Checkpoints ``make analyze`` measured with their validation pass replayed."""
+    return sorted(x["iteration"] for x in jsonl(run_dir / ANALYSIS_FILE) if "valid" in x)
+
+
+def pilot(run_dir: Path, at: int | None = None, analysed: bool = False) -> dict:
+    """A pilot's numbers at iteration ``at`` (pilots of one group are compared at one iteration):
+    with ``analysed``, its ``make analyze`` line there (validation loss replayed, D on held-out
+    sequences); else its first validation pass there; else the last analysed checkpoint, the last
+    validation line or the last training line (``source`` says which)."""
     analysis = sorted(jsonl(run_dir / ANALYSIS_FILE), key=lambda x: x["iteration"])
     metrics = jsonl(run_dir / "metrics.jsonl")
     train = [x for x in metrics if x.get("split", "train") == "train"]
     valid = last_valid(metrics)
-    if analysis:
+    at_iter = [x for x in valid_in_training(metrics) if x["iteration"] == at]
+    at_analysis = [x for x in analysis if x["iteration"] == at and "valid" in x]
+    if analysed and at_analysis:
+        line, source = at_analysis[-1], "analysis (held-out D, replayed validation loss)"
+        valid = line["valid"]
+        train = [x for x in train if x["iteration"] <= at]
+    elif at_iter:
+        valid = min(at_iter, key=lambda x: x.get("eval_pass", 0))
+        line, source = valid, "validation pass"
+        train = [x for x in train if x["iteration"] <= at]
+    elif analysis:
         line, source = analysis[-1], "analysis (held-out)"
     elif valid:
         line, source = valid, "last validation pass"
@@ -165,8 +193,12 @@ def pilot(run_dir: Path) -> dict:
         return {"name": run_dir.name, "dir": run_dir, "D": None}
     info = setup(run_dir)
     planned = info.get("train_iters", "-")
+    reg = info.get("jreg_reg", "-")
+    if reg not in ("none", "-"):
+        reg = f"{reg} {info.get('jreg_lambda', '-')} {info.get('jreg_weights', '-')}"
     return {"name": run_dir.name, "dir": run_dir, "D": line["D"], "zeta_L": zeta(line),
             "source": source, "iteration": line["iteration"], "planned": planned,
-            "tokens": train[-1]["tokens"] if train else None,
+            "tokens": train[-1]["tokens"] if train else None, "reg": reg,
+            "jump_ratio": line.get("jump_ratio"),
             "val_loss": valid["lm_loss"] if valid else None,
             "shape": f"{info.get('num_layers', '-')} x {info.get('hidden_size', '-')}"}  # fmt: skip

@@ -199,18 +199,41 @@ def reading_section(main: dict, comparisons: dict, s: StudySettings) -> list[str
 
 
 def pilots_section(paths: list[Path]) -> list[str]:
+    """One table per PILOTS entry (a run dir, or a folder of them): its pilots compared at the
+    last checkpoint all of them have analysed (``make analyze``), else at the last validation pass
+    all of them reached; validation loss against the REG=none pilot of the same shape."""
     out = ["## Pilots", ""]
-    pilots = [collect.pilot(p) for p in collect.pilot_dirs(paths)]
-    pilots = [p for p in pilots if p["D"]]
-    if not pilots:
+    for path in paths:
+        dirs = collect.pilot_dirs([path])
+        analysed = [collect.analysed_iterations(d) for d in dirs]
+        if dirs and all(analysed):
+            common, by_analysis = min(a[-1] for a in analysed), True
+        else:
+            lasts = [i for i in map(collect.last_valid_iteration, dirs) if i is not None]
+            common, by_analysis = (min(lasts) if lasts else None), False
+        pilots = [p for p in (collect.pilot(d, common, by_analysis) for d in dirs) if p["D"]]
+        if not pilots:
+            continue
+        out += [f"Pilots in `{path}`" + (f", compared at iteration {common}:" if common else ":"),
+                ""]  # fmt: skip
+        rows = []
+        for p in pilots:
+            ref = next((q for q in pilots if q["reg"] == "none" and q["shape"] == p["shape"]
+                        and q["iteration"] == p["iteration"]), None)  # fmt: skip
+            change = "-"
+            if ref is not None and ref is not p and p["val_loss"] and ref["val_loss"]:
+                change = f"{100 * (p['val_loss'] / ref['val_loss'] - 1):+.2f}%"
+            rows.append([p["name"], p["shape"], f"{p['iteration']} / {p['planned']}", p["reg"],
+                         p["tokens"], p["val_loss"], change, p["D"][-1], p["zeta_L"],
+                         p["jump_ratio"], str(jump_layers(p["D"])["top_rise"] or "none"),
+                         p["source"]])  # fmt: skip
+        out += table(["pilot", "layers x hidden", "iteration / planned", "REG", "tokens",
+                      "val loss", "val loss vs none", "D_L", "zeta_L", "D_L/D_(L-1)",
+                      "largest rise at layer", "source"], rows)  # fmt: skip
+        out += ["", "D_l per layer at that measurement:", ""]
+        out += [f"- {p['name']}: " + " ".join(fmt(d, 3) for d in p["D"]) for p in pilots] + [""]
+    if len(out) == 2:
         return out + ["No pilot runs given (`make study PILOTS=dir1,dir2` summarises them)."]
-    out += table(["pilot", "layers x hidden", "iteration / planned", "tokens", "val loss",
-                  "zeta_L", "largest rise at layer", "source"],
-                 [[p["name"], p["shape"], f"{p['iteration']} / {p['planned']}", p["tokens"],
-                   p["val_loss"], p["zeta_L"], str(jump_layers(p["D"])["top_rise"] or "none"),
-                   p["source"]] for p in pilots])  # fmt: skip
-    out += ["", "D_l per layer at each pilot's last measurement:", ""]
-    out += [f"- {p['name']}: " + " ".join(fmt(d, 3) for d in p["D"]) for p in pilots]
     return out
 
 

@@ -19,6 +19,7 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from eval.rundir import REPO
@@ -96,8 +97,9 @@ class Runner:
         with (self.s.root / LOG_FILE).open("a") as f:
             f.write(json.dumps(line | {"time": time.time(), "machine": self.machine}) + "\n")
 
-    def _call(self, run: str, stage: str, cmd: list[str]) -> None:
-        """Run ``cmd`` from the repo root, its output to the console and ``logs/<run>.<stage>``."""
+    def _call(self, run: str, stage: str, cmd: list[str], *, quiet: bool = False) -> None:
+        """Run ``cmd`` from the repo root, its output to ``logs/<run>.<stage>`` and, unless
+        ``quiet`` (runs trained side by side), to the console."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{run}.{stage}.log"
         self.print(f"study: {stage} {run}: {' '.join(cmd[1:])} (log: {log})")
@@ -110,13 +112,16 @@ class Runner:
                                         stderr=subprocess.STDOUT, text=True)  # fmt: skip
                 for text in proc.stdout:
                     f.write(text)
-                    sys.stdout.write(text)
+                    if not quiet:
+                        sys.stdout.write(text)
                 code = proc.wait()
         finally:
             self._log(run=run, stage=stage, seconds=round(time.perf_counter() - start, 1),
                       returncode=code)  # fmt: skip
         if code:
             raise StageError(f"{stage} of {run} failed (exit code {code}); see {log}")
+        if quiet:
+            self.print(f"study: {stage} {run}: done in {time.perf_counter() - start:.0f} s")
 
     def finished(self, run: RunSpec) -> bool:
         run_dir = self.s.root / run.name
@@ -137,7 +142,7 @@ class Runner:
                 lines = (proc.stderr or proc.stdout).strip().splitlines() or ["launch failed"]
                 raise StudyError(f"run {run.name}: {lines[-1].removeprefix('error: ')}")
 
-    def train(self, run: RunSpec) -> None:
+    def train(self, run: RunSpec, *, quiet: bool = False) -> None:
         run_dir = self.s.root / run.name
         if self.finished(run):
             last = last_checkpoint(run_dir)
@@ -146,9 +151,37 @@ class Runner:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / RUN_FILE).write_text(json.dumps(run.record(self.s)) + "\n")
         launch = [sys.executable, "-m", "megatron_ext.launch", *self.s.launch_settings(run)]
-        self._call(run.name, "train", launch)
+        self._call(run.name, "train", launch, quiet=quiet)
 
-    def analyze(self, run: RunSpec) -> None:
+    def side_by_side(self, runs: list[RunSpec]) -> None:
+        """JOBS > 1: each run's train, analyze and eval stages in turn, JOBS runs at a time, main
+        runs first; after a failure no new run starts, the ones already going finish (each is
+        resumable), then the failure is raised."""
+        failed: list[StageError] = []
+        steps = [
+            step
+            for stage, step in (
+                ("train", self.train),
+                ("analyze", self.analyze),
+                ("eval", self.evaluate),
+            )
+            if stage in self.s.stages
+        ]
+
+        def one(run: RunSpec) -> None:
+            try:
+                for step in steps:
+                    if not failed:
+                        step(run, quiet=True)
+            except StageError as err:
+                failed.append(err)
+
+        with ThreadPoolExecutor(self.s.jobs) as pool:
+            list(pool.map(one, runs))
+        if failed:
+            raise failed[0]
+
+    def analyze(self, run: RunSpec, *, quiet: bool = False) -> None:
         run_dir = self.s.root / run.name
         wanted = checkpoints(run_dir) if run.main else checkpoints(run_dir)[-1:]
         if not wanted:
@@ -160,9 +193,9 @@ class Runner:
             return
         self._call(run.name, "analyze", [sys.executable, "-m", "eval", "analyze",
                    f"RUN={run_dir}", f"ITER={','.join(map(str, todo))}",
-                   f"SAMPLES={self.s.samples}"])  # fmt: skip
+                   f"SAMPLES={self.s.samples}"], quiet=quiet)  # fmt: skip
 
-    def evaluate(self, run: RunSpec) -> None:
+    def evaluate(self, run: RunSpec, *, quiet: bool = False) -> None:
         run_dir = self.s.root / run.name
         last = checkpoints(run_dir)[-1:]
         if not last:
@@ -176,7 +209,7 @@ class Runner:
                            ("DOCS", self.s.docs)):  # fmt: skip
             if value:
                 cmd.append(f"{key}={value}")
-        self._call(run.name, "eval", cmd)
+        self._call(run.name, "eval", cmd, quiet=quiet)
 
     def plots(self) -> None:
         runs = [str(self.s.root / r.name) for r in self.s.runs()
@@ -196,6 +229,8 @@ class Runner:
         self.s.root.mkdir(parents=True, exist_ok=True)
         (self.s.root / STUDY_FILE).write_text(json.dumps(self.s.to_json(), indent=1) + "\n")
         runs = self.s.runs()
+        if self.s.jobs > 1:
+            self.side_by_side(runs)
         for phase in ([r for r in runs if r.main], [r for r in runs if not r.main]):
             if not phase:
                 continue

@@ -34,6 +34,7 @@ SETTINGS = {
     "LIMIT": "documents per lm-eval task (default: all)",
     "DOCS": "held-out documents the local tasks are built from (default 500)",
     "STAGES": "comma list of train,analyze,eval,plots,report (default: all)",
+    "JOBS": "runs at once, each trained, analysed and evaluated (default 1; same numbers)",
 }
 STAGES = ("train", "analyze", "eval", "plots", "report")
 STUDY_FILE = "study.json"  # <ROOT>/study.json: the settings of the last make study
@@ -109,6 +110,8 @@ class StudySettings:
     """Eval DOCS."""
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     """Stages to run, in the fixed order of STAGES."""
+    jobs: int = 1
+    """Runs at once (> 1: each run's train, analyze and eval in turn, main runs first)."""
 
     def __post_init__(self):
         if not (math.isfinite(self.lam) and self.lam >= 0):
@@ -205,6 +208,7 @@ def parse(argv: list[str]) -> StudySettings:
         pilots=pilots, samples=_int(v, "SAMPLES", 64), tasks=v.get("TASKS", ""),
         limit=_int(v, "LIMIT", None), docs=_int(v, "DOCS", None),
         stages=[x.strip() for x in v.get("STAGES", ",".join(STAGES)).split(",") if x.strip()],
+        jobs=_int(v, "JOBS", 1),
     )  # fmt: skip
 
 
