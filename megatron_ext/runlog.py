@@ -122,19 +122,25 @@ class RunLogger:
             self._last_time = time.perf_counter()
             self._last_iteration = iteration
 
-    def close(self, iteration: int, has_test: bool) -> None:
+    def close(self, iteration: int, has_test: bool, stopped: bool = False) -> None:
         """Write the passes run after training (collective: call on every rank once).
 
         Args:
             iteration: the last iteration.
             has_test: Megatron ran the test set after the last validation pass (``args.do_test``).
+            stopped: Megatron stopped early (signal, time limit, ``--exit-interval``): no pass ran
+                after training, and the last in-loop pass, not yet written, is written now.
         """
         if self._closed:
             return
         self._closed = True
         self._seal_if_complete()
+        if stopped:  # Megatron already finished the W&B run (training.py:4149-4150 in 0.19.2)
+            tensorboard = self.writers_fn()[0]
+            self.writers_fn = lambda: (tensorboard, None)
         if self._sealed_passes:
-            self._write_passes(iteration, has_test, after_training=1 + int(has_test))
+            after = 0 if stopped else 1 + int(has_test)
+            self._write_passes(iteration, has_test and not stopped, after_training=after)
 
     def _write_passes(self, iteration: int, has_test: bool, after_training: int = 0) -> None:
         """Write the sealed passes; the last ``after_training`` of them ran after training."""

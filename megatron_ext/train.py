@@ -207,6 +207,7 @@ def main() -> int:
     except SystemExit as exc:
         # a signal or the time limit: Megatron saved a checkpoint and exits 0 (megatron_ext.stop)
         if exc.code in (0, None):
+            logger.close(current_iteration(), has_test=False, stopped=True)
             return report_stop(args)
         # Megatron's rerun state machine exits 16/17 after a NaN/inf it reproduced.
         if exc.code not in (

@@ -90,3 +90,34 @@ def test_after_training_passes_are_labelled(tmp_path):
         ["iter 10/10", "tokens 1,000"],
     ]
     assert "D_L 0.2000 | jump ratio 2.000" in progress[0] and "tok/s | ETA " in progress[0]
+
+
+def test_a_stop_writes_the_last_in_loop_pass(tmp_path):
+    """Stopped right after the validation pass at 10 (a signal, the time limit or
+    --exit-interval): no step follows to write it, so close(stopped=True) does, as an in-loop
+    pass, and W&B (already finished by Megatron) is not called."""
+    tracker = JumpTracker(2, torch.tensor([0.5, 0.5]), lam=0.1)
+    wandb_calls = []
+
+    class WandB:
+        def log(self, *a):
+            wandb_calls.append(a)
+
+    logger = RunLogger(
+        tracker, lambda: None, log_interval=5, tokens_per_iteration=100,
+        iteration_fn=lambda: 0, metrics_path=tmp_path / "metrics.jsonl", is_writer=True,
+        print_fn=lambda _: None, eval_steps_per_pass=1, eval_pass_fn=lambda: 2,
+        train_iters=30, writers_fn=lambda: (None, WandB()),
+    )  # fmt: skip
+    for iteration in range(1, 11):
+        record(tracker, True, 0.1)
+        logger.after_step(iteration)
+    calls_before = len(wandb_calls)
+    logger.on_eval_forward()
+    record(tracker, False, 0.2)
+    logger.close(10, has_test=False, stopped=True)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [(x["iteration"], x.get("split"), x.get("eval_pass"), x.get("after_training"))
+             for x in lines if "split" in x]  # fmt: skip
+    assert evals == [(10, "valid", 2, None)]
+    assert len(wandb_calls) == calls_before
