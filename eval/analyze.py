@@ -46,35 +46,46 @@ _COMPARED = ("lm_loss", "jump_ratio", "S_model", "jreg_loss")
 
 
 @dataclass(kw_only=True)
-class AnalyzeConfig:
-    """What ``make analyze`` measures."""
+class MeasureConfig:
+    """Settings ``make analyze RUN=`` and ``make analyze MODEL=`` (``eval.analyze_hf``) share."""
 
-    iterations: list[int]
-    """Checkpoints to analyse."""
-    out_dir: Path
-    """Where ``analysis.jsonl`` goes."""
     samples: int = 64
-    """Held-out sequences per checkpoint."""
-    split: str = "test"
-    """Split the held-out sample is drawn from."""
-    valid: str = "auto"
-    """``auto`` (the pass after each checkpoint), ``off``, or a pass number."""
+    """Held-out sequences measured (per checkpoint)."""
     alpha: float = VOID_ALPHA
     """Void threshold scale."""
     force: bool = False
-    """Redo checkpoints already in ``analysis.jsonl``."""
+    """Redo what ``analysis.jsonl`` already holds."""
     device: str = ""
     """``cpu`` or ``cuda`` (default: cuda when available)."""
 
     def __post_init__(self):
         if self.samples < 1:
             raise EvalError(f"SAMPLES must be a positive integer, got {self.samples}")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise EvalError(f"ALPHA must be a positive number, got {self.alpha}")
+        if self.device not in ("", "cpu", "cuda"):
+            raise EvalError(f"DEVICE must be cpu or cuda, got {self.device!r}")
+
+
+@dataclass(kw_only=True)
+class AnalyzeConfig(MeasureConfig):
+    """What ``make analyze`` measures."""
+
+    iterations: list[int]
+    """Checkpoints to analyse."""
+    out_dir: Path
+    """Where ``analysis.jsonl`` goes."""
+    split: str = "test"
+    """Split the held-out sample is drawn from."""
+    valid: str = "auto"
+    """``auto`` (the pass after each checkpoint), ``off``, or a pass number."""
+
+    def __post_init__(self):
+        super().__post_init__()
         if self.split not in ("train", "valid", "test"):
             raise EvalError(f"SPLIT must be train, valid or test, got {self.split!r}")
         if self.valid not in ("auto", "off") and not (self.valid.isdigit() and int(self.valid)):
             raise EvalError(f"VALID must be auto, off or a pass number >= 1, got {self.valid!r}")
-        if not (math.isfinite(self.alpha) and self.alpha > 0):
-            raise EvalError(f"ALPHA must be a positive number, got {self.alpha}")
 
     @property
     def settings(self) -> dict:
