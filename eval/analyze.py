@@ -38,6 +38,7 @@ import torch
 from tqdm import tqdm
 
 from eval.activations import VOID_ALPHA
+from eval.device import check_device, resolve_device
 from eval.rundir import ANALYSIS_FILE, EvalError, RunDir
 from megatron_ext.jreg import parse_schedule
 from megatron_ext.reg import JregConfig
@@ -63,8 +64,7 @@ class MeasureConfig:
             raise EvalError(f"SAMPLES must be a positive integer, got {self.samples}")
         if not (math.isfinite(self.alpha) and self.alpha > 0):
             raise EvalError(f"ALPHA must be a positive number, got {self.alpha}")
-        if self.device not in ("", "cpu", "cuda"):
-            raise EvalError(f"DEVICE must be cpu or cuda, got {self.device!r}")
+        check_device(self.device)
 
 
 @dataclass(kw_only=True)
@@ -195,7 +195,7 @@ def analyze(run: RunDir, cfg: AnalyzeConfig, print_fn=tqdm.write) -> Path:
     from eval import megatron_io  # patches torch for CPU (cpu_compat): imported only to run
 
     megatron_io.init(run.schedule.seed)
-    dev = megatron_io.device(cfg.device)
+    dev = resolve_device(cfg.device)
     heldout = megatron_io.dataset(run, cfg.split, cfg.samples)
     table = buckets(run)
     valid_ds = None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eval.analyze import MeasureConfig
+from eval.device import resolve_device
 from eval.hf_model import DTYPES
 from eval.rundir import REPO, EvalError, load_run
 
@@ -55,14 +56,6 @@ class HFAnalyzeConfig(MeasureConfig):
                 raise EvalError(
                     f"TEXT={self.text}: not a dataset folder or an existing .txt/.jsonl file"
                 )
-
-
-def _device(name: str):
-    import torch
-
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EvalError("DEVICE=cuda but no GPU is visible; use DEVICE=cpu")
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _sequences(cfg: HFAnalyzeConfig, export: dict, tokenizer):
@@ -102,7 +95,7 @@ def analyze_model(cfg: HFAnalyzeConfig, print_fn=print) -> Path:
 
     spec, name, export = resolve(cfg.model)
     out_dir = cfg.out_dir or REPO / "runs" / "hf" / name
-    dev = _device(cfg.device)
+    dev = resolve_device(cfg.device)
     start = time.perf_counter()
     model, tokenizer = load(spec, cfg.dtype, dev)
     adapter = HFAdapter(model)
