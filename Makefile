@@ -46,7 +46,7 @@ setup: $(if $(filter uv,$(UV)),,$(CURDIR)/.tools/bin/uv)
 	$(UV) sync --locked --inexact $(foreach e,$(EXTRAS),--extra $(e))
 
 test: setup
-	$(UV) run --locked pytest -q
+	$(UV) run --locked pytest -q --durations=30
 
 test-fast: setup
 	$(UV) run --locked pytest -q -m "not slow"

@@ -13,7 +13,8 @@ sequences: a run's GPTDataset, dataset folders, text files), ``stats`` (every an
 from h_0..h_L and a head, for both sources), ``probe`` (the Megatron adapter), ``hf_model`` (the
 Hugging Face adapter), ``activations`` (massive activations and voids) and ``depth`` (decision
 depth), pure functions, ``analyze``, ``analyze_hf`` (``make analyze MODEL=``), ``plots``,
-``plots_depth`` (figures on a normalised depth axis), ``scores`` (the task x iteration table),
-``convert`` (the Megatron -> HF Llama mapping), ``export``, ``taskdata`` (lm-eval data from the
-held-out split) and ``harness`` (lm-eval).
+``plots_depth`` (figures on a normalised depth axis), ``figures`` (the backend and panel style
+they share), ``scores`` (the task x iteration table), ``convert`` (the Megatron -> HF Llama
+mapping), ``export``, ``taskdata`` (lm-eval data from the held-out split) and ``harness``
+(lm-eval).
 """

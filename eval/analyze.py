@@ -38,6 +38,7 @@ import torch
 from tqdm import tqdm
 
 from eval.activations import VOID_ALPHA
+from eval.device import check_device, resolve_device
 from eval.rundir import ANALYSIS_FILE, EvalError, RunDir
 from megatron_ext.jreg import parse_schedule
 from megatron_ext.reg import JregConfig
@@ -46,35 +47,45 @@ _COMPARED = ("lm_loss", "jump_ratio", "S_model", "jreg_loss")
 
 
 @dataclass(kw_only=True)
-class AnalyzeConfig:
-    """What ``make analyze`` measures."""
+class MeasureConfig:
+    """Settings ``make analyze RUN=`` and ``make analyze MODEL=`` (``eval.analyze_hf``) share."""
 
-    iterations: list[int]
-    """Checkpoints to analyse."""
-    out_dir: Path
-    """Where ``analysis.jsonl`` goes."""
     samples: int = 64
-    """Held-out sequences per checkpoint."""
-    split: str = "test"
-    """Split the held-out sample is drawn from."""
-    valid: str = "auto"
-    """``auto`` (the pass after each checkpoint), ``off``, or a pass number."""
+    """Held-out sequences measured (per checkpoint)."""
     alpha: float = VOID_ALPHA
     """Void threshold scale."""
     force: bool = False
-    """Redo checkpoints already in ``analysis.jsonl``."""
+    """Redo what ``analysis.jsonl`` already holds."""
     device: str = ""
     """``cpu`` or ``cuda`` (default: cuda when available)."""
 
     def __post_init__(self):
         if self.samples < 1:
             raise EvalError(f"SAMPLES must be a positive integer, got {self.samples}")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise EvalError(f"ALPHA must be a positive number, got {self.alpha}")
+        check_device(self.device)
+
+
+@dataclass(kw_only=True)
+class AnalyzeConfig(MeasureConfig):
+    """What ``make analyze`` measures."""
+
+    iterations: list[int]
+    """Checkpoints to analyse."""
+    out_dir: Path
+    """Where ``analysis.jsonl`` goes."""
+    split: str = "test"
+    """Split the held-out sample is drawn from."""
+    valid: str = "auto"
+    """``auto`` (the pass after each checkpoint), ``off``, or a pass number."""
+
+    def __post_init__(self):
+        super().__post_init__()
         if self.split not in ("train", "valid", "test"):
             raise EvalError(f"SPLIT must be train, valid or test, got {self.split!r}")
         if self.valid not in ("auto", "off") and not (self.valid.isdigit() and int(self.valid)):
             raise EvalError(f"VALID must be auto, off or a pass number >= 1, got {self.valid!r}")
-        if not (math.isfinite(self.alpha) and self.alpha > 0):
-            raise EvalError(f"ALPHA must be a positive number, got {self.alpha}")
 
     @property
     def settings(self) -> dict:
@@ -184,7 +195,7 @@ def analyze(run: RunDir, cfg: AnalyzeConfig, print_fn=tqdm.write) -> Path:
     from eval import megatron_io  # patches torch for CPU (cpu_compat): imported only to run
 
     megatron_io.init(run.schedule.seed)
-    dev = megatron_io.device(cfg.device)
+    dev = resolve_device(cfg.device)
     heldout = megatron_io.dataset(run, cfg.split, cfg.samples)
     table = buckets(run)
     valid_ds = None

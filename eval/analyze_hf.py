@@ -15,12 +15,12 @@ imported into Megatron: this process holds no patched torch.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.activations import VOID_ALPHA
+from eval.analyze import MeasureConfig
+from eval.device import resolve_device
 from eval.hf_model import DTYPES
 from eval.rundir import REPO, EvalError, load_run
 
@@ -28,7 +28,7 @@ DEFAULT_TEXT = REPO / "data" / "default"
 
 
 @dataclass(kw_only=True)
-class HFAnalyzeConfig:
+class HFAnalyzeConfig(MeasureConfig):
     """What ``make analyze MODEL=`` measures."""
 
     model: str
@@ -37,30 +37,17 @@ class HFAnalyzeConfig:
     """Dataset folder, ``.txt``/``.jsonl`` file, or empty (see the module docstring)."""
     out_dir: Path | None = None
     """Where ``analysis.jsonl`` goes (default ``runs/hf/<model-name>``)."""
-    samples: int = 64
-    """Sequences."""
     seq: int | None = None
     """Tokens per sequence (default: the run's for our exports, else 512)."""
     batch: int | None = None
     """Sequences per forward pass (default: the run's micro batch for our exports, else 4)."""
     dtype: str = "float32"
     """Compute dtype of the weights and activations."""
-    alpha: float = VOID_ALPHA
-    """Void threshold scale."""
-    force: bool = False
-    """Redo an analysis already in the file."""
-    device: str = ""
-    """``cpu`` or ``cuda`` (default: cuda when available)."""
 
     def __post_init__(self):
-        if self.samples < 1:
-            raise EvalError(f"SAMPLES must be a positive integer, got {self.samples}")
+        super().__post_init__()
         if self.dtype not in DTYPES:
             raise EvalError(f"DTYPE must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if not (math.isfinite(self.alpha) and self.alpha > 0):
-            raise EvalError(f"ALPHA must be a positive number, got {self.alpha}")
-        if self.device not in ("", "cpu", "cuda"):
-            raise EvalError(f"DEVICE must be cpu or cuda, got {self.device!r}")
         if self.text:
             path = Path(self.text).expanduser()
             if path.is_dir() and not (path / "manifest.json").is_file():
@@ -69,14 +56,6 @@ class HFAnalyzeConfig:
                 raise EvalError(
                     f"TEXT={self.text}: not a dataset folder or an existing .txt/.jsonl file"
                 )
-
-
-def _device(name: str):
-    import torch
-
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EvalError("DEVICE=cuda but no GPU is visible; use DEVICE=cpu")
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _sequences(cfg: HFAnalyzeConfig, export: dict, tokenizer):
@@ -116,7 +95,7 @@ def analyze_model(cfg: HFAnalyzeConfig, print_fn=print) -> Path:
 
     spec, name, export = resolve(cfg.model)
     out_dir = cfg.out_dir or REPO / "runs" / "hf" / name
-    dev = _device(cfg.device)
+    dev = resolve_device(cfg.device)
     start = time.perf_counter()
     model, tokenizer = load(spec, cfg.dtype, dev)
     adapter = HFAdapter(model)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from eval.device import check_device, resolve_device
 from eval.rundir import REPO, EvalError, RunDir
 from eval.scores import write_scores
 from eval.taskdata import LOCAL_TASKS, build_tasks
@@ -54,8 +55,7 @@ class HarnessConfig:
             self.tasks = list(LOCAL_TASKS)
         if not self.tasks:
             raise EvalError("TASKS is empty")
-        if self.device not in ("", "cpu", "cuda"):
-            raise EvalError(f"DEVICE must be cpu or cuda, got {self.device!r}")
+        check_device(self.device)
         for name in ("batch_size", "num_docs"):
             if getattr(self, name) < 1:
                 raise EvalError(f"{name} must be a positive integer")
@@ -129,14 +129,11 @@ def run_harness(run: RunDir, cfg: HarnessConfig, print_fn=print) -> list[Path]:
     manager = _task_manager(tasks_dir, hub_tasks)
     model_dirs = _ensure_exports(run, cfg)
 
-    import torch
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.utils import make_table
 
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise EvalError("DEVICE=cuda but no GPU is visible; use DEVICE=cpu")
+    device = str(resolve_device(cfg.device))
     for name in cfg.tasks:
         if name in counts:
             print_fn(f"{name}: {counts[name]} documents from the held-out split")

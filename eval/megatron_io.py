@@ -43,17 +43,6 @@ def init(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def device(name: str | None) -> torch.device:
-    """``cuda`` when available unless ``name`` says otherwise."""
-    if name in (None, ""):
-        return torch.device("cpu" if ON_CPU else "cuda")
-    if name == "cuda" and ON_CPU:
-        raise EvalError("DEVICE=cuda but no GPU is visible; use DEVICE=cpu")
-    if name not in ("cpu", "cuda"):
-        raise EvalError(f"DEVICE must be cpu or cuda, got {name!r}")
-    return torch.device(name)
-
-
 def build_model(run: RunDir, dtype: torch.dtype) -> GPTModel:
     """The run's architecture on one process (local spec, no regulariser attached)."""
     cfg = run.model

@@ -31,15 +31,12 @@ import json
 import sys
 from pathlib import Path
 
-import matplotlib
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from eval import plots_depth  # noqa: E402
-from eval.rundir import ANALYSIS_FILE, REPO, EvalError  # noqa: E402
-from megatron_ext.metrics import jump_rate  # noqa: E402
+from eval import plots_depth
+from eval.figures import finish, plt, style
+from eval.rundir import ANALYSIS_FILE, REPO, EvalError
+from megatron_ext.metrics import jump_rate
 
 _TOKENS = "tokens seen (millions)"
 
@@ -72,23 +69,6 @@ def _mtok(lines: list[dict], key: str = "tokens") -> list[float]:
     return [x[key] / 1e6 for x in lines]
 
 
-def _finish(fig, path: Path, title: str) -> None:
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _style(ax, xlabel: str, ylabel: str, title: str, log: bool = False) -> None:
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    if log:
-        ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-
-
 def zeta_l(line: dict) -> float:
     """zeta_L of a metrics or analysis line (from D in files written before it was logged)."""
     return line["zeta_L"] if "zeta_L" in line else jump_rate(line["D"])
@@ -108,8 +88,8 @@ def _over_training(metrics, analysis, path: Path, panels: list[tuple], title: st
             if lines:
                 ax.plot(_mtok(lines, "tokens_seen"), [value_fn(x) for x in lines], "o-", lw=2,
                         color=f"C{n}", label=f"{name}: checkpoints, held-out")  # fmt: skip
-        _style(ax, _TOKENS, label, label)
-    _finish(fig, path, title)
+        style(ax, _TOKENS, label, label)
+    finish(fig, path, title)
 
 
 def _per_layer_by_step(analysis: dict, path: Path) -> None:
@@ -123,8 +103,8 @@ def _per_layer_by_step(analysis: dict, path: Path) -> None:
                     color=plt.cm.viridis(norm(x["iteration"])), label=f"iter {x['iteration']}")  # fmt: skip
         fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        _style(ax, "layer l", "D_l (mean displacement Psi, log scale)", name, log=True)
-    _finish(fig, path, "Per-layer displacement D_l by checkpoint (held-out sample)")
+        style(ax, "layer l", "D_l (mean displacement Psi, log scale)", name, log=True)
+    finish(fig, path, "Per-layer displacement D_l by checkpoint (held-out sample)")
 
 
 def _pick(lines: list[dict]) -> list[dict]:
@@ -140,13 +120,13 @@ def _per_layer_rows(analysis: dict, path: Path, panels: list[tuple], title: str,
     for row, (name, lines) in zip(axes, analysis.items(), strict=True):
         for ax, (label, value_fn, first, log) in zip(row, panels, strict=True):
             for n, x in enumerate(pick(lines)):
-                for suffix, values, style in value_fn(x):
-                    ax.plot(range(first, first + len(values)), values, style, ms=4,
+                for suffix, values, fmt in value_fn(x):
+                    ax.plot(range(first, first + len(values)), values, fmt, ms=4,
                             color=f"C{n}", label=f"iter {x['iteration']}{suffix}")  # fmt: skip
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             xlabel = "layer l (0 = embeddings)" if first == 0 else "layer l"
-            _style(ax, xlabel, label, f"{name}: {label.split(' (')[0]}", log)
-    _finish(fig, path, title)
+            style(ax, xlabel, label, f"{name}: {label.split(' (')[0]}", log)
+    finish(fig, path, title)
 
 
 def plot_runs(runs: list[Path], out: Path) -> list[Path]:
@@ -238,6 +218,6 @@ def _training(metrics: dict, path: Path) -> None:
                     ax.plot(_mtok(points), [x[key] for x in points], marker, ms=7,
                             color=f"C{n}", mfc="none" if marker == "s" else None,
                             label=f"{name}: {label}")  # fmt: skip
-    _style(axes[0], _TOKENS, "LM loss (nats/token)", "LM loss")
-    _style(axes[1], _TOKENS, "regulariser loss (unscaled)", "regulariser loss")
-    _finish(fig, path, "Training curves (metrics.jsonl)")
+    style(axes[0], _TOKENS, "LM loss (nats/token)", "LM loss")
+    style(axes[1], _TOKENS, "regulariser loss (unscaled)", "regulariser loss")
+    finish(fig, path, "Training curves (metrics.jsonl)")

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from eval.figures import finish, plt, style
 
 _DEPTH = "normalised depth l / L"
 
@@ -31,15 +28,9 @@ def depth_profile(analysis: dict[str, list[dict]], path: Path) -> None:
         d = lines[-1]["D"]
         ax.plot(_depths(len(d) + 1)[1:], d, "o-", ms=3, color=f"C{n}",
                 label=f"{name} (L={len(d)}, zeta_L {lines[-1].get('zeta_L', float('nan')):.2f})")  # fmt: skip
-    ax.set_xlabel(_DEPTH)
-    ax.set_ylabel("D_l (mean displacement Psi)")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Per-layer displacement on a common depth axis (last line of each)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    style(ax, _DEPTH, "D_l (mean displacement Psi)",
+          "Per-layer displacement on a common depth axis (last line of each)", log=True)  # fmt: skip
+    finish(fig, path, None)
 
 
 def decision_depth(analysis: dict[str, list[dict]], path: Path) -> bool:
@@ -55,19 +46,11 @@ def decision_depth(analysis: dict[str, list[dict]], path: Path) -> bool:
             left.plot(_depths(len(hist)), hist, "o-", ms=3, color=f"C{n}",
                       label=f"{bucket} (n={dd['num_tokens'][bucket]:.0f}, "
                             f"mean {dd['mean'][bucket]:.2f})")  # fmt: skip
-        left.set_title(f"{name}: decision depth by final-token frequency")
-        left.set_ylabel("fraction of the bucket's tokens")
+        style(left, _DEPTH, "fraction of the bucket's tokens",
+              f"{name}: decision depth by final-token frequency")  # fmt: skip
         share, over = dd["guess_share"]["top10"], dd["overturned"]["top10"]
         right.plot(_depths(len(share)), share, "o-", ms=3, label="top-1 is a top-10 token (share)")
         right.plot(_depths(len(over)), over, "s--", ms=3, label="of those, overturned later")
-        right.set_title(f"{name}: guess-then-refine")
-        right.set_ylabel("fraction")
-        for ax in (left, right):
-            ax.set_xlabel(_DEPTH)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-    fig.suptitle("How the model uses its depth (logit-lens top-1, held-out sample)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        style(right, _DEPTH, "fraction", f"{name}: guess-then-refine")
+    finish(fig, path, "How the model uses its depth (logit-lens top-1, held-out sample)")
     return True

@@ -14,10 +14,7 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from eval.figures import finish, plt, style
 
 _NOT_SCORES = ("alias", "sample_len")  # lm-eval bookkeeping, not metrics
 # Metric -> axis label; higher-is-better metrics are not marked, lower-is-better ones are.
@@ -90,12 +87,6 @@ def _plot(tokens: dict, scores: dict, path: Path) -> None:
             its = sorted(values)
             x = [tokens[i] / 1e6 if use_tokens else i for i in its]
             ax.plot(x, [values[i] for i in its], "o-", color=f"C{n}", label=task)
-        ax.set_xlabel("tokens seen (millions)" if use_tokens else "iteration")
-        ax.set_ylabel(_LABELS.get(metric, metric))
-        ax.set_title(metric)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("lm-eval scores of the run's checkpoints")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        style(ax, "tokens seen (millions)" if use_tokens else "iteration",
+              _LABELS.get(metric, metric), metric)  # fmt: skip
+    finish(fig, path, "lm-eval scores of the run's checkpoints")

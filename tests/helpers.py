@@ -1,12 +1,15 @@
-"""Shared test helpers: launching real multi-process runs (torchrun over gloo) with a time limit."""
+"""Shared test helpers: launching real multi-process runs (torchrun over gloo) with a time limit,
+and waiting for a run to log an iteration."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,3 +60,20 @@ def torchrun(nproc: int, module: str, args: list[str], timeout: float = 300):
     code, out = run_checked(cmd, timeout)
     assert code == 0, f"{' '.join(cmd)} exited {code}\n{out[-6000:]}"
     return out
+
+
+def wait_for_iteration(
+    proc: subprocess.Popen, run_dir: Path, iteration: int, timeout: float
+) -> bool:
+    """Poll ``run_dir/metrics.jsonl`` while ``proc`` runs until it holds a training line of
+    ``iteration`` or later; returns whether it did (False: ``proc`` ended or ``timeout`` passed
+    first). A line still being written (no closing brace yet) is not read."""
+    path = Path(run_dir) / "metrics.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        texts = path.read_text().splitlines() if path.exists() else []
+        lines = [json.loads(x) for x in texts if x.endswith("}")]
+        if any("split" not in x and x["iteration"] >= iteration for x in lines):
+            return True
+        time.sleep(0.05)
+    return False

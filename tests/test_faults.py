@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from megatron_ext import faults
-from tests.helpers import REPO, run_checked, subprocess_env
+from tests.helpers import REPO, run_checked, subprocess_env, wait_for_iteration
 
 LAUNCH = [sys.executable, "-m", "megatron_ext.launch"]
 SHORT = dict(ITERS=4, SAVE_INTERVAL=2, LOG_INTERVAL=1)
@@ -61,6 +61,7 @@ def run_copy(tmp_path, trained) -> Path:
 # ---- an unreadable checkpoint ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_truncated_shard_is_refused_then_set_aside(run_copy, smoke_data):
     """The issue's case: one shard of the latest checkpoint cut short. Before: rc 1 and a
     two-rank EOFError traceback. Now: refused before start, then CKPT_FALLBACK=1 resumes."""
@@ -91,6 +92,7 @@ def _garble_metadata(ckpt: Path) -> None:
     meta.write_bytes(meta.read_bytes()[:100])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "damage, problem",
     [
@@ -129,6 +131,7 @@ def other_data(tmp_path_factory, smoke_data) -> Path:
     return out / "other"
 
 
+@pytest.mark.slow
 def test_changed_dataset_refused_with_both_fingerprints(tmp_path, trained, smoke_data, other_data):
     data = tmp_path / "data"
     shutil.copytree(smoke_data, data)
@@ -183,6 +186,7 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow
 def test_disk_full_during_save_keeps_previous_checkpoint(tmp_path, trained, smoke_data):
     """Checkpoints on a tmpfs with room for one and a half checkpoints: the save of iteration 4
     hits ENOSPC; the run stops with one line; iteration 2 stays the checkpoint that resumes."""
@@ -253,15 +257,8 @@ def _start_and_wait(run_dir: Path, data: Path, iteration: int, **settings) -> su
     proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=log,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
     proc.log = log
-    deadline = time.time() + 900
-    metrics = run_dir / "metrics.jsonl"
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and any(
-            x.endswith("}") and json.loads(x).get("iteration", 0) >= iteration
-            for x in metrics.read_text().splitlines()
-        ):
-            return proc
-        time.sleep(0.05)
+    if wait_for_iteration(proc, run_dir, iteration, timeout=900):
+        return proc
     _kill(proc)
     pytest.fail(f"the run ended or stalled before iteration {iteration}:\n{_output(proc)[-4000:]}")
 

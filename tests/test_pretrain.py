@@ -8,12 +8,11 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
 
-from tests.helpers import REPO, run_checked, subprocess_env, torchrun
+from tests.helpers import REPO, run_checked, subprocess_env, torchrun, wait_for_iteration
 
 LAUNCH = [sys.executable, "-m", "megatron_ext.launch"]
 KEYS = {"iteration", "tokens", "lm_loss", "jreg_loss", "D", "jump_ratio", "S_model", "zeta_L",
@@ -90,6 +89,7 @@ def test_default_pretrain_path(tmp_path):
     assert train_part[0]["tokens"] == 2 * 8 * 128
 
 
+@pytest.mark.slow
 def test_jreg_vs_none_same_start_and_logged_loss_equals_reference(tmp_path, smoke_data):
     settings = dict(ITERS=3, LOG_INTERVAL=1, SAVE_INTERVAL=100)
     jreg = train_lines(train(tmp_path / "jreg", smoke_data, REG="jreg", LAMBDA=0.5, **settings))
@@ -118,6 +118,7 @@ def tp1_start(tmp_path_factory, smoke_data):
     return train_lines(train(tmp_path_factory.mktemp("tp1"), smoke_data, **START))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "layout", [{"TP": 2}, {"PP": 2}, {"PP": 2, "VPP": 2}], ids=["tp2", "pp2", "pp2_vpp2"]
 )
@@ -140,20 +141,14 @@ def run_and_kill(run_dir, data, after_iteration: int, **settings) -> None:
     cmd = LAUNCH + [f"RUN={run_dir}", f"DATA={data}"] + [f"{k}={v}" for k, v in settings.items()]
     proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 300
     try:
-        while time.time() < deadline and proc.poll() is None:
-            path = run_dir / "metrics.jsonl"
-            if path.exists() and any(
-                x["iteration"] >= after_iteration for x in train_lines(read_metrics(run_dir))
-            ):
-                break
-            time.sleep(0.05)
+        wait_for_iteration(proc, run_dir, after_iteration, timeout=300)
         assert proc.poll() is None, "the run ended before it could be killed"
     finally:
         kill_tree(proc)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adam", "distributed"])
 def test_kill_and_resume_is_bitwise(tmp_path, smoke_data, optimizer):
     settings = dict(ITERS=8, SAVE_INTERVAL=4, LOG_INTERVAL=1)

@@ -7,13 +7,12 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import pytest
 
 from megatron_ext import launch
-from tests.helpers import REPO, run_checked, subprocess_env
-from tests.test_pretrain import LAUNCH, read_metrics, train, train_lines
+from tests.helpers import REPO, run_checked, subprocess_env, wait_for_iteration
+from tests.test_pretrain import LAUNCH, train, train_lines
 
 SETTINGS = dict(ITERS=20, SAVE_INTERVAL=100, LOG_INTERVAL=1, ARGS="--eval-iters 1")
 
@@ -32,15 +31,8 @@ def signal_during_training(cmd, run_dir, sig, after_iteration=3, timeout=600, gr
     with log.open("w") as out:  # a file, not a pipe nobody reads while training runs
         proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    deadline = time.time() + timeout
     try:
-        while time.time() < deadline and proc.poll() is None:
-            path = run_dir / "metrics.jsonl"
-            if path.exists() and any(
-                x["iteration"] >= after_iteration for x in train_lines(read_metrics(run_dir))
-            ):
-                break
-            time.sleep(0.05)
+        wait_for_iteration(proc, run_dir, after_iteration, timeout)
         assert proc.poll() is None, "the run ended before the signal:\n" + log.read_text()
         if group:
             os.killpg(proc.pid, sig)
@@ -68,6 +60,7 @@ def uninterrupted(tmp_path_factory, smoke_data):
     return train(tmp_path_factory.mktemp("full") / "run", smoke_data, **SETTINGS)
 
 
+@pytest.mark.slow
 def test_ctrl_c_under_make_saves_says_where_and_resumes_bitwise(tmp_path, smoke_data,
                                                                 uninterrupted):  # fmt: skip
     run_dir = tmp_path / "ctrl_c"

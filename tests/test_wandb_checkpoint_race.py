@@ -34,10 +34,11 @@ def test_safe_hook_waits_for_the_tracker_and_never_raises(tmp_path, capsys):
 
 LAYOUTS = [
     pytest.param(dict(NPROC=2, TP=2), id="tp2"),
-    pytest.param(dict(NPROC=4, TP=2, PP=2), id="tp2xpp2", marks=pytest.mark.slow),
+    pytest.param(dict(NPROC=4, TP=2, PP=2), id="tp2xpp2"),
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_checkpoint_save_survives_late_tracker_write(tmp_path, smoke_data, layout):
     run_dir = tmp_path / "race"

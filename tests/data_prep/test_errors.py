@@ -10,7 +10,7 @@ from data_prep.validate import validate_dataset
 from tests.data_prep.common import dataset_bytes, run_cli, write_jsonl
 
 
-def _build_args(corpus, out_root, *extra):
+def _build_args(corpus, out_root, *extra, name="x", vocab=512):
     return [
         "build",
         "--corpus",
@@ -18,9 +18,9 @@ def _build_args(corpus, out_root, *extra):
         "--out-root",
         out_root,
         "--name",
-        "x",
+        name,
         "--vocab-size",
-        512,
+        vocab,
         "--split",
         "0.8,0.1,0.1",
         "--workers",
@@ -77,9 +77,7 @@ def test_tokenizer_path_that_is_not_a_tokenizer(capsys, tmp_path, corpus, kind):
     ("vocab", "needle"), [(100, "at least 300"), (300, "needs at least"), (50000, "too large")]
 )
 def test_vocab_size_too_small_or_too_large(capsys, tmp_path, corpus, vocab, needle):
-    args = _build_args(corpus[0], tmp_path)
-    args[args.index("--vocab-size") + 1] = vocab
-    code, err = run_cli(capsys, *args)
+    code, err = run_cli(capsys, *_build_args(corpus[0], tmp_path, vocab=vocab))
     _assert_one_line_error(code, err, f"VOCAB={vocab}", needle)
 
 
@@ -94,24 +92,11 @@ def existing(built, tmp_path):
 
 def test_existing_output_built_with_another_tokenizer(capsys, existing, corpus):
     before = dataset_bytes(existing)
-    args = [
-        "build",
-        "--corpus",
-        corpus[0],
-        "--out-root",
-        existing.parent,
-        "--name",
-        "syn",
-        "--split",
-        "0.8,0.1,0.1",
-        "--workers",
-        1,
-        "--no-progress",
-    ]
-    code, err = run_cli(capsys, *args, "--vocab-size", 600)
+    args = _build_args(corpus[0], existing.parent, name="syn", vocab=600)
+    code, err = run_cli(capsys, *args)
     _assert_one_line_error(code, err, "was built with", "vocab 512", "vocab 600", "FORCE=1")
     assert dataset_bytes(existing) == before
-    code, err = run_cli(capsys, *args, "--vocab-size", 600, "--force")
+    code, err = run_cli(capsys, *args, "--force")
     assert code == 0, err
     assert json.loads((existing / "manifest.json").read_text())["tokenizer"]["vocab_size"] == 600
 
@@ -185,22 +170,7 @@ def test_missing_dataset_names_the_fix(tmp_path):
 def test_rebuild_over_damaged_output_needs_force(capsys, existing, corpus):
     path = existing / "train_text_document.bin"
     path.write_bytes(path.read_bytes()[:-10])
-    args = [
-        "build",
-        "--corpus",
-        corpus[0],
-        "--out-root",
-        existing.parent,
-        "--name",
-        "syn",
-        "--vocab-size",
-        512,
-        "--split",
-        "0.8,0.1,0.1",
-        "--workers",
-        1,
-        "--no-progress",
-    ]
+    args = _build_args(corpus[0], existing.parent, name="syn")
     code, err = run_cli(capsys, *args)
     _assert_one_line_error(code, err, "is damaged", "FORCE=1")
     code, err = run_cli(capsys, *args, "--force")

@@ -31,6 +31,7 @@ def last_line(out: str) -> str:
      (["MODEL=x/y", "TEXT={tmp}/missing.txt"], "not a dataset folder or an existing .txt/.jsonl"),
      (["MODEL=x/y", "TEXT={tmp}"], "folder without manifest.json"),
      (["MODEL=x/y", "DTYPE=fp8"], "error: DTYPE must be one of float32"),
+     (["MODEL=x/y", "DEVICE=gpu"], "error: DEVICE must be cpu or cuda, got 'gpu'"),
      (["MODEL=x/y", "SEQ=0"], "error: SEQ must be a positive integer")],
 )  # fmt: skip
 def test_bad_model_and_text_one_line(tmp_path, args, message):

@@ -39,6 +39,8 @@ def test_run_without_checkpoints(tmp_path):
      (["analyze", "VALID=maybe"], "error: VALID must be"),
      (["analyze", "ALPHA=0"], "error: ALPHA must be a positive number"),
      (["analyze", "FORCE=yes"], "error: FORCE must be 0 or 1"),
+     (["analyze", "DEVICE=gpu"], "error: DEVICE must be cpu or cuda, got 'gpu'"),
+     (["eval", "DEVICE=tpu"], "error: DEVICE must be cpu or cuda, got 'tpu'"),
      (["analyze", "TASKS=x"], "error: unknown setting 'TASKS=x' for analyze"),
      (["export", "DTYPE=fp8"], "error: DTYPE must be"),
      (["frobnicate"], "error: unknown command 'frobnicate'")],

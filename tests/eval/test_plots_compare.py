@@ -67,9 +67,7 @@ def test_comparison_goes_to_its_own_folder_and_names_missing_analysis(tmp_path, 
 def figures(monkeypatch):
     """The matplotlib figures plot_runs draws, by file name."""
     drawn = {}
-    monkeypatch.setattr(
-        plots, "_finish", lambda fig, path, title: drawn.__setitem__(path.name, fig)
-    )
+    monkeypatch.setattr(plots, "finish", lambda fig, path, title: drawn.__setitem__(path.name, fig))
     return drawn
 
 

@@ -4,7 +4,6 @@ TE-spec bug of issue 9 (FAIL). ``python -m tests.gpu_path.preflight_probe --out 
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict
 
@@ -14,41 +13,34 @@ from megatron_ext import cpu_compat
 
 cpu_compat.enable()
 
-from megatron.core import parallel_state as ps  # noqa: E402
-from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed  # noqa: E402
-
 from megatron_ext.preflight import spec_check  # noqa: E402
+from tests.megatron_ext.scenarios import one_process  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    torch.distributed.init_process_group("gloo")
-    ps.initialize_model_parallel(1, 1)
-    model_parallel_cuda_manual_seed(spec_check.SEED)
-    same = spec_check.spec_checks(torch.float32, "cpu", te=False)
-    other_seed = spec_check.spec_checks(torch.float32, "cpu", te=False, other_seed=99)
-    # the bug: norm gains initialised like weights
-    data = spec_check.batch("cpu")
-    ref_model, ref_tracker = spec_check.build(False, torch.float32, "cpu")
-    bad_model, bad_tracker = spec_check.build(False, torch.float32, "cpu")
-    with torch.no_grad():
-        for name, p in bad_model.named_parameters():
-            if name.endswith("layernorm.weight"):
-                p.normal_(0.0, 0.02)
-    count, not_one = spec_check.norm_gains_are_one(bad_model)
-    tampered = spec_check.compare(
-        "tampered", spec_check.first_step(ref_model, ref_tracker, data),
-        spec_check.first_step(bad_model, bad_tracker, data), spec_check.TOLERANCE[torch.float32],
-    )  # fmt: skip
-    result = {
-        "same": [asdict(c) for c in same], "other_seed": [asdict(c) for c in other_seed],
-        "tampered": asdict(tampered), "tampered_gains": [count, len(not_one)],
-    }  # fmt: skip
-    with open(args.out, "w") as f:
-        json.dump(result, f)
-    torch.distributed.destroy_process_group()
+    with one_process(spec_check.SEED) as out:
+        same = spec_check.spec_checks(torch.float32, "cpu", te=False)
+        other_seed = spec_check.spec_checks(torch.float32, "cpu", te=False, other_seed=99)
+        # the bug: norm gains initialised like weights
+        data = spec_check.batch("cpu")
+        ref_model, ref_tracker = spec_check.build(False, torch.float32, "cpu")
+        bad_model, bad_tracker = spec_check.build(False, torch.float32, "cpu")
+        with torch.no_grad():
+            for name, p in bad_model.named_parameters():
+                if name.endswith("layernorm.weight"):
+                    p.normal_(0.0, 0.02)
+        count, not_one = spec_check.norm_gains_are_one(bad_model)
+        tampered = spec_check.compare(
+            "tampered", spec_check.first_step(ref_model, ref_tracker, data),
+            spec_check.first_step(bad_model, bad_tracker, data),
+            spec_check.TOLERANCE[torch.float32],
+        )  # fmt: skip
+        result = {
+            "same": [asdict(c) for c in same], "other_seed": [asdict(c) for c in other_seed],
+            "tampered": asdict(tampered), "tampered_gains": [count, len(not_one)],
+        }  # fmt: skip
+        with open(out, "w") as f:
+            json.dump(result, f)
 
 
 if __name__ == "__main__":

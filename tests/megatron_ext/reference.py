@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import torch
@@ -18,11 +17,9 @@ from megatron_ext import cpu_compat
 
 cpu_compat.enable()
 
-from megatron.core import parallel_state as ps  # noqa: E402
 from megatron.core.models.gpt import GPTModel  # noqa: E402
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec  # noqa: E402
 from megatron.core.pipeline_parallel import get_forward_backward_func  # noqa: E402
-from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed  # noqa: E402
 from megatron.core.transformer.transformer_layer import TransformerLayer  # noqa: E402
 
 from megatron_ext.init import layout_invariant_init  # noqa: E402
@@ -36,16 +33,19 @@ from tests.megatron_ext.scenarios import (  # noqa: E402
     VOCAB,
     forward_step,
     make_batches,
+    one_process,
 )
 
 LAM = 1.0
 
 
-def model_with(jcfg: JregConfig):
+def model_with(jcfg: JregConfig, use_te: bool | None = None, **overrides):
+    """(model, config, tracker): one TP=PP=1 chunk of ``MODEL`` (TransformerConfig ``overrides``)
+    with ``jcfg``'s regulariser, initialised layout-invariantly from ``SEED``."""
     tracker = JumpTracker.from_config(jcfg)
     runtime = JregRuntime(jcfg, tracker)
-    config = transformer_config(MODEL)
-    model = build_gpt_model(MODEL, config, runtime, VOCAB)
+    config = transformer_config(MODEL, **overrides)
+    model = build_gpt_model(MODEL, config, runtime, VOCAB, use_te=use_te)
     layout_invariant_init(
         [model], seed=SEED, std=MODEL.init_method_std, num_layers=MODEL.num_layers,
         tp_rank=0, tp_size=1,
@@ -133,17 +133,11 @@ def check_plain() -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    torch.distributed.init_process_group("gloo")
-    ps.initialize_model_parallel(1, 1)
-    model_parallel_cuda_manual_seed(SEED)
-    torch.manual_seed(SEED)
-    results = {"jreg": check_explicit("jreg"), "l2rel": check_explicit("l2rel"),
-               "plain": check_plain()}  # fmt: skip
-    torch.save(results, os.path.join(args.out, "reference.pt"))
-    torch.distributed.destroy_process_group()
+    with one_process(SEED) as out:
+        torch.manual_seed(SEED)
+        results = {"jreg": check_explicit("jreg"), "l2rel": check_explicit("l2rel"),
+                   "plain": check_plain()}  # fmt: skip
+        torch.save(results, os.path.join(out, "reference.pt"))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -158,6 +160,21 @@ def run_layout(layout: dict, jcfg: JregConfig) -> dict:
             ]
             result["grads"][gname] = (shape, pieces)
     return result
+
+
+@contextmanager
+def one_process(seed: int) -> Iterator[str]:
+    """A one-process probe under torchrun (``reference``, ``tests.gpu_path``'s probes): parses
+    ``--out``, starts the gloo world with TP=PP=1 groups and Megatron's RNG seeded with ``seed``,
+    yields the ``--out`` path and tears the world down when the probe returns."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    torch.distributed.init_process_group("gloo")
+    ps.initialize_model_parallel(1, 1)
+    model_parallel_cuda_manual_seed(seed)
+    yield args.out
+    torch.distributed.destroy_process_group()
 
 
 def main() -> None:
