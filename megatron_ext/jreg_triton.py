@@ -27,6 +27,16 @@ MAX_BLOCK = 1024  # elements of a row per loop iteration (fp32 registers: 3 x 4 
 
 
 @triton.jit
+def _load_pair(a_row, b_row, start, h, BLOCK: tl.constexpr):
+    """Columns ``start .. start + BLOCK`` of one row of a and b in fp32 (zeros past ``h``)."""
+    cols = start + tl.arange(0, BLOCK)
+    mask = cols < h
+    a = tl.load(a_row + cols, mask=mask, other=0.0).to(tl.float32)
+    b = tl.load(b_row + cols, mask=mask, other=0.0).to(tl.float32)
+    return cols, mask, a, b
+
+
+@triton.jit
 def _psi_fwd(a_ptr, b_ptr, psi_ptr, na_ptr, nb_ptr, cos_ptr, h, eps, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     a_row, b_row = a_ptr + row * h, b_ptr + row * h
@@ -34,10 +44,7 @@ def _psi_fwd(a_ptr, b_ptr, psi_ptr, na_ptr, nb_ptr, cos_ptr, h, eps, BLOCK: tl.c
     sa = tl.zeros([BLOCK], dtype=tl.float32)
     sb = tl.zeros([BLOCK], dtype=tl.float32)
     for start in range(0, h, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        mask = cols < h
-        a = tl.load(a_row + cols, mask=mask, other=0.0).to(tl.float32)
-        b = tl.load(b_row + cols, mask=mask, other=0.0).to(tl.float32)
+        cols, mask, a, b = _load_pair(a_row, b_row, start, h, BLOCK)
         dot += a * b
         sa += a * a
         sb += b * b
@@ -67,10 +74,7 @@ def _psi_bwd(
     gb_self = tl.where(nb > eps, g * cos / (nb_c * nb_c), 0.0)
     a_row, b_row = a_ptr + row * h, b_ptr + row * h
     for start in range(0, h, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        mask = cols < h
-        a = tl.load(a_row + cols, mask=mask, other=0.0).to(tl.float32)
-        b = tl.load(b_row + cols, mask=mask, other=0.0).to(tl.float32)
+        cols, mask, a, b = _load_pair(a_row, b_row, start, h, BLOCK)
         if NEED_A:
             ga = inv * b - ga_self * a
             tl.store(ga_ptr + row * h + cols, ga.to(ga_ptr.dtype.element_ty), mask=mask)
@@ -86,10 +90,7 @@ def _rl2_fwd(a_ptr, b_ptr, r_ptr, nd_ptr, na_ptr, h, eps, BLOCK: tl.constexpr):
     sd = tl.zeros([BLOCK], dtype=tl.float32)
     sa = tl.zeros([BLOCK], dtype=tl.float32)
     for start in range(0, h, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        mask = cols < h
-        a = tl.load(a_row + cols, mask=mask, other=0.0).to(tl.float32)
-        b = tl.load(b_row + cols, mask=mask, other=0.0).to(tl.float32)
+        cols, mask, a, b = _load_pair(a_row, b_row, start, h, BLOCK)
         d = b - a
         sd += d * d
         sa += a * a
@@ -115,10 +116,7 @@ def _rl2_bwd(
     coef_a = tl.where(na > eps, g * nd / (na_c * na_c * na_c), 0.0)
     a_row, b_row = a_ptr + row * h, b_ptr + row * h
     for start in range(0, h, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        mask = cols < h
-        a = tl.load(a_row + cols, mask=mask, other=0.0).to(tl.float32)
-        b = tl.load(b_row + cols, mask=mask, other=0.0).to(tl.float32)
+        cols, mask, a, b = _load_pair(a_row, b_row, start, h, BLOCK)
         d = b - a
         if NEED_A:
             ga = -coef_d * d - coef_a * a
