@@ -3,10 +3,10 @@
 # A cluster job is N copies of one per-node command, `jobs/local.sh <settings> NNODES=N
 # MASTER_ADDR=<first host> MASTER_PORT=<from the job id> NPROC=<GPUs per node> NODE_RANK=<i>`,
 # started once per node by mpirun or srun. jobs/local.sh is what `make pretrain` runs too, so a
-# job's flags are the launcher's flags (megatron_ext/launch.py), never a copy of them.
+# job's flags are the launcher's flags (launcher/settings.py), never a copy of them.
 # shellcheck shell=bash
 
-# The `make pretrain` settings a job carries (megatron_ext/launch.py VARIABLES, minus the
+# The `make pretrain` settings a job carries (launcher/settings.py VARIABLES, minus the
 # rendezvous ones the job sets itself).
 JOB_SETTINGS=(RUN SIZE REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP
   FP8 ARGS COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE TIME_LIMIT)

@@ -175,7 +175,7 @@ class TrainConfig:
 
 @dataclass(kw_only=True)
 class ParallelConfig:
-    """A parallel layout: one place decides it (``recipes.training.parallel_defaults``)."""
+    """A parallel layout: one place decides it (``recipes.parallel_defaults``, from the size table)."""
 
     tp: int = 1
     """Tensor parallel size."""

@@ -87,8 +87,7 @@ def check_fits(
 ) -> None:
     """ValueError (one line: why, and what to run instead) unless ``nproc`` ranks of SIZE, with
     the recipe's micro batch and sequence unless given, fit in ``available`` bytes."""
-    from recipes.models import SIZES, model_recipe
-    from recipes.training import train_recipe
+    from recipes import SIZES, model_recipe, train_recipe
 
     def per_rank(name, micro, seq, tp=1, pp=1, full=False):
         model = model_recipe(name)

@@ -3,7 +3,7 @@
 Takes every Megatron-LM flag plus the ``--jreg-*`` and ``--run-dir`` flags below, reads Megatron's
 args once here and passes plain config down: the JREG layer spec and loss-scale hook, the
 layout-invariant initialisation (a pre-wrap hook), the run logger (the finalize-grads hook) and the
-dataset provider. ``megatron_ext.launch`` (``make pretrain``) builds the command line.
+dataset provider. ``launcher`` (``make pretrain``) builds the command line.
 """
 
 from __future__ import annotations

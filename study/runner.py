@@ -131,7 +131,7 @@ class Runner:
             if not self.finished(run):
                 kinds.setdefault((run.reg, run.weights), run)
         for run in kinds.values():
-            cmd = [sys.executable, "-m", "megatron_ext.launch", *self.s.launch_settings(run)]
+            cmd = [sys.executable, "-m", "launcher", *self.s.launch_settings(run)]
             proc = subprocess.run(cmd + ["DRY_RUN=1"], cwd=REPO, capture_output=True, text=True)
             if proc.returncode:
                 lines = (proc.stderr or proc.stdout).strip().splitlines() or ["launch failed"]
@@ -145,7 +145,7 @@ class Runner:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / RUN_FILE).write_text(json.dumps(run.record(self.s)) + "\n")
-        launch = [sys.executable, "-m", "megatron_ext.launch", *self.s.launch_settings(run)]
+        launch = [sys.executable, "-m", "launcher", *self.s.launch_settings(run)]
         self._call(run.name, "train", launch)
 
     def analyze(self, run: RunSpec) -> None:

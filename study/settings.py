@@ -137,7 +137,7 @@ class StudySettings:
         return out
 
     def launch_settings(self, run: RunSpec) -> list[str]:
-        """``KEY=value`` arguments of ``python -m megatron_ext.launch`` for ``run``."""
+        """``KEY=value`` arguments of ``python -m launcher`` for ``run``."""
         out = [f"RUN={self.root / run.name}", f"SIZE={self.size}", f"REG={run.reg}",
                f"LAMBDA={run.lam}", f"WEIGHTS={run.weights}", f"SEED={run.seed}",
                f"DATA={self.data}"]  # fmt: skip

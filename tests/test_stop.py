@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from megatron_ext import launch
+import launcher as launch
 from tests.helpers import REPO, run_checked, subprocess_env
 from tests.test_pretrain import LAUNCH, read_metrics, train, train_lines
 
