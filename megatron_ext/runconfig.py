@@ -101,7 +101,8 @@ class RunConfig:
     save_dir: str
     """Where the run saved its checkpoints (``--save``)."""
     extra_args: list[str] = field(default_factory=list)
-    """The Megatron flags ARGS added, as given."""
+    """The Megatron flags ARGS added, as given (for a run read from ``command.txt``: its whole
+    Megatron flag list, where ARGS cannot be told apart)."""
 
     @property
     def weights_spec(self) -> str:
@@ -193,7 +194,7 @@ def _jreg(flags: dict, num_layers: int, base: dict) -> JregConfig:
 
 
 def _data(flags: dict, base: DataConfig | None, path: str | None) -> DataConfig:
-    kw = dataclasses.asdict(base) if base else {"path": path, "prefixes": {}, "tokenizer_dir": ""}
+    kw = dataclasses.asdict(base if base else DataConfig(path=path, prefixes={}, tokenizer_dir=""))
     for split in ("train", "valid", "test"):
         if f"--{split}-data-path" in flags:
             kw["prefixes"][split] = _one(flags, f"--{split}-data-path")
@@ -294,8 +295,11 @@ def load(run_dir: Path) -> RunConfig:
             )
         record = run_dir / "launch.json"
         launch = json.loads(record.read_text()) if record.is_file() else {}
-        return from_flags(parse_flags(command.read_text()), size=launch.get("size"),
-                          vocab=launch.get("vocab"))  # fmt: skip
+        argv = shlex.split(command.read_text())
+        if "megatron_ext.train" in argv:
+            argv = argv[argv.index("megatron_ext.train") + 1 :]
+        cfg = from_flags(parse_flags(argv), size=launch.get("size"), vocab=launch.get("vocab"))
+        return dataclasses.replace(cfg, extra_args=argv)
     except RunConfigError as err:
         where = path if path.is_file() else run_dir / "command.txt"
         message = str(err)

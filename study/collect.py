@@ -13,19 +13,12 @@ import json
 import math
 from pathlib import Path
 
-from eval.rundir import ANALYSIS_FILE, parse_command
+from common.files import read_jsonl
+from eval.rundir import ANALYSIS_FILE
 from megatron_ext.metrics import jump_rate
+from megatron_ext.runconfig import RunConfigError
+from megatron_ext.runconfig import load as load_run_config
 from study.settings import LOG_FILE, RunSpec, StudySettings
-
-
-def jsonl(path: Path) -> list[dict]:
-    out = []
-    for text in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            out.append(json.loads(text))
-        except json.JSONDecodeError:
-            continue  # a torn last line
-    return out
 
 
 def zeta(line: dict) -> float:
@@ -80,7 +73,7 @@ def final_numbers(analysis: list[dict], metrics: list[dict]) -> dict:
 def train_seconds(root: Path) -> dict[str, float]:
     """Wall seconds of the finished ``train`` stages per run (all resumes together)."""
     out: dict[str, float] = {}
-    for line in jsonl(root / LOG_FILE):
+    for line in read_jsonl(root / LOG_FILE):
         if line.get("stage") == "train":
             out[line["run"]] = out.get(line["run"], 0.0) + line["seconds"]
     return out
@@ -89,7 +82,7 @@ def train_seconds(root: Path) -> dict[str, float]:
 def machines(root: Path) -> list[dict]:
     """Distinct machines of the study's stages, in order of first use."""
     seen = []
-    for line in jsonl(root / LOG_FILE):
+    for line in read_jsonl(root / LOG_FILE):
         if line.get("machine") and line["machine"] not in seen:
             seen.append(line["machine"])
     return seen
@@ -97,8 +90,8 @@ def machines(root: Path) -> list[dict]:
 
 def collect_run(s: StudySettings, spec: RunSpec, seconds: dict[str, float]) -> dict:
     run_dir = s.root / spec.name
-    analysis = sorted(jsonl(run_dir / ANALYSIS_FILE), key=lambda x: x["iteration"])
-    metrics = jsonl(run_dir / "metrics.jsonl")
+    analysis = sorted(read_jsonl(run_dir / ANALYSIS_FILE), key=lambda x: x["iteration"])
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
     final = final_numbers(analysis, metrics)
     return {"name": spec.name, "group": spec.group, "main": spec.main, "seed": spec.seed,
             "dir": run_dir, "exists": (run_dir / "command.txt").is_file(),
@@ -108,20 +101,20 @@ def collect_run(s: StudySettings, spec: RunSpec, seconds: dict[str, float]) -> d
 
 
 def setup(run_dir: Path) -> dict:
-    """Recipe facts from a run's ``command.txt`` (the flags it really ran with)."""
-    path = run_dir / "command.txt"
-    if not path.is_file():
+    """Recipe facts from a run's config (``run_config.json``, or ``command.txt`` for older runs:
+    the settings it really ran with)."""
+    try:
+        cfg = load_run_config(run_dir)
+    except RunConfigError:
         return {}
-    flags = parse_command(path.read_text())
-
-    def one(name: str, default: str = "-") -> str:
-        values = flags.get(name)
-        return values[-1] if values else default
-
-    out = {k: one(f"--{k.replace('_', '-')}") for k in (
+    model, train = cfg.model, cfg.train
+    out = {k: str(getattr(model, k)) for k in (
         "num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups",
-        "seq_length", "train_iters", "global_batch_size", "micro_batch_size", "lr", "min_lr",
-        "save_interval", "eval_interval", "eval_iters", "seed", "train_data_path")}  # fmt: skip
+        "seq_length")}  # fmt: skip
+    out |= {k: str(getattr(train, k)) for k in (
+        "train_iters", "global_batch_size", "micro_batch_size", "lr", "min_lr", "save_interval",
+        "eval_interval", "eval_iters")}  # fmt: skip
+    out |= {"seed": str(cfg.seed), "train_data_path": cfg.data.prefixes.get("train", "-")}
     try:
         out["tokens"] = (
             int(out["train_iters"]) * int(out["global_batch_size"]) * int(out["seq_length"])
@@ -151,8 +144,8 @@ def pilot_dirs(paths: list[Path]) -> list[Path]:
 def pilot(run_dir: Path) -> dict:
     """A pilot's final numbers: the last analysed checkpoint, else its last validation line,
     else its last training line (``source`` says which)."""
-    analysis = sorted(jsonl(run_dir / ANALYSIS_FILE), key=lambda x: x["iteration"])
-    metrics = jsonl(run_dir / "metrics.jsonl")
+    analysis = sorted(read_jsonl(run_dir / ANALYSIS_FILE), key=lambda x: x["iteration"])
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
     train = [x for x in metrics if x.get("split", "train") == "train"]
     valid = last_valid(metrics)
     if analysis:
