@@ -25,8 +25,10 @@ job_settings_args() {
   done
 }
 
-# job_run_dir REPO: the run directory the launcher will use (its rule: RUN is a name under runs/
-# or, with a '/', a path; relative paths are relative to the repo; default <SIZE>-<REG>).
+# job_run_dir REPO: the run directory the launcher will use (its rule, common/files.py run_dir: RUN
+# is a name under runs/ or, with a '/', a path; relative paths are relative to the repo; default
+# <SIZE>-<REG> with common/settings.py's defaults). A shell copy because it runs before the job has
+# a Python; tests/launcher/test_rules.py checks that the two agree.
 job_run_dir() {
   local run=${RUN:-${SIZE:-tiny}-${REG:-jreg}}
   case $run in */*) ;; *) run=runs/$run ;; esac

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.settings import DEFAULT_LAMBDA, DEFAULT_REG, DEFAULT_WEIGHTS
 from megatron_ext.config import LlamaConfig, ParallelConfig, TrainConfig
 
 if TYPE_CHECKING:
@@ -44,11 +45,13 @@ _PARALLEL_FLAGS = {
     "tp": "--tensor-model-parallel-size", "pp": "--pipeline-model-parallel-size",
     "cp": "--context-parallel-size",
 }  # fmt: skip
-# Megatron's own defaults, for flags a command line may lack (it then ran with these).
+# Megatron's own defaults, for flags a command line may lack (it then ran with these). Megatron's
+# --eval-iters default is 100; our recipes always pass theirs (TrainConfig.eval_iters).
 MEGATRON_DEFAULTS = {
     "--eval-iters": "100", "--eval-interval": "1000", "--rotary-base": "10000",
     "--seed": "1234", "--init-method-std": "0.02", "--norm-epsilon": "1e-5",
-    "--jreg-reg": "jreg", "--jreg-lambda": "0.1", "--jreg-weights": "uniform",
+    "--jreg-reg": DEFAULT_REG, "--jreg-lambda": str(DEFAULT_LAMBDA),
+    "--jreg-weights": DEFAULT_WEIGHTS,  # the trainer's own defaults (megatron_ext.train)
 }  # fmt: skip
 
 

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from common.settings import DEFAULT_LAMBDA, DEFAULT_REG, DEFAULT_WEIGHTS
 from megatron_ext import cpu_compat, megatron_compat
 from megatron_ext.console import say
 
@@ -54,9 +55,11 @@ from megatron_ext.wandb_ckpt import install as guard_wandb_checkpoint_hook  # no
 def add_jreg_args(parser):
     """Our flags, next to Megatron-LM's (``extra_args_provider``)."""
     group = parser.add_argument_group("jreg")
-    group.add_argument("--jreg-reg", default="jreg", choices=["none", "jreg", "l2rel"])
-    group.add_argument("--jreg-lambda", type=float, default=0.1)
-    group.add_argument("--jreg-weights", default="uniform", help="schedule[:k], e.g. exp:0.25")
+    group.add_argument("--jreg-reg", default=DEFAULT_REG, choices=["none", "jreg", "l2rel"])
+    group.add_argument("--jreg-lambda", type=float, default=DEFAULT_LAMBDA)
+    group.add_argument(
+        "--jreg-weights", default=DEFAULT_WEIGHTS, help="schedule[:k], e.g. exp:0.25"
+    )
     group.add_argument("--run-dir", required=True, help="where metrics.jsonl is written")
     # fault injection for the NaN-stop test; hidden from --help
     group.add_argument("--inject-nan-at-iteration", type=int, default=None, help=argparse.SUPPRESS)

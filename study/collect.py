@@ -16,8 +16,7 @@ from pathlib import Path
 from common.files import read_jsonl
 from eval.rundir import ANALYSIS_FILE
 from megatron_ext.metrics import jump_rate
-from megatron_ext.runconfig import RunConfigError
-from megatron_ext.runconfig import load as load_run_config
+from megatron_ext.runconfig import parse_flags
 from study.settings import LOG_FILE, RunSpec, StudySettings
 
 
@@ -101,20 +100,21 @@ def collect_run(s: StudySettings, spec: RunSpec, seconds: dict[str, float]) -> d
 
 
 def setup(run_dir: Path) -> dict:
-    """Recipe facts from a run's config (``run_config.json``, or ``command.txt`` for older runs:
-    the settings it really ran with)."""
-    try:
-        cfg = load_run_config(run_dir)
-    except RunConfigError:
+    """Recipe facts from a run's ``command.txt`` (the flags it really ran with; a partial one,
+    e.g. hand-written, gives ``-`` for what it lacks)."""
+    path = run_dir / "command.txt"
+    if not path.is_file():
         return {}
-    model, train = cfg.model, cfg.train
-    out = {k: str(getattr(model, k)) for k in (
+    flags = parse_flags(path.read_text())
+
+    def one(name: str, default: str = "-") -> str:
+        values = flags.get(name)
+        return values[-1] if values else default
+
+    out = {k: one(f"--{k.replace('_', '-')}") for k in (
         "num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups",
-        "seq_length")}  # fmt: skip
-    out |= {k: str(getattr(train, k)) for k in (
-        "train_iters", "global_batch_size", "micro_batch_size", "lr", "min_lr", "save_interval",
-        "eval_interval", "eval_iters")}  # fmt: skip
-    out |= {"seed": str(cfg.seed), "train_data_path": cfg.data.prefixes.get("train", "-")}
+        "seq_length", "train_iters", "global_batch_size", "micro_batch_size", "lr", "min_lr",
+        "save_interval", "eval_interval", "eval_iters", "seed", "train_data_path")}  # fmt: skip
     try:
         out["tokens"] = (
             int(out["train_iters"]) * int(out["global_batch_size"]) * int(out["seq_length"])
