@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from eval.rundir import EvalError, RunDir
+from megatron_ext.config import BATCH_KEYS
 
 _SPLITS = ("train", "valid", "test")
-BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
 COUNT_LIMIT = 1 << 28
 """Tokens of a training split counted for the frequency buckets (a prefix of big splits)."""
 

@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from eval.rundir import REPO
+from common.files import REPO
+from megatron_ext import resume
 from study.settings import LOG_FILE, RUN_FILE, STUDY_FILE, RunSpec, StudyError, StudySettings
 
 
@@ -54,9 +55,7 @@ def machine() -> dict:
 
 
 def last_checkpoint(run_dir: Path) -> int | None:
-    tracker = run_dir / "checkpoints" / "latest_checkpointed_iteration.txt"
-    text = tracker.read_text().strip() if tracker.is_file() else ""
-    return int(text) if text.isdigit() else None
+    return resume.last_checkpoint(run_dir / "checkpoints")
 
 
 def planned_iters(run_dir: Path) -> int | None:
