@@ -15,15 +15,16 @@ DEFAULT_DATA = "data/default"
 
 
 def parse_settings(
-    argv: list[str], known, error: type[Exception], *, strip: bool = False
+    argv: list[str], known, error: type[Exception], *, strip: bool = False, where: str = ""
 ) -> dict[str, str]:
-    """``KEY=value`` words -> dict; ``error`` for a word without ``=`` or an unknown key. Empty
-    values are dropped (``make`` passes ``KEY=`` for unset variables)."""
+    """``KEY=value`` words -> dict; ``error`` for a word without ``=`` or an unknown key (``where``,
+    e.g. `` for analyze``, follows the word in the message). Empty values are dropped (``make``
+    passes ``KEY=`` for unset variables)."""
     out = {}
     for item in argv:
         key, sep, value = item.partition("=")
         if not sep or key not in known:
-            raise error(f"unknown setting {item!r}; valid: {', '.join(known)}")
+            raise error(f"unknown setting {item!r}{where}; valid: {', '.join(known)}")
         value = value.strip() if strip else value
         if value != "":
             out[key] = value
