@@ -5,6 +5,8 @@ import json
 import os
 from pathlib import Path
 
+from common.files import atomic_write_text
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "data_prep"
 """Downloads of packaged corpora and real tokenizers; gitignored, reused by later runs."""
@@ -13,13 +15,6 @@ DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "data_prep"
 def num_cores() -> int:
     """Cores this process may use (respects taskset/cgroup affinity, unlike os.cpu_count)."""
     return len(os.sched_getaffinity(0))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so readers never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def write_json(path: Path, obj: object) -> None:

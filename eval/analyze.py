@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from common.files import atomic_write_text, read_jsonl
 from eval.activations import VOID_ALPHA
 from eval.device import check_device, resolve_device
 from eval.rundir import ANALYSIS_FILE, EvalError, RunDir
@@ -145,28 +145,18 @@ def _valid_pass(run: RunDir, cfg: AnalyzeConfig, iteration: int) -> int | None:
     return int(cfg.valid)
 
 
-def read_analysis(path: Path) -> dict[int, dict]:
+def _by_iteration(path: Path) -> dict[int, dict]:
     """Lines of an ``analysis.jsonl`` by iteration (a torn last line is ignored)."""
-    lines = {}
-    if path.is_file():
-        for text in path.read_text().splitlines():
-            try:
-                line = json.loads(text)
-            except json.JSONDecodeError:
-                continue
-            lines[line["iteration"]] = line
-    return lines
+    return {line["iteration"]: line for line in read_jsonl(path)}
 
 
 def _write(path: Path, lines: dict[int, dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(lines[k]) + "\n" for k in sorted(lines)))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(lines[k]) + "\n" for k in sorted(lines)))
 
 
 def _existing(path: Path, cfg: AnalyzeConfig, print_fn) -> dict[int, dict]:
     """Lines to keep; raises when the file holds other settings and FORCE is off."""
-    lines = read_analysis(path)
+    lines = _by_iteration(path)
     other = sorted(k for k, x in lines.items() if x.get("settings") != cfg.settings)
     if other and not cfg.force:
         raise EvalError(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from common.settings import int_setting
+from common.settings import parse_settings as _parse
 from eval.rundir import EvalError, RunDir, load_run, resolve_run
 
 DEFAULT_RUN = "tiny-jreg"  # what `make pretrain` with no settings trains
@@ -58,14 +60,7 @@ COMMANDS = {
 
 def parse_settings(command: str, argv: list[str]) -> dict[str, str]:
     """``KEY=value`` arguments of ``command``; EvalError for an unknown or malformed one."""
-    allowed = COMMANDS[command]
-    out = {}
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep or key not in allowed:
-            raise EvalError(f"unknown setting {item!r} for {command}; valid: {', '.join(allowed)}")
-        if value.strip():
-            out[key] = value.strip()
+    out = _parse(argv, COMMANDS[command], EvalError, strip=True, where=f" for {command}")
     out.setdefault("RUN", DEFAULT_RUN)
     return out
 
@@ -85,15 +80,7 @@ def _float(settings: dict, key: str, default: float) -> float:
 
 
 def _int(settings: dict, key: str, default: int | None) -> int | None:
-    if key not in settings:
-        return default
-    try:
-        value = int(settings[key])
-    except ValueError:
-        raise EvalError(f"{key} must be an integer, got {settings[key]!r}") from None
-    if value < 1:
-        raise EvalError(f"{key} must be a positive integer, got {value}")
-    return value
+    return int_setting(settings, key, default, EvalError)
 
 
 def quiet() -> None:

@@ -27,7 +27,8 @@ from megatron.core.models.gpt import GPTModel  # noqa: E402
 from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed  # noqa: E402
 
 from eval.rundir import EvalError, RunDir  # noqa: E402
-from eval.sequences import BATCH_KEYS, run_dataset  # noqa: E402
+from eval.sequences import run_dataset  # noqa: E402
+from megatron_ext.config import BATCH_KEYS  # noqa: E402
 from megatron_ext.model import build_gpt_model, transformer_config  # noqa: E402
 from megatron_ext.reg import JregConfig, JregRuntime  # noqa: E402
 

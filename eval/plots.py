@@ -27,12 +27,12 @@ makes the missing file. Figures, each drawn when its input exists:
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
 
+from common.files import read_jsonl
 from eval import plots_depth
 from eval.figures import finish, plt, style
 from eval.rundir import ANALYSIS_FILE, REPO, EvalError
@@ -41,23 +41,13 @@ from megatron_ext.metrics import jump_rate
 _TOKENS = "tokens seen (millions)"
 
 
-def _jsonl(path: Path) -> list[dict]:
-    lines = []
-    for text in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            lines.append(json.loads(text))
-        except json.JSONDecodeError:
-            continue  # a torn last line of a killed writer
-    return lines
-
-
 def read_metrics(run: Path) -> list[dict]:
-    return _jsonl(run / "metrics.jsonl")
+    return read_jsonl(run / "metrics.jsonl")
 
 
 def read_analysis(run: Path) -> list[dict]:
     """``analysis.jsonl`` lines in iteration order."""
-    return sorted(_jsonl(run / ANALYSIS_FILE), key=lambda x: x["iteration"])
+    return sorted(read_jsonl(run / ANALYSIS_FILE), key=lambda x: x["iteration"])
 
 
 def _train(lines: list[dict]) -> list[dict]:

@@ -1,8 +1,9 @@
 """What a pretraining run directory holds, read from its files only (no Megatron import).
 
-``command.txt`` is the exact Megatron command the run was started with, so the architecture, the
-data, the batch schedule and the seed come from its flags (user ``ARGS`` included) rather than
-from today's recipes. Validation passes are numbered as Megatron consumes its validation
+``run_config.json`` (``megatron_ext.runconfig``) holds the typed configs the run was started with
+(user ``ARGS`` applied), so the architecture, the data, the batch schedule and the seed come from
+it rather than from today's recipes; runs recorded before it are read from ``command.txt`` by the
+same module. Validation passes are numbered as Megatron consumes its validation
 iterator: pass ``e`` (1-based) reads samples ``[(e-1) E G, e E G)`` of a validation GPTDataset
 built for ``(train_iters // eval_interval + 1) E G`` samples, E = eval_iters, G = global batch
 (``megatron/training/training.py``: ``get_train_valid_test_num_samples`` and the
@@ -11,15 +12,16 @@ built for ``(train_iters // eval_interval + 1) E G`` samples, E = eval_iters, G 
 
 from __future__ import annotations
 
-import json
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.files import REPO, TRACKER, read_jsonl
+from common.files import run_dir as resolve_run
 from megatron_ext.config import LlamaConfig
+from megatron_ext.runconfig import RunConfig, RunConfigError, parse_flags
+from megatron_ext.runconfig import load as load_run_config
 
-REPO = Path(__file__).resolve().parents[1]
-TRACKER = "latest_checkpointed_iteration.txt"
+__all__ = ["REPO", "TRACKER", "resolve_run"]
 ANALYSIS_FILE = "analysis.jsonl"  # written by eval.analyze, read by eval.plots
 POOLED_NOTE = (
     "old metrics.jsonl format: the line at the last iteration averages this pass with the final "
@@ -39,33 +41,6 @@ _UNSUPPORTED = {
 
 class EvalError(ValueError):
     """A user error: printed as one line ``error: ...``, exit code 2."""
-
-
-def resolve_run(name: str) -> Path:
-    """A run name under ``runs/``, or a path (as ``make pretrain RUN=`` reads it)."""
-    path = Path(name) if "/" in name else REPO / "runs" / name
-    return path if path.is_absolute() else REPO / path
-
-
-def parse_command(text: str) -> dict[str, list[str]]:
-    """Flags of a Megatron command line: ``--flag`` -> its values (``[]`` for a switch).
-
-    Only the part after ``-m megatron_ext.train`` counts (torchrun's own flags come before it);
-    a repeated flag keeps its last occurrence, as argparse does.
-    """
-    argv = shlex.split(text)
-    if "megatron_ext.train" in argv:
-        argv = argv[argv.index("megatron_ext.train") + 1 :]
-    flags: dict[str, list[str]] = {}
-    current = None
-    for token in argv:
-        if token.startswith("--"):
-            name, eq, value = token.partition("=")
-            current = name
-            flags[name] = [value] if eq else []
-        elif current is not None:
-            flags[current].append(token)
-    return flags
 
 
 @dataclass(kw_only=True)
@@ -89,7 +64,7 @@ class Schedule:
         for name in ("micro_batch_size", "global_batch_size", "train_iters", "eval_interval",
                      "eval_iters"):  # fmt: skip
             if getattr(self, name) < 1:
-                raise EvalError(f"command.txt: {name} must be positive, got {getattr(self, name)}")
+                raise EvalError(f"run config: {name} must be positive, got {getattr(self, name)}")
 
     @property
     def samples_per_pass(self) -> int:
@@ -135,28 +110,52 @@ class RunDir:
 
     path: Path
     """The run directory."""
-    flags: dict[str, list[str]] = field(repr=False)
-    """``command.txt`` flags."""
-    model: LlamaConfig
-    """Architecture."""
+    config: RunConfig = field(repr=False)
+    """``run_config.json`` (or, for older runs, what ``command.txt`` says)."""
     schedule: Schedule
     """Batches and validation passes."""
-    vocab_size: int
-    """Padded model vocabulary (rows of the embedding and output layer)."""
-    prefixes: dict[str, str]
-    """``train``/``valid``/``test`` -> dataset prefix (``.bin``/``.idx`` without suffix)."""
-    tokenizer_dir: Path
-    """The dataset's tokenizer folder (loads with ``AutoTokenizer``)."""
     checkpoints_dir: Path
     """Where ``iter_*`` folders are."""
-    bf16: bool
-    """The run trained (and saved its weights) in bf16."""
-    reg: str
-    """``--jreg-reg``."""
-    lam: float
-    """``--jreg-lambda``."""
-    weights: str
-    """``--jreg-weights``."""
+
+    @property
+    def model(self) -> LlamaConfig:
+        """Architecture."""
+        return self.config.model
+
+    @property
+    def vocab_size(self) -> int:
+        """Padded model vocabulary (rows of the embedding and output layer)."""
+        return self.config.vocab_size
+
+    @property
+    def prefixes(self) -> dict[str, str]:
+        """``train``/``valid``/``test`` -> dataset prefix (``.bin``/``.idx`` without suffix)."""
+        return self.config.data.prefixes
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        """The dataset's tokenizer folder (loads with ``AutoTokenizer``)."""
+        return Path(self.config.data.tokenizer_dir)
+
+    @property
+    def bf16(self) -> bool:
+        """The run trained (and saved its weights) in bf16."""
+        return self.config.bf16
+
+    @property
+    def reg(self) -> str:
+        """The regulariser's name (``--jreg-reg``)."""
+        return self.config.reg.reg
+
+    @property
+    def lam(self) -> float:
+        """lambda (``--jreg-lambda``)."""
+        return self.config.reg.lam
+
+    @property
+    def weights(self) -> str:
+        """The layer-weight schedule as written (``--jreg-weights``)."""
+        return self.config.weights_spec
 
     @property
     def name(self) -> str:
@@ -181,16 +180,7 @@ class RunDir:
 
     def metrics(self) -> list[dict]:
         """``metrics.jsonl`` lines (an unreadable torn last line is skipped)."""
-        path = self.path / "metrics.jsonl"
-        if not path.is_file():
-            return []
-        lines = []
-        for text in path.read_text().splitlines():
-            try:
-                lines.append(json.loads(text))
-            except json.JSONDecodeError:
-                continue
-        return lines
+        return read_jsonl(self.path / "metrics.jsonl")
 
     def logged_pass(self, valid_pass: int) -> tuple[dict | None, str | None]:
         """The ``metrics.jsonl`` line of validation pass ``valid_pass`` and a caveat, if any.
@@ -239,57 +229,23 @@ class RunDir:
         return sorted(set(wanted))
 
 
-def _one(flags: dict, name: str, default: str | None = None) -> str:
-    values = flags.get(name)
-    if values is None:
-        if default is None:
-            raise EvalError(f"command.txt has no {name}; cannot rebuild the run")
-        return default
-    if len(values) != 1:
-        raise EvalError(f"command.txt: {name} {' '.join(values)} is not supported (one value)")
-    return values[0]
-
-
-def _int(flags: dict, name: str, default: int | None = None) -> int:
-    text = _one(flags, name, None if default is None else str(default))
-    try:
-        return int(text)
-    except ValueError:
-        raise EvalError(f"command.txt: {name} must be an integer, got {text!r}") from None
-
-
-def _model(flags: dict) -> LlamaConfig:
+def _check_supported(cfg: RunConfig, flags: dict[str, list[str]]) -> None:
+    """EvalError when the flags the run added (ARGS) make a model eval/ cannot rebuild."""
     for flag, what in _UNSUPPORTED.items():
         if flag in flags:
             raise EvalError(f"the run uses {flag} ({what}), which eval/ does not support")
-    if _one(flags, "--normalization", "LayerNorm") != "RMSNorm":
+    if flags.get("--normalization", ["RMSNorm"]) != ["RMSNorm"]:
         raise EvalError("the run does not use --normalization RMSNorm; eval/ supports Llama only")
-    if _one(flags, "--position-embedding-type", "learned_absolute") != "rope":
+    if flags.get("--position-embedding-type", ["rope"]) != ["rope"]:
         raise EvalError("the run does not use RoPE; eval/ supports Llama models only")
-    if float(_one(flags, "--rotary-percent", "1.0")) != 1.0:
+    if float(flags.get("--rotary-percent", ["1.0"])[-1]) != 1.0:
         raise EvalError("the run uses --rotary-percent < 1, which eval/ does not support")
-    for switch in ("--swiglu", "--disable-bias-linear", "--untie-embeddings-and-output-weights"):
-        if switch not in flags:
-            raise EvalError(f"the run lacks {switch}; eval/ supports Llama models only")
-    heads = _int(flags, "--num-attention-heads")
-    groups = (
-        _int(flags, "--num-query-groups", heads) if "--group-query-attention" in flags else heads
-    )
-    hidden = _int(flags, "--hidden-size")
-    try:
-        cfg = LlamaConfig(
-            num_layers=_int(flags, "--num-layers"), hidden_size=hidden,
-            ffn_hidden_size=_int(flags, "--ffn-hidden-size"), num_attention_heads=heads,
-            num_query_groups=groups, seq_length=_int(flags, "--seq-length"),
-            rotary_base=_int(flags, "--rotary-base", 10000),
-            init_method_std=float(_one(flags, "--init-method-std", "0.02")),
-            norm_epsilon=float(_one(flags, "--norm-epsilon", "1e-5")),
-        )  # fmt: skip
-    except ValueError as err:
-        raise EvalError(f"command.txt: {err}") from None
-    if _int(flags, "--kv-channels", cfg.kv_channels) != cfg.kv_channels:
+    for switch in ("--add-bias-linear", "--tie-embeddings-and-output-weights"):
+        if switch in flags:
+            raise EvalError(f"the run uses {switch}; eval/ supports Llama models only")
+    kv = flags.get("--kv-channels")
+    if kv and int(kv[-1]) != cfg.model.kv_channels:
         raise EvalError("the run sets --kv-channels != hidden / heads; eval/ does not support it")
-    return cfg
 
 
 def load_run(name: str) -> RunDir:
@@ -299,37 +255,25 @@ def load_run(name: str) -> RunDir:
         raise EvalError(
             f"run directory {path} does not exist (RUN is a name under runs/ or a path)"
         )
-    command = path / "command.txt"
-    if not command.is_file():
-        raise EvalError(f"{path} has no command.txt; is it a run directory from make pretrain?")
-    flags = parse_command(command.read_text())
-    model = _model(flags)
+    try:
+        cfg = load_run_config(path)
+    except RunConfigError as err:
+        raise EvalError(str(err)) from None
+    _check_supported(cfg, parse_flags(cfg.extra_args))
+    train = cfg.train
     schedule = Schedule(
-        seed=_int(flags, "--seed", 1234), micro_batch_size=_int(flags, "--micro-batch-size"),
-        global_batch_size=_int(flags, "--global-batch-size"),
-        train_iters=_int(flags, "--train-iters"),
-        eval_interval=_int(flags, "--eval-interval", 1000),
-        eval_iters=_int(flags, "--eval-iters", 100),
+        seed=cfg.seed, micro_batch_size=train.micro_batch_size,
+        global_batch_size=train.global_batch_size, train_iters=train.train_iters,
+        eval_interval=train.eval_interval, eval_iters=train.eval_iters,
     )  # fmt: skip
-    prefixes = {}
     for split in ("train", "valid", "test"):
-        prefix = _one(flags, f"--{split}-data-path")
-        if not Path(prefix + ".idx").is_file():
-            raise EvalError(f"dataset {prefix}.idx (from command.txt) is missing")
-        prefixes[split] = prefix
-    tokenizer_dir = Path(_one(flags, "--tokenizer-model"))
-    if not tokenizer_dir.is_dir():
-        raise EvalError(f"tokenizer folder {tokenizer_dir} (from command.txt) is missing")
-    record = path / "launch.json"
-    launch = json.loads(record.read_text()) if record.is_file() else {}
-    # launch.json holds the padded model vocabulary (what the checkpoint's embedding has).
-    vocab = launch.get("vocab") or _int(flags, "--vocab-size")
+        prefix = cfg.data.prefixes.get(split)
+        if not prefix or not Path(prefix + ".idx").is_file():
+            raise EvalError(f"dataset {prefix}.idx (from the run config) is missing")
+    if not Path(cfg.data.tokenizer_dir).is_dir():
+        raise EvalError(
+            f"tokenizer folder {cfg.data.tokenizer_dir} (from the run config) is missing"
+        )
     local = path / "checkpoints"
-    checkpoints_dir = local if local.is_dir() else Path(_one(flags, "--save", str(local)))
-    return RunDir(
-        path=path, flags=flags, model=model, schedule=schedule, vocab_size=vocab,
-        prefixes=prefixes, tokenizer_dir=tokenizer_dir, checkpoints_dir=checkpoints_dir,
-        bf16="--bf16" in flags, reg=_one(flags, "--jreg-reg", "jreg"),
-        lam=float(_one(flags, "--jreg-lambda", "0.1")),
-        weights=_one(flags, "--jreg-weights", "uniform"),
-    )  # fmt: skip
+    checkpoints_dir = local if local.is_dir() or not cfg.save_dir else Path(cfg.save_dir)
+    return RunDir(path=path, config=cfg, schedule=schedule, checkpoints_dir=checkpoints_dir)

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from eval.rundir import EvalError, RunDir
+from megatron_ext.config import BATCH_KEYS
 
 _SPLITS = ("train", "valid", "test")
-BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
 COUNT_LIMIT = 1 << 28
 """Tokens of a training split counted for the frequency buckets (a prefix of big splits)."""
 
@@ -46,7 +46,7 @@ def run_dataset(run: RunDir, split: str, num_samples: int):
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
     from megatron.core.tokenizers import MegatronTokenizer
 
-    flags = run.flags
+    data = run.config.data
     tokenizer = MegatronTokenizer.from_pretrained(
         tokenizer_path=str(run.tokenizer_dir), metadata_path={"library": "huggingface"}
     )
@@ -54,10 +54,9 @@ def run_dataset(run: RunDir, split: str, num_samples: int):
     config = GPTDatasetConfig(
         random_seed=run.schedule.seed, sequence_length=run.model.seq_length,
         blend_per_split=blend, tokenizer=tokenizer, create_attention_mask=False,
-        reset_position_ids="--reset-position-ids" in flags, reset_attention_mask=False,
-        eod_mask_loss="--eod-mask-loss" in flags,
-        path_to_cache=(flags.get("--data-cache-path") or [None])[0],
-        mmap_bin_files="--no-mmap-bin-files" not in flags,
+        reset_position_ids=data.reset_position_ids, reset_attention_mask=False,
+        eod_mask_loss=data.eod_mask_loss, path_to_cache=data.data_cache_path,
+        mmap_bin_files=data.mmap_bin_files,
     )  # fmt: skip
     sizes = [num_samples if s == split else None for s in _SPLITS]
     with contextlib.redirect_stdout(io.StringIO()):

@@ -3,10 +3,10 @@
 # A cluster job is N copies of one per-node command, `jobs/local.sh <settings> NNODES=N
 # MASTER_ADDR=<first host> MASTER_PORT=<from the job id> NPROC=<GPUs per node> NODE_RANK=<i>`,
 # started once per node by mpirun or srun. jobs/local.sh is what `make pretrain` runs too, so a
-# job's flags are the launcher's flags (megatron_ext/launch.py), never a copy of them.
+# job's flags are the launcher's flags (launcher/settings.py), never a copy of them.
 # shellcheck shell=bash
 
-# The `make pretrain` settings a job carries (megatron_ext/launch.py VARIABLES, minus the
+# The `make pretrain` settings a job carries (launcher/settings.py VARIABLES, minus the
 # rendezvous ones the job sets itself).
 JOB_SETTINGS=(RUN SIZE REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP
   FP8 ARGS COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE TIME_LIMIT)
@@ -25,8 +25,10 @@ job_settings_args() {
   done
 }
 
-# job_run_dir REPO: the run directory the launcher will use (its rule: RUN is a name under runs/
-# or, with a '/', a path; relative paths are relative to the repo; default <SIZE>-<REG>).
+# job_run_dir REPO: the run directory the launcher will use (its rule, common/files.py run_dir: RUN
+# is a name under runs/ or, with a '/', a path; relative paths are relative to the repo; default
+# <SIZE>-<REG> with common/settings.py's defaults). A shell copy because it runs before the job has
+# a Python; tests/launcher/test_rules.py checks that the two agree.
 job_run_dir() {
   local run=${RUN:-${SIZE:-tiny}-${REG:-jreg}}
   case $run in */*) ;; *) run=runs/$run ;; esac

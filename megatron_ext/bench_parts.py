@@ -202,7 +202,7 @@ def _train_one(shape: Shape, device: str, repeats: int, warmup: int, peak) -> di
     from megatron_ext.model import build_gpt_model, transformer_config
     from megatron_ext.reg import JregConfig, JregRuntime
     from megatron_ext.tracker import JumpTracker
-    from recipes.models import model_recipe
+    from recipes import model_recipe
 
     cfg = model_recipe(shape.size)
     if shape.num_layers:

@@ -6,6 +6,10 @@ import dataclasses
 import importlib.util
 from dataclasses import dataclass
 
+BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
+"""Keys of a GPT microbatch dict (Megatron's GPTDataset samples; ``megatron_ext.step`` moves them
+to the device, eval/ stacks them)."""
+
 
 def te_available() -> bool:
     """True when Transformer Engine is installed (GPU machines with the ``gpu`` extra). A presence
@@ -175,7 +179,7 @@ class TrainConfig:
 
 @dataclass(kw_only=True)
 class ParallelConfig:
-    """A parallel layout: one place decides it (``recipes.training.parallel_defaults``)."""
+    """A parallel layout: one place decides it (``recipes.parallel_defaults``, from the size table)."""
 
     tp: int = 1
     """Tensor parallel size."""

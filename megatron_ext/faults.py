@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from megatron_ext.resume import TRACKER, last_checkpoint
+from common.files import TRACKER, atomic_write_text
+from megatron_ext.resume import last_checkpoint
 
 EXIT_REFUSED = 2  # bad settings, an unreadable checkpoint, a changed dataset (before anything runs)
 EXIT_NAN = 3  # NaN/inf in the loss or gradients (train.py)
@@ -128,9 +129,7 @@ def fall_back(save_dir: Path, bad: int, good: int) -> list[Path]:
         if good < i <= bad:
             path = _dir(save_dir, i)
             moved.append(path.rename(path.with_name(f"{path.name}.unreadable-{stamp}")))
-    tmp = save_dir / (TRACKER + ".tmp")
-    tmp.write_text(str(good))
-    os.replace(tmp, save_dir / TRACKER)
+    atomic_write_text(save_dir / TRACKER, str(good))
     return moved
 
 

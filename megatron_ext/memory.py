@@ -73,46 +73,6 @@ def estimate(
     return MemoryEstimate(params_and_optimizer=int(params), activations=int(activations))
 
 
-def check_fits(
-    size: str,
-    *,
-    nproc: int,
-    tp: int,
-    pp: int,
-    vocab: int,
-    available: int,
-    micro_batch_size: int | str | None = None,
-    seq_length: int | str | None = None,
-    full_recompute: bool = False,
-) -> None:
-    """ValueError (one line: why, and what to run instead) unless ``nproc`` ranks of SIZE, with
-    the recipe's micro batch and sequence unless given, fit in ``available`` bytes."""
-    from recipes.models import SIZES, model_recipe
-    from recipes.training import train_recipe
-
-    def per_rank(name, micro, seq, tp=1, pp=1, full=False):
-        model = model_recipe(name)
-        micro = int(micro or train_recipe(name).micro_batch_size)
-        seq = int(seq or model.seq_length)
-        return micro, seq, estimate(model, vocab=vocab, micro_batch_size=micro, seq_length=seq,
-                                    tp=tp, pp=pp, full_recompute=full)  # fmt: skip
-
-    micro, seq, est = per_rank(size, micro_batch_size, seq_length, tp, pp, full_recompute)
-    need = nproc * est.per_process
-    if need <= available:
-        return
-    fitting = [n for n in SIZES if per_rank(n, None, None)[2].per_process <= available]
-    here = f"SIZE={' or SIZE='.join(fitting)}" if fitting else "nothing (free some memory)"
-    raise ValueError(
-        f"SIZE={size} needs ~{need / GiB:.0f} GiB to train on this CPU machine ({nproc} "
-        f"process(es) x [{est.params_and_optimizer / GiB:.1f} GiB weights+grads+Adam, "
-        f"{est.activations / GiB:.1f} GiB activations of a {micro} x {seq}-token micro batch]) "
-        f"but {available / GiB:.1f} GiB is available. Train {here} here, SIZE={size} on GPUs "
-        f"(make submit SIZE={size} NODES=1 GROUP=...), shrink it with "
-        "ARGS='--micro-batch-size 1 --seq-length 256', or add FORCE_CPU=1 to try anyway"
-    )
-
-
 def available_memory() -> int:
     """Bytes of memory available to new processes now (psutil: free + reclaimable cache)."""
     import psutil

@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-TRACKER = "latest_checkpointed_iteration.txt"
+from common.files import TRACKER
 
 
 def last_checkpoint(save_dir: str | Path | None) -> int | None:

@@ -18,9 +18,8 @@ from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 from megatron.core.rerun_state_machine import get_rerun_state_machine
 from megatron.core.utils import get_batch_on_this_cp_rank, get_model_config
 
+from megatron_ext.config import BATCH_KEYS
 from megatron_ext.tracker import JumpTracker
-
-_BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
 
 
 def dataset_provider(dataset_config: GPTDatasetConfig):
@@ -45,7 +44,7 @@ def get_batch(data_iterator, model) -> dict[str, torch.Tensor]:
     """Next microbatch on this rank's device, sliced for context parallelism."""
     batch = next(data_iterator)
     device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
-    batch = {k: batch[k].to(device, non_blocking=True) for k in _BATCH_KEYS}
+    batch = {k: batch[k].to(device, non_blocking=True) for k in BATCH_KEYS}
     if get_model_config(model).context_parallel_size > 1:
         batch = get_batch_on_this_cp_rank(
             batch, is_hybrid_cp=False, cp_group=_unwrap(model).pg_collection.cp

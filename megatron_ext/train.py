@@ -3,7 +3,7 @@
 Takes every Megatron-LM flag plus the ``--jreg-*`` and ``--run-dir`` flags below, reads Megatron's
 args once here and passes plain config down: the JREG layer spec and loss-scale hook, the
 layout-invariant initialisation (a pre-wrap hook), the run logger (the finalize-grads hook) and the
-dataset provider. ``megatron_ext.launch`` (``make pretrain``) builds the command line.
+dataset provider. ``launcher`` (``make pretrain``) builds the command line.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from common.settings import DEFAULT_LAMBDA, DEFAULT_REG, DEFAULT_WEIGHTS
 from megatron_ext import cpu_compat, megatron_compat, regularizers
 from megatron_ext.console import say
 
@@ -54,9 +55,11 @@ from megatron_ext.wandb_ckpt import install as guard_wandb_checkpoint_hook  # no
 def add_jreg_args(parser):
     """Our flags, next to Megatron-LM's (``extra_args_provider``)."""
     group = parser.add_argument_group("jreg")
-    group.add_argument("--jreg-reg", default="jreg", choices=regularizers.choices())
-    group.add_argument("--jreg-lambda", type=float, default=0.1)
-    group.add_argument("--jreg-weights", default="uniform", help="schedule[:k], e.g. exp:0.25")
+    group.add_argument("--jreg-reg", default=DEFAULT_REG, choices=regularizers.choices())
+    group.add_argument("--jreg-lambda", type=float, default=DEFAULT_LAMBDA)
+    group.add_argument(
+        "--jreg-weights", default=DEFAULT_WEIGHTS, help="schedule[:k], e.g. exp:0.25"
+    )
     group.add_argument("--run-dir", required=True, help="where metrics.jsonl is written")
     # fault injection for the NaN-stop test; hidden from --help
     group.add_argument("--inject-nan-at-iteration", type=int, default=None, help=argparse.SUPPRESS)

@@ -1,5 +1,6 @@
-"""Model sizes and training recipes, each written as a small difference from a base."""
+"""Model sizes and training recipes, each written as a small difference from a base; the one
+table of sizes (shape + schedule + GPU layout) is ``recipes.sizes``."""
 
-from recipes.models import SIZES, model_recipe
+from recipes.sizes import SIZES, Size, model_recipe, parallel_defaults, size_recipe, train_recipe
 
-__all__ = ["SIZES", "model_recipe"]
+__all__ = ["SIZES", "Size", "model_recipe", "parallel_defaults", "size_recipe", "train_recipe"]

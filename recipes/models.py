@@ -1,12 +1,11 @@
-"""Model sizes: a Llama-3-style base and the few fields each size changes.
+"""Model shapes: a Llama-3-style base and the few fields each size changes (the size table that
+names them is ``recipes.sizes``).
 
 Shapes follow the Llama 3 / 3.2 family where one exists (1b, 3b, 8b); 125m and 350m are the usual
 GPT-3-style small widths with Llama's architecture; ``tiny`` is the CPU test and laptop default, ``study`` a deeper, narrower tiny for the jump study.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 from megatron_ext.config import LlamaConfig
 
@@ -73,21 +72,3 @@ def llama_3b() -> LlamaConfig:
 def llama_8b() -> LlamaConfig:
     """Llama 3 8B shape: 32 x 4096, ffn 14336, 32 heads, 8 KV heads, seq 8192."""
     return base().replace(num_layers=32, hidden_size=4096, ffn_hidden_size=14336, seq_length=8192)
-
-
-SIZES: dict[str, Callable[[], LlamaConfig]] = {
-    "tiny": tiny,
-    "125m": llama_125m,
-    "350m": llama_350m,
-    "1b": llama_1b,
-    "3b": llama_3b,
-    "8b": llama_8b,
-    "study": study,
-}
-
-
-def model_recipe(size: str) -> LlamaConfig:
-    """The architecture for SIZE; ValueError naming the valid sizes otherwise."""
-    if size not in SIZES:
-        raise ValueError(f"unknown SIZE {size!r}; valid: {', '.join(SIZES)}")
-    return SIZES[size]()

@@ -1,12 +1,13 @@
-"""Training recipes per model size: schedule and the parallel layout for one 8-GPU node.
+"""Training recipes: the base schedule plus what a size changes.
 
-Each is the base schedule plus what the size changes. ``parallel_defaults`` is the one place that
-decides TP/PP/CP for a size and a GPU count; users override any of it with TP=, PP=, ... .
+Which size uses which recipe, and its GPU layout, is the size table (``recipes.sizes``);
+``recipes.parallel_defaults`` decides TP/PP/CP for a size and a GPU count, and users override any
+of it with TP=, PP=, ... .
 """
 
 from __future__ import annotations
 
-from megatron_ext.config import ParallelConfig, TrainConfig
+from megatron_ext.config import TrainConfig
 
 
 def base() -> TrainConfig:
@@ -57,37 +58,3 @@ def large_mbs(micro_batch_size: int):
 
     recipe.__doc__ = f"{large.__doc__} Micro batch {micro_batch_size} (H200)."
     return recipe
-
-
-TRAIN = {
-    "tiny": tiny, "125m": small, "350m": small,
-    "1b": large_mbs(8), "3b": large_mbs(4), "8b": large_mbs(2), "study": study,
-}  # fmt: skip
-
-# Per size on one node of 8 GPUs (80-141 GB each): TP within NVLink only where memory needs it.
-_GPU_LAYOUT = {
-    "tiny": ParallelConfig(),
-    "study": ParallelConfig(),
-    "125m": ParallelConfig(),
-    "350m": ParallelConfig(),
-    "1b": ParallelConfig(distributed_optimizer=True),
-    "3b": ParallelConfig(distributed_optimizer=True),
-    "8b": ParallelConfig(tp=2, distributed_optimizer=True),
-}
-
-
-def train_recipe(size: str) -> TrainConfig:
-    """The training schedule for SIZE."""
-    if size not in TRAIN:
-        raise ValueError(f"unknown SIZE {size!r}; valid: {', '.join(TRAIN)}")
-    return TRAIN[size]()
-
-
-def parallel_defaults(size: str, num_gpus: int) -> ParallelConfig:
-    """Layout for SIZE on ``num_gpus`` GPUs per node (0: CPU, where everything is 1)."""
-    if num_gpus == 0:
-        return ParallelConfig()
-    layout = _GPU_LAYOUT[size]
-    if num_gpus % layout.model_parallel_size:
-        return ParallelConfig(distributed_optimizer=layout.distributed_optimizer)
-    return layout

@@ -13,19 +13,11 @@ import json
 import math
 from pathlib import Path
 
-from eval.rundir import ANALYSIS_FILE, parse_command
+from common.files import read_jsonl
+from eval.rundir import ANALYSIS_FILE
 from megatron_ext.metrics import jump_rate
+from megatron_ext.runconfig import parse_flags
 from study.settings import LOG_FILE, RunSpec, StudySettings
-
-
-def jsonl(path: Path) -> list[dict]:
-    out = []
-    for text in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            out.append(json.loads(text))
-        except json.JSONDecodeError:
-            continue  # a torn last line
-    return out
 
 
 def zeta(line: dict) -> float:
@@ -80,7 +72,7 @@ def final_numbers(analysis: list[dict], metrics: list[dict]) -> dict:
 def train_seconds(root: Path) -> dict[str, float]:
     """Wall seconds of the finished ``train`` stages per run (all resumes together)."""
     out: dict[str, float] = {}
-    for line in jsonl(root / LOG_FILE):
+    for line in read_jsonl(root / LOG_FILE):
         if line.get("stage") == "train":
             out[line["run"]] = out.get(line["run"], 0.0) + line["seconds"]
     return out
@@ -89,7 +81,7 @@ def train_seconds(root: Path) -> dict[str, float]:
 def machines(root: Path) -> list[dict]:
     """Distinct machines of the study's stages, in order of first use."""
     seen = []
-    for line in jsonl(root / LOG_FILE):
+    for line in read_jsonl(root / LOG_FILE):
         if line.get("machine") and line["machine"] not in seen:
             seen.append(line["machine"])
     return seen
@@ -97,8 +89,8 @@ def machines(root: Path) -> list[dict]:
 
 def collect_run(s: StudySettings, spec: RunSpec, seconds: dict[str, float]) -> dict:
     run_dir = s.root / spec.name
-    analysis = sorted(jsonl(run_dir / ANALYSIS_FILE), key=lambda x: x["iteration"])
-    metrics = jsonl(run_dir / "metrics.jsonl")
+    analysis = sorted(read_jsonl(run_dir / ANALYSIS_FILE), key=lambda x: x["iteration"])
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
     final = final_numbers(analysis, metrics)
     return {"name": spec.name, "group": spec.group, "main": spec.main, "seed": spec.seed,
             "dir": run_dir, "exists": (run_dir / "command.txt").is_file(),
@@ -108,11 +100,12 @@ def collect_run(s: StudySettings, spec: RunSpec, seconds: dict[str, float]) -> d
 
 
 def setup(run_dir: Path) -> dict:
-    """Recipe facts from a run's ``command.txt`` (the flags it really ran with)."""
+    """Recipe facts from a run's ``command.txt`` (the flags it really ran with; a partial one,
+    e.g. hand-written, gives ``-`` for what it lacks)."""
     path = run_dir / "command.txt"
     if not path.is_file():
         return {}
-    flags = parse_command(path.read_text())
+    flags = parse_flags(path.read_text())
 
     def one(name: str, default: str = "-") -> str:
         values = flags.get(name)
@@ -155,13 +148,13 @@ def valid_in_training(metrics: list[dict]) -> list[dict]:
 
 
 def last_valid_iteration(run_dir: Path) -> int | None:
-    valid = valid_in_training(jsonl(run_dir / "metrics.jsonl"))
+    valid = valid_in_training(read_jsonl(run_dir / "metrics.jsonl"))
     return max(x["iteration"] for x in valid) if valid else None
 
 
 def analysed_iterations(run_dir: Path) -> list[int]:
     """Checkpoints ``make analyze`` measured with their validation pass replayed."""
-    return sorted(x["iteration"] for x in jsonl(run_dir / ANALYSIS_FILE) if "valid" in x)
+    return sorted(x["iteration"] for x in read_jsonl(run_dir / ANALYSIS_FILE) if "valid" in x)
 
 
 def pilot(run_dir: Path, at: int | None = None, analysed: bool = False) -> dict:
@@ -169,8 +162,8 @@ def pilot(run_dir: Path, at: int | None = None, analysed: bool = False) -> dict:
     with ``analysed``, its ``make analyze`` line there (validation loss replayed, D on held-out
     sequences); else its first validation pass there; else the last analysed checkpoint, the last
     validation line or the last training line (``source`` says which)."""
-    analysis = sorted(jsonl(run_dir / ANALYSIS_FILE), key=lambda x: x["iteration"])
-    metrics = jsonl(run_dir / "metrics.jsonl")
+    analysis = sorted(read_jsonl(run_dir / ANALYSIS_FILE), key=lambda x: x["iteration"])
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
     train = [x for x in metrics if x.get("split", "train") == "train"]
     valid = last_valid(metrics)
     at_iter = [x for x in valid_in_training(metrics) if x["iteration"] == at]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from common.files import atomic_write_text
 from megatron_ext.metrics import jump_rate
 from study import collect, figures
 from study.reading import compare, describe_change, final_only_moves, fmt, growth, jump_layers
@@ -255,7 +256,5 @@ def write_report(s: StudySettings) -> list[Path]:
              *reading_section(main, comparisons, s), "", "### The lead's reading", "", START,
              hand_written(s.doc), END, "", *pilots_section(s.pilots), ""]  # fmt: skip
     s.doc.parent.mkdir(parents=True, exist_ok=True)
-    tmp = s.doc.with_name(s.doc.name + ".tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, s.doc)
+    atomic_write_text(s.doc, "\n".join(lines))
     return [s.doc, *written]

@@ -22,7 +22,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from eval.rundir import REPO
+from common.files import REPO
+from megatron_ext import resume
 from study.settings import LOG_FILE, RUN_FILE, STUDY_FILE, RunSpec, StudyError, StudySettings
 
 
@@ -55,9 +56,7 @@ def machine() -> dict:
 
 
 def last_checkpoint(run_dir: Path) -> int | None:
-    tracker = run_dir / "checkpoints" / "latest_checkpointed_iteration.txt"
-    text = tracker.read_text().strip() if tracker.is_file() else ""
-    return int(text) if text.isdigit() else None
+    return resume.last_checkpoint(run_dir / "checkpoints")
 
 
 def planned_iters(run_dir: Path) -> int | None:
@@ -136,7 +135,7 @@ class Runner:
             if not self.finished(run):
                 kinds.setdefault((run.reg, run.weights), run)
         for run in kinds.values():
-            cmd = [sys.executable, "-m", "megatron_ext.launch", *self.s.launch_settings(run)]
+            cmd = [sys.executable, "-m", "launcher", *self.s.launch_settings(run)]
             proc = subprocess.run(cmd + ["DRY_RUN=1"], cwd=REPO, capture_output=True, text=True)
             if proc.returncode:
                 lines = (proc.stderr or proc.stdout).strip().splitlines() or ["launch failed"]
@@ -150,7 +149,7 @@ class Runner:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / RUN_FILE).write_text(json.dumps(run.record(self.s)) + "\n")
-        launch = [sys.executable, "-m", "megatron_ext.launch", *self.s.launch_settings(run)]
+        launch = [sys.executable, "-m", "launcher", *self.s.launch_settings(run)]
         self._call(run.name, "train", launch, quiet=quiet)
 
     def side_by_side(self, runs: list[RunSpec]) -> None:

@@ -14,17 +14,26 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from eval.rundir import REPO
+from common.files import REPO
+from common.settings import (
+    DEFAULT_DATA,
+    DEFAULT_LAMBDA,
+    DEFAULT_SEED,
+    DEFAULT_WEIGHTS,
+    int_setting,
+    parse_settings,
+)
+from recipes import SIZES
 
 SETTINGS = {
-    "SIZE": "model and training recipe (default study; recipes/)",
+    "SIZE": f"model and training recipe: {' '.join(SIZES)} (default study; recipes/sizes.py)",
     "ITERS": "training iterations (default: the recipe's)",
     "SAVE_INTERVAL": "iterations between checkpoints and validation passes (default: recipe's)",
-    "LAMBDA": "JREG weight of the jreg runs (default 0.1)",
+    "LAMBDA": f"JREG weight of the jreg runs (default {DEFAULT_LAMBDA})",
     "WEIGHTS": "layer weights of the jreg runs (default uniform; jreg-final uses final)",
-    "SEED": "seed of the three main runs (default 1234)",
+    "SEED": f"seed of the three main runs (default {DEFAULT_SEED})",
     "SEEDS": "extra seeds of none and jreg, comma list (default 1235,1236; none: no extra)",
-    "DATA": "prepared dataset (default data/default)",
+    "DATA": f"prepared dataset (default {DEFAULT_DATA})",
     "ARGS": "extra Megatron flags for every run",
     "ROOT": "folder of the study's runs (default runs/study)",
     "DOC": "the report (default docs/study.md; figures in docs/study/)",
@@ -140,7 +149,7 @@ class StudySettings:
         return out
 
     def launch_settings(self, run: RunSpec) -> list[str]:
-        """``KEY=value`` arguments of ``python -m megatron_ext.launch`` for ``run``."""
+        """``KEY=value`` arguments of ``python -m launcher`` for ``run``."""
         out = [f"RUN={self.root / run.name}", f"SIZE={self.size}", f"REG={run.reg}",
                f"LAMBDA={run.lam}", f"WEIGHTS={run.weights}", f"SEED={run.seed}",
                f"DATA={self.data}"]  # fmt: skip
@@ -162,15 +171,7 @@ class StudySettings:
 
 
 def _int(v: dict, key: str, default: int | None) -> int | None:
-    if key not in v:
-        return default
-    try:
-        value = int(v[key])
-    except ValueError:
-        raise StudyError(f"{key} must be an integer, got {v[key]!r}") from None
-    if value < 1:
-        raise StudyError(f"{key} must be a positive integer, got {value}")
-    return value
+    return int_setting(v, key, default, StudyError)
 
 
 def _path(text: str) -> Path:
@@ -180,15 +181,9 @@ def _path(text: str) -> Path:
 
 def parse(argv: list[str]) -> StudySettings:
     """``KEY=value`` arguments -> settings; StudyError for anything malformed or unknown."""
-    v = {}
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep or key not in SETTINGS:
-            raise StudyError(f"unknown setting {item!r}; valid: {', '.join(SETTINGS)}")
-        if value.strip():
-            v[key] = value.strip()
+    v = parse_settings(argv, SETTINGS, StudyError, strip=True)
     try:
-        lam = float(v.get("LAMBDA", "0.1"))
+        lam = float(v.get("LAMBDA", str(DEFAULT_LAMBDA)))
     except ValueError:
         raise StudyError(f"LAMBDA must be a number >= 0, got {v['LAMBDA']!r}") from None
     seeds_text = v.get("SEEDS", "1235,1236")
@@ -202,8 +197,8 @@ def parse(argv: list[str]) -> StudySettings:
     return StudySettings(
         size=v.get("SIZE", "study"), iters=_int(v, "ITERS", None),
         save_interval=_int(v, "SAVE_INTERVAL", None), lam=lam,
-        weights=v.get("WEIGHTS", "uniform"), seed=_int(v, "SEED", 1234), seeds=seeds,
-        data=_path(v.get("DATA", "data/default")), args=v.get("ARGS", ""),
+        weights=v.get("WEIGHTS", DEFAULT_WEIGHTS), seed=_int(v, "SEED", DEFAULT_SEED), seeds=seeds,
+        data=_path(v.get("DATA", DEFAULT_DATA)), args=v.get("ARGS", ""),
         root=_path(v.get("ROOT", "runs/study")), doc=_path(v.get("DOC", "docs/study.md")),
         pilots=pilots, samples=_int(v, "SAMPLES", 64), tasks=v.get("TASKS", ""),
         limit=_int(v, "LIMIT", None), docs=_int(v, "DOCS", None),

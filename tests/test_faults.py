@@ -20,7 +20,7 @@ import pytest
 from megatron_ext import faults
 from tests.helpers import REPO, run_checked, subprocess_env, wait_for_iteration
 
-LAUNCH = [sys.executable, "-m", "megatron_ext.launch"]
+LAUNCH = [sys.executable, "-m", "launcher"]
 SHORT = dict(ITERS=4, SAVE_INTERVAL=2, LOG_INTERVAL=1)
 
 

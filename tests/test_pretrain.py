@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import REPO, run_checked, subprocess_env, torchrun, wait_for_iteration
 
-LAUNCH = [sys.executable, "-m", "megatron_ext.launch"]
+LAUNCH = [sys.executable, "-m", "launcher"]
 KEYS = {"iteration", "tokens", "lm_loss", "jreg_loss", "D", "jump_ratio", "S_model", "zeta_L",
         "step_time_s"}  # fmt: skip
 

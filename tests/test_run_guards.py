@@ -3,11 +3,13 @@ refuses a model whose training memory it cannot hold (issue 10, items 3 and 4)."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
-from megatron_ext import launch
+import launcher as launch
+from megatron_ext import faults
 from megatron_ext.memory import GiB
 from tests.test_pretrain import launch as run_launcher
 
@@ -41,7 +43,7 @@ def test_raising_iters_continues_a_finished_run(tmp_path, smoke_data, monkeypatc
     finished_run(run_dir, 6)
     # finished_run() writes no weights: the readability check of the checkpoint a continued run
     # would load (tests/test_faults.py) is not what this test is about.
-    monkeypatch.setattr(launch.faults, "check_checkpoint", lambda *args, **kwargs: None)
+    monkeypatch.setattr(faults, "check_checkpoint", lambda *args, **kwargs: None)
     v = dict(RUN=str(run_dir), DATA=str(smoke_data), ITERS="8")
     with pytest.raises(launch.LaunchError, match="ITERS=8 differs from the 6"):
         launch.plan(v)
@@ -52,7 +54,7 @@ def test_raising_iters_continues_a_finished_run(tmp_path, smoke_data, monkeypatc
 
 def cpu_plan(smoke_data, tmp_path, **settings):
     v = dict(RUN=str(tmp_path / "run"), DATA=str(smoke_data), **settings)
-    return dict(launch.plan(v), num_gpus=0)
+    return dataclasses.replace(launch.plan(v), num_gpus=0)
 
 
 def test_cpu_memory_estimate_refuses_big_sizes_and_names_what_fits(tmp_path, smoke_data):

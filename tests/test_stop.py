@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from megatron_ext import launch
+import launcher as launch
 from tests.helpers import REPO, run_checked, subprocess_env, wait_for_iteration
 from tests.test_pretrain import LAUNCH, train, train_lines
 

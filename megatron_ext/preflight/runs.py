@@ -1,6 +1,6 @@
 """Preflight runs through the real launcher (the path a job takes): throughput and 1 -> N GPUs.
 
-Each run is ``python -m megatron_ext.launch ... LOG_INTERVAL=1`` into its own run directory; the
+Each run is ``python -m launcher ... LOG_INTERVAL=1`` into its own run directory; the
 numbers come from its ``metrics.jsonl`` (LM loss, D_l, step time) and Megatron's memory report.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from megatron_ext.preflight.table import Check
 
 REPO = Path(__file__).resolve().parents[2]
-LAUNCH = [sys.executable, "-m", "megatron_ext.launch"]
+LAUNCH = [sys.executable, "-m", "launcher"]
 RUN_TIMEOUT_S = 300
 # the 1b shape with fewer layers: the per-layer cost of the real model, a short start-up
 THROUGHPUT_LAYERS = 4
@@ -77,8 +77,7 @@ def flops_per_token(layers: int, hidden: int, ffn: int, heads: int, groups: int,
 
 def throughput(root: Path, data: Path, ngpu: int, peak_tflops: float, fp8: bool) -> list[Check]:
     """REG=none then REG=jreg on the 1b shape (fewer layers), bf16 or FP8, all local GPUs."""
-    from recipes.models import model_recipe
-    from recipes.training import train_recipe
+    from recipes import model_recipe, train_recipe
 
     model, train = model_recipe("1b"), train_recipe("1b")
     mbs = train.micro_batch_size

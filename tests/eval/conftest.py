@@ -29,7 +29,7 @@ def eval_ok(*args: str, timeout: float = 300) -> str:
 
 
 def pretrain(run_dir: Path, data: Path, timeout: float = 400, **settings) -> Path:
-    cmd = [sys.executable, "-m", "megatron_ext.launch", f"RUN={run_dir}", f"DATA={data}"]
+    cmd = [sys.executable, "-m", "launcher", f"RUN={run_dir}", f"DATA={data}"]
     code, out = run_checked(cmd + [f"{k}={v}" for k, v in settings.items()], timeout)
     assert code == 0, out[-5000:]
     return run_dir

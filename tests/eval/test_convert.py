@@ -8,7 +8,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from eval.convert import hf_config, hf_state_dict, split_fc1, split_qkv
-from recipes.models import model_recipe
+from recipes import model_recipe
 
 CFG = model_recipe("tiny")  # 4 heads, 2 KV groups, head dim 32
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from eval.rundir import EvalError, Schedule, load_run, parse_command
+from eval.rundir import EvalError, Schedule, load_run
+from megatron_ext.runconfig import parse_flags as parse_command
 
 MODEL = ("--num-layers 4 --hidden-size 128 --ffn-hidden-size 384 --num-attention-heads 4 "
          "--group-query-attention --num-query-groups 2 --kv-channels 32 --seq-length 128 "
@@ -154,3 +155,19 @@ def test_logged_pass_old_and_new_format(tmp_path):
     assert [run.logged_pass(e) for e in (1, 2, 3, 4)] == [
         (new[0], None), (new[1], None), (new[2], None), (None, None)]  # fmt: skip
     assert run.tokens_seen(10) == 10 * 8 * 128
+
+
+def test_run_config_json_replaces_command_txt(tmp_path):
+    """A run with run_config.json and no command.txt reads the same (the old run's command.txt
+    converted once, then deleted)."""
+    from megatron_ext.runconfig import RUN_CONFIG
+    from megatron_ext.runconfig import load as load_run_config
+
+    path = fake_run(tmp_path)
+    old = load_run(str(path))
+    (path / RUN_CONFIG).write_text(load_run_config(path).to_json())
+    (path / "command.txt").unlink()
+    new = load_run(str(path))
+    assert (new.model, new.schedule, new.vocab_size, new.prefixes, new.tokenizer_dir) == (
+        old.model, old.schedule, old.vocab_size, old.prefixes, old.tokenizer_dir)  # fmt: skip
+    assert (new.reg, new.lam, new.weights, new.bf16) == ("l2rel", 0.5, "exp:0.5", False)

@@ -194,7 +194,7 @@ def test_no_gpu_in_a_cluster_job_is_refused():
 
 
 def test_launcher_refuses_cpu_training_in_a_job(tmp_path, smoke_data):
-    launch = [sys.executable, "-m", "megatron_ext.launch", f"RUN={tmp_path / 'r'}",
+    launch = [sys.executable, "-m", "launcher", f"RUN={tmp_path / 'r'}",
               f"DATA={smoke_data}", "ITERS=1"]  # fmt: skip
     code, out = run_checked(launch, 300, PBS_JOBID="77.pbs1", CUDA_VISIBLE_DEVICES="2")
     assert code == 2, out

@@ -9,12 +9,13 @@ import sys
 
 import pytest
 
-from megatron_ext import launch
+import launcher as launch
+from launcher import planner
 
 
-def gpu_plan(monkeypatch, data, te: bool, **settings) -> tuple[dict, list[str]]:
+def gpu_plan(monkeypatch, data, te: bool, **settings) -> tuple[launch.Plan, list[str]]:
     monkeypatch.setenv("PLAN_GPUS", "8:9")
-    monkeypatch.setattr(launch, "te_available", lambda: te)
+    monkeypatch.setattr(planner, "te_available", lambda: te)
     p = launch.plan({"DRY_RUN": "1", "DATA": str(data), **settings})
     return p, launch.megatron_args(p)
 
@@ -48,7 +49,7 @@ def test_gpu_without_te_flags_pass_megatron_and_build_the_local_spec(monkeypatch
         assert not config.gradient_accumulation_fusion
     assert not config.apply_rope_fusion and not config.masked_softmax_fusion
     assert config.sequence_parallel is False
-    assert args.tensor_model_parallel_size == p["layout"].tp == (2 if size == "8b" else 1)
+    assert args.tensor_model_parallel_size == p.layout.tp == (2 if size == "8b" else 1)
 
 
 @pytest.mark.parametrize("te", [True, False], ids=["te", "local"])

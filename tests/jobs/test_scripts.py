@@ -71,7 +71,7 @@ def test_real_path_starts_the_printed_command_once_per_node(tmp_path, scheduler)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # each rank ran exactly the command printed for its node, in node order
     launched = [shlex.split(x)[1:] for x in proc.stdout.splitlines() if x.startswith("LAUNCH ")]
-    expected = [["-m", "megatron_ext.launch", *words[1:]] for *_, words in node_lines(plan.stdout)]
+    expected = [["-m", "launcher", *words[1:]] for *_, words in node_lines(plan.stdout)]
     assert launched == expected
     made = calls(tmp_path)
     jobid = env.get("PBS_JOBID") or env["SLURM_JOB_ID"]

@@ -77,7 +77,7 @@ def test_layer_config_is_dataclass():
 
 
 def test_study_recipe_has_depth_and_ten_checkpoints():
-    from recipes.training import train_recipe
+    from recipes import train_recipe
 
     model, train = model_recipe("study"), train_recipe("study")
     assert 8 <= model.num_layers <= 16 and model.hidden_size <= 256  # deep and narrow

@@ -58,6 +58,6 @@ def test_study_smoke_all_stages_then_resume(tmp_path, smoke_data):
     for name in RUNS:
         assert f"study: train {name}: finished at iteration 4, not redone" in out
         assert f"study: eval {name}: iteration 4 already evaluated" in out
-    assert out.count("already analysed") == 5 and "megatron_ext.launch" not in out
+    assert out.count("already analysed") == 5 and "-m launcher" not in out
     assert mtimes == {p: p.stat().st_mtime for p in root.glob("*/checkpoints/iter_*/*")}
     assert "| none | 4 x 128 | 4 / 4 |" in doc.read_text()  # the Pilots section

@@ -1,0 +1,189 @@
+"""What the launcher checks before anything starts: the dataset, the latest checkpoint, a
+resumed run's settings, Megatron options JREG cannot use, and a CPU machine's memory. Each
+failure is a ``LaunchError`` (one line, exit 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from common.files import REPO, TRACKER, read_json
+from common.settings import DEFAULT_DATA, flag_on
+from launcher.settings import LaunchError
+from megatron_ext import faults
+from megatron_ext.memory import GiB, estimate
+from recipes import SIZES, model_recipe, train_recipe
+
+if TYPE_CHECKING:
+    from launcher.planner import Plan
+
+
+def load_dataset(v: dict) -> tuple[Path, dict]:
+    """Validate the prepared dataset (building the default one if missing); return its manifest."""
+    data = Path(v.get("DATA", DEFAULT_DATA))
+    data = data if data.is_absolute() else REPO / data
+    if data.name == "manifest.json":
+        data = data.parent
+    if "DATA" not in v and not (data / "manifest.json").exists():
+        print(f"{data} is missing: building the default corpus first (make data)", flush=True)
+        if subprocess.run(["make", "-C", str(REPO), "data"]).returncode:
+            raise LaunchError("make data failed; see its output above")
+    proc = subprocess.run(
+        [sys.executable, "-m", "data_prep", "validate", str(data)],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    if proc.returncode:
+        lines = (proc.stderr or proc.stdout).strip().splitlines() or ["validation failed"]
+        raise LaunchError(lines[-1].removeprefix("error: "))
+    return data, json.loads((data / "manifest.json").read_text())
+
+
+def check_faults(v: dict, run_dir: Path) -> tuple[Path, dict, tuple | None]:
+    """The dataset (refused if it vanished or changed under a resumed run) and the latest
+    checkpoint (refused if unreadable, unless CKPT_FALLBACK=1: then what to set aside; also for a
+    finished run, so that a damaged final checkpoint is named before anything reads it)."""
+    old = read_json(run_dir / "launch.json")
+    try:
+        data, manifest = load_dataset(v)
+    except LaunchError as err:
+        raise LaunchError(f"{err}{faults.missing_data_hint(old)}") from None
+    resuming = faults.last_checkpoint(run_dir / "checkpoints") is not None
+    try:
+        if resuming:
+            faults.check_data(old, data, manifest, run=str(run_dir),
+                              allow=flag_on(v, faults.ALLOW_DATA_CHANGE))  # fmt: skip
+        fallback = faults.check_checkpoint(
+            run_dir / "checkpoints", fallback=flag_on(v, faults.CKPT_FALLBACK)
+        )
+    except faults.FaultError as err:
+        raise LaunchError(str(err)) from None
+    return data, manifest, fallback
+
+
+def flag_value(flags: list[str], name: str) -> str | None:
+    """The value given to ``name`` in a flag list (last one wins), if any."""
+    value = None
+    for i, flag in enumerate(flags):
+        if flag == name and i + 1 < len(flags):
+            value = flags[i + 1]
+        elif flag.startswith(name + "="):
+            value = flag.split("=", 1)[1]
+    return value
+
+
+def flag_values(flags: list[str], name: str) -> list[str]:
+    """The words after ``name`` up to the next flag (nargs='+' flags), last occurrence."""
+    values: list[str] = []
+    for i, flag in enumerate(flags):
+        if flag == name:
+            values = []
+            for word in flags[i + 1 :]:
+                if word.startswith("--"):
+                    break
+                values.append(word)
+        elif flag.startswith(name + "="):
+            values = flag.split("=", 1)[1].split()
+    return values
+
+
+def jreg_incompatible(extra: list[str], use_te: bool) -> str | None:
+    """Megatron options that free the layer input JREG keeps for its backward (None if fine).
+
+    Fine-grained activation offloading releases the offloaded tensor's storage
+    (``untyped_storage().resize_(0)``, megatron/core/pipeline_parallel/
+    fine_grained_activation_offload.py:1106) and restores it only for its own module's backward.
+    ``attn_norm`` offloads the input of the attention norm, i.e. the layer input h_{l-1} (and
+    the previous layer's output h_l); with the TE spec the norm is fused into ``linear_qkv``, so
+    ``qkv_linear`` offloads the same tensor. JREG's Psi backward would then read freed memory.
+    """
+    if "--fine-grained-activation-offloading" not in extra:
+        return None
+    modules = set(flag_values(extra, "--offload-modules"))
+    bad = sorted(modules & ({"attn_norm", "qkv_linear"} if use_te else {"attn_norm"}))
+    if not bad:
+        return None
+    return (
+        f"--offload-modules {' '.join(bad)} offloads the layer input that JREG keeps for its "
+        "backward (D_l and the regulariser); drop it from ARGS (core_attn, attn_proj, mlp_norm "
+        "and the others can stay)"
+    )
+
+
+def check_resume(run_dir: Path, *, size: str, train_iters: int, vocab: int, overriding: bool):
+    """A run dir with checkpoints resumes only with the settings its checkpoints were made with."""
+    record = run_dir / "launch.json"
+    if not record.is_file() or not (run_dir / "checkpoints" / TRACKER).is_file():
+        return
+    old = json.loads(record.read_text())
+    if old.get("size") != size:
+        raise LaunchError(
+            f"runs/{run_dir.name} holds a SIZE={old.get('size')} model; use SIZE={old.get('size')} "
+            f"to resume it or a new RUN=name"
+        )
+    if old.get("vocab") != vocab:
+        raise LaunchError(
+            f"runs/{run_dir.name} was trained with a {old.get('vocab')}-token vocabulary, this "
+            f"dataset gives {vocab}; use the original DATA or a new RUN=name"
+        )
+    if old.get("train_iters") != train_iters and not overriding:
+        raise LaunchError(
+            f"ITERS={train_iters} differs from the {old.get('train_iters')} runs/{run_dir.name} "
+            "was started with (the LR schedule depends on it); resume with the same ITERS, or add "
+            "ARGS=--override-opt_param-scheduler to re-plan the schedule"
+        )
+
+
+def check_cpu_memory(p: Plan, available: int) -> None:
+    """Refuse a CPU run whose estimated memory (all ranks of this node) exceeds ``available``."""
+    extra = p.extra
+    try:
+        check_fits(
+            p.size, nproc=p.nproc, tp=p.layout.tp, pp=p.layout.pp,
+            vocab=p.model_vocab, available=available,
+            micro_batch_size=flag_value(extra, "--micro-batch-size"),
+            seq_length=flag_value(extra, "--seq-length"),
+            full_recompute=flag_value(extra, "--recompute-granularity") == "full",
+        )  # fmt: skip
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
+
+
+def check_fits(
+    size: str,
+    *,
+    nproc: int,
+    tp: int,
+    pp: int,
+    vocab: int,
+    available: int,
+    micro_batch_size: int | str | None = None,
+    seq_length: int | str | None = None,
+    full_recompute: bool = False,
+) -> None:
+    """ValueError (one line: why, and what to run instead) unless ``nproc`` ranks of SIZE, with
+    the recipe's micro batch and sequence unless given, fit in ``available`` bytes."""
+
+    def per_rank(name, micro, seq, tp=1, pp=1, full=False):
+        model = model_recipe(name)
+        micro = int(micro or train_recipe(name).micro_batch_size)
+        seq = int(seq or model.seq_length)
+        return micro, seq, estimate(model, vocab=vocab, micro_batch_size=micro, seq_length=seq,
+                                    tp=tp, pp=pp, full_recompute=full)  # fmt: skip
+
+    micro, seq, est = per_rank(size, micro_batch_size, seq_length, tp, pp, full_recompute)
+    need = nproc * est.per_process
+    if need <= available:
+        return
+    fitting = [n for n in SIZES if per_rank(n, None, None)[2].per_process <= available]
+    here = f"SIZE={' or SIZE='.join(fitting)}" if fitting else "nothing (free some memory)"
+    raise ValueError(
+        f"SIZE={size} needs ~{need / GiB:.0f} GiB to train on this CPU machine ({nproc} "
+        f"process(es) x [{est.params_and_optimizer / GiB:.1f} GiB weights+grads+Adam, "
+        f"{est.activations / GiB:.1f} GiB activations of a {micro} x {seq}-token micro batch]) "
+        f"but {available / GiB:.1f} GiB is available. Train {here} here, SIZE={size} on GPUs "
+        f"(make submit SIZE={size} NODES=1 GROUP=...), shrink it with "
+        "ARGS='--micro-batch-size 1 --seq-length 256', or add FORCE_CPU=1 to try anyway"
+    )

@@ -1,0 +1,187 @@
+"""``make pretrain``: plan, check, print, record and start the run; the summary after it.
+
+Usage: ``python -m launcher SIZE=1b REG=jreg [LAMBDA=0.1 WEIGHTS=exp:0.25 ...]`` (see
+``launcher.settings.VARIABLES``). Every check that can fail runs before torch.distributed or
+Megatron start, and fails with one line ``error: ...`` and exit code 2. ``DRY_RUN=1`` prints the
+command instead of running it. Multi-node launchers (jobs/) pass NNODES/NODE_RANK/MASTER_ADDR/
+MASTER_PORT. The run's whole output goes to ``runs/<RUN>/logs/``, the console gets a short view
+of it and a summary at the end (``megatron_ext.console``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from common.files import REPO, TRACKER, atomic_write_text, read_json, read_jsonl
+from common.settings import flag_on
+from launcher.checks import check_cpu_memory
+from launcher.command import command, run_env
+from launcher.planner import Plan, completed_iteration, plan
+from launcher.settings import LaunchError, parse_vars
+from megatron_ext import faults
+from megatron_ext.console import run_logged
+from megatron_ext.jreg import layer_weights, parse_schedule
+from megatron_ext.memory import available_memory
+from megatron_ext.runconfig import RUN_CONFIG, DataConfig, RunConfig, with_args
+
+
+def describe_weights(p: Plan) -> str:
+    """The resolved layer weights w_1..w_L, as the regulariser uses them (none for REG=none)."""
+    if p.reg == "none":
+        return ""
+    name, kw = parse_schedule(p.weights)
+    w = layer_weights(p.model.num_layers, name, **kw).tolist()
+    return f" [w_1..w_{len(w)}: {' '.join(f'{x:.4g}' for x in w)}]"
+
+
+def describe(p: Plan) -> str:
+    layout = p.layout
+    where = f"{p.num_gpus} GPU(s)" if p.num_gpus else "CPU (gloo)"
+    picked = " (defaults for this size)" if p.defaults_used else ""
+    batch = p.train.global_batch_size
+    rounded = "" if batch == p.asked_batch else f" (recipe's {p.asked_batch} rounded to DP)"
+    return (
+        f"pretrain SIZE={p.size} REG={p.reg} LAMBDA={p.lam} WEIGHTS={p.weights}"
+        f"{describe_weights(p)} on "
+        f"{where}, {p.nnodes} node(s) x {p.nproc} proc: TP={layout.tp} PP={layout.pp} "
+        f"VPP={layout.vpp or 1} CP={layout.cp} SP={'on' if layout.sequence_parallel else 'off'} "
+        f"distributed-optimizer={'on' if layout.distributed_optimizer else 'off'} FP8={p.fp8}"
+        f"{picked}, global batch {batch}{rounded}; run dir {p.run_dir}"
+    )
+
+
+def run_config(p: Plan) -> RunConfig:
+    """The run's typed configs as Megatron will use them: the plan's, with ARGS applied."""
+    from megatron_ext.reg import JregConfig
+
+    name, kw = parse_schedule(p.weights)
+    reg = JregConfig(reg=p.reg, lam=p.lam, schedule=name, schedule_k=kw.get("k"),
+                     num_layers=p.model.num_layers)  # fmt: skip
+    splits = p.manifest["splits"]
+    data = DataConfig(
+        path=str(p.data), prefixes={s: str(p.data / splits[s]["prefix"]) for s in ("train", "valid", "test")},
+        tokenizer_dir=str(p.data / p.manifest["tokenizer"]["path"]),
+    )  # fmt: skip
+    base = RunConfig(
+        size=p.size, model=p.model, train=p.train, parallel=p.layout, reg=reg, seed=p.seed,
+        vocab_size=p.model_vocab, bf16=bool(p.num_gpus), data=data,
+        save_dir=str(p.run_dir / "checkpoints"),
+    )  # fmt: skip
+    return with_args(base, p.extra)
+
+
+def write_records(p: Plan, cmd: list[str]) -> None:
+    """``command.txt`` (for humans), ``launch.json`` (what a resume must match) and
+    ``run_config.json`` (the typed configs eval/ rebuilds the run from)."""
+    old_record = read_json(p.run_dir / "launch.json")
+    (p.run_dir / "command.txt").write_text(shlex.join(cmd) + "\n")
+    record = {
+        "size": p.size,
+        "train_iters": p.train.train_iters,
+        "vocab": p.model_vocab,
+        **faults.data_record(old_record, p.data, p.manifest),
+    }
+    atomic_write_text(p.run_dir / "launch.json", json.dumps(record) + "\n")
+    atomic_write_text(p.run_dir / RUN_CONFIG, run_config(p).to_json())
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        v = parse_vars(sys.argv[1:] if argv is None else argv)
+        if os.environ.get("PLAN_GPUS") and not flag_on(v, "DRY_RUN"):
+            raise LaunchError("PLAN_GPUS only plans for other machines; add DRY_RUN=1 or unset it")
+        p = plan(v)
+    except LaunchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    cmd = command(p, v)
+    dry_run = flag_on(v, "DRY_RUN")
+    done = completed_iteration(p)
+    if done is not None and not dry_run:
+        print(
+            f"run complete: iteration {done} of {p.train.train_iters} in {p.run_dir}; "
+            "nothing to do (to train further: a larger ITERS=... with "
+            "ARGS=--override-opt_param-scheduler)",
+            flush=True,
+        )
+        return 0
+    if not (p.num_gpus or dry_run or flag_on(v, "FORCE_CPU")):
+        try:
+            check_cpu_memory(p, available_memory())
+        except LaunchError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    print(describe(p), flush=True)
+    if dry_run:
+        print(shlex.join(cmd))
+        return 0
+    p.run_dir.mkdir(parents=True, exist_ok=True)
+    if v.get("NODE_RANK", "0") == "0":  # one writer per run, also on a shared multi-node FS
+        if p.fallback:
+            bad, good, problem = p.fallback
+            for path in faults.fall_back(p.run_dir / "checkpoints", bad, good):
+                print(f"set aside an unreadable checkpoint ({problem}): {path}", flush=True)
+            print(f"resuming from iter_{good:07d}, the newest readable checkpoint", flush=True)
+        write_records(p, cmd)
+    log = log_path(p.run_dir, v)
+    print(f"log: {_show(log)} (all output; arguments: {_show(p.run_dir / 'arguments.txt')})")
+    started = time.time()
+    # Several processes: the last line of a failed run is ours (faults.TorchrunWatch).
+    watch = faults.TorchrunWatch(p.run_dir / "checkpoints") if p.world_size > 1 else None
+    return run_logged(
+        cmd, run_env(p, v), log, header=[describe(p), shlex.join(cmd)],
+        on_success=lambda: summary(p, v, log, time.time() - started), watch=watch,
+    )  # fmt: skip
+
+
+def log_path(run_dir: Path, v: dict) -> Path:
+    """``logs/<job id>.node<rank>.log`` in a PBS/Slurm job (next to the job's own
+    ``<job id>.log``), else ``logs/<YYYYmmdd-HHMMSS>[.node<rank>].log``."""
+    job = os.environ.get("PBS_JOBID") or os.environ.get("SLURM_JOB_ID")
+    node = f".node{v.get('NODE_RANK', '0')}" if job or int(v.get("NNODES", "1")) > 1 else ""
+    return run_dir / "logs" / f"{job or time.strftime('%Y%m%d-%H%M%S')}{node}.log"
+
+
+def _show(path: Path) -> str:
+    """A path as the user should type it: relative to the repo when inside it."""
+    try:
+        return str(path.relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def summary(p: Plan, v: dict, log: Path, seconds: float) -> list[str]:
+    """What the run left and what to run next (printed after a successful run, node 0 only)."""
+    if v.get("NODE_RANK", "0") != "0":
+        return []
+    run_dir = p.run_dir
+    tracker = run_dir / "checkpoints" / TRACKER
+    latest = tracker.read_text().strip() if tracker.is_file() else "none"
+    lines = read_jsonl(run_dir / "metrics.jsonl")
+    finals = []
+    train = [x for x in lines if "split" not in x]
+    if train:
+        finals.append(f"train {train[-1]['lm_loss']:.4f} (iteration {train[-1]['iteration']})")
+    last = train[-1]["iteration"] if train else None
+    for x in lines[-3:]:  # the passes at the last iteration: in training, after training, test
+        if x.get("split") == "test":
+            finals.append(f"test {x['lm_loss']:.4f}")
+        elif x.get("split") == "valid" and x["iteration"] == last:
+            when = "after training" if x.get("after_training") else "in training"
+            finals.append(f"validation {x['lm_loss']:.4f} (pass {x.get('eval_pass')}, {when})")
+    run_arg = run_dir.name if run_dir.parent == REPO / "runs" else _show(run_dir)
+    rd = _show(run_dir)
+    return [
+        f"done in {seconds / 60:.1f} min: {p.train.train_iters} iterations of {rd}",
+        f"  checkpoints  {rd}/checkpoints (latest iteration {latest})",
+        f"  metrics      {rd}/metrics.jsonl, TensorBoard {rd}/tensorboard, W&B {rd}/wandb",
+        f"  logs         {_show(log)}, arguments {rd}/arguments.txt",
+        f"  lm loss      {', '.join(finals) or 'none logged'}",
+        f"  next         make analyze RUN={run_arg}; make plots RUN={run_arg}; "
+        f"make eval RUN={run_arg}",
+    ]

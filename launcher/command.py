@@ -1,0 +1,135 @@
+"""The command a plan becomes: Megatron's flags, torchrun for several processes, the environment."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from common.files import REPO
+from launcher.planner import Plan
+from megatron_ext.config import megatron_flags
+
+SHUTDOWN_TIMEOUT_S = 900  # after a signal, seconds torchrun waits for the ranks' checkpoint save
+
+# Fused kernels that need Apex (never installed here) or Transformer Engine: off for the local
+# spec. persist_layer_norm and memory-efficient LN: Apex's FusedLayerNorm (torch_norm.py:48);
+# gradient-accumulation fusion: Apex/TE's fused wgrad kernel (tensor_parallel/layers.py:1071);
+# RoPE fusion: TE's fused_apply_rotary_pos_emb (rope_utils.py:21); masked-softmax fusion:
+# Megatron's CUDA softmax kernels, absent from the wheel. (The bias-SwiGLU and bias-dropout
+# fusions are torch.jit: they run on a GPU, and are switched off on CPU only.)
+NO_APEX_FLAGS = [
+    "--no-persist-layer-norm", "--no-gradient-accumulation-fusion", "--no-rope-fusion",
+    "--no-masked-softmax-fusion",
+]  # fmt: skip
+# Collectives may wait this long: rank 0 builds the GPTDataset indices (sample/shuffle index of
+# billions of tokens, minutes on a large corpus) while every other rank waits in a barrier, and
+# Megatron's default of 10 minutes kills such a job before its first step.
+DIST_TIMEOUT_MINUTES = 60
+
+
+def megatron_args(p: Plan) -> list[str]:
+    """The full flag list for ``python -m megatron_ext.train``."""
+    model, layout, run_dir, data = p.model, p.layout, p.run_dir, p.data
+    splits = p.manifest["splits"]
+    tok_dir = data / p.manifest["tokenizer"]["path"]
+    flags = (
+        megatron_flags(model) + p.train.megatron_flags() + layout.megatron_flags(model.num_layers)
+    )
+    flags += [
+        "--train-data-path", str(data / splits["train"]["prefix"]),
+        "--valid-data-path", str(data / splits["valid"]["prefix"]),
+        "--test-data-path", str(data / splits["test"]["prefix"]),
+        "--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", str(tok_dir),
+        "--vocab-size", str(p.model_vocab),
+        "--make-vocab-size-divisible-by", "1",
+        "--seed", str(p.seed),
+        "--save", str(run_dir / "checkpoints"), "--load", str(run_dir / "checkpoints"),
+        "--ckpt-format", "torch_dist",
+        "--tensorboard-dir", str(run_dir / "tensorboard"), "--tensorboard-log-interval", "1",
+        "--log-timers-to-tensorboard", "--log-validation-ppl-to-tensorboard",
+        "--wandb-project", "jreg", "--wandb-exp-name", run_dir.name,
+        "--wandb-save-dir", str(run_dir / "wandb"),
+        "--jreg-reg", p.reg, "--jreg-lambda", str(p.lam), "--jreg-weights", p.weights,
+        "--run-dir", str(run_dir),
+        "--distributed-timeout-seconds-after-init", str(p.collective_timeout),
+        "--exit-signal-handler",  # SIGTERM (and SIGINT, megatron_ext.stop): save, then exit
+    ]  # fmt: skip
+    if p.time_limit:
+        flags += ["--exit-duration-in-mins", str(p.time_limit)]
+    if p.num_gpus:
+        flags += gpu_flags(p)
+    else:
+        flags += [
+            "--distributed-backend", "gloo", "--transformer-impl", "local",
+            "--use-cpu-initialization", *NO_APEX_FLAGS, "--no-bias-swiglu-fusion",
+            "--no-bias-dropout-fusion",
+        ]  # fmt: skip
+    return flags + p.extra
+
+
+def gpu_flags(p: Plan) -> list[str]:
+    """bf16, TE or local spec, FP8, and the H200 throughput options (README "Throughput")."""
+    flags = ["--bf16", "--distributed-timeout-minutes", str(DIST_TIMEOUT_MINUTES)]
+    if p.use_te:
+        flags += ["--transformer-impl", "transformer_engine"]
+        if p.fp8 == "hybrid":
+            flags += ["--fp8-format", "hybrid", "--fp8-recipe", "tensorwise"]
+    else:
+        # A GPU without Transformer Engine (plain `make setup`): local spec, no Apex fusions.
+        flags += ["--transformer-impl", "local", *NO_APEX_FLAGS]
+    # Megatron's fused vocab-parallel cross entropy (its own kernel, no TE needed): one pass
+    # over the [s, b, vocab] logits instead of several, less memory for a 128k vocabulary.
+    flags += ["--cross-entropy-loss-fusion", "--cross-entropy-fusion-impl", "native"]
+    # Python's GC at the same iterations on every rank: an unsynchronised collection pause on
+    # one rank stalls all others at the next collective.
+    flags += ["--manual-gc", "--manual-gc-interval", "100"]
+    if p.layout.distributed_optimizer:
+        # Reduce-scatter gradients bucket by bucket during backward and all-gather parameters
+        # during the next forward, instead of after/before: DP communication hidden by compute.
+        flags += ["--overlap-grad-reduce", "--overlap-param-gather"]
+    return flags
+
+
+def command(p: Plan, v: dict) -> list[str]:
+    """torchrun for this node; a single process runs the entry point directly (run_env sets the
+    rendezvous variables). The launcher forwards SIGINT/SIGTERM to it (megatron_ext.console).
+    ``megatron_ext.torchrun`` is torchrun without its traceback on SIGINT/SIGTERM; it gives the
+    ranks SHUTDOWN_TIMEOUT_S to save their checkpoint after it forwards the signal (torchrun's
+    default: 30 s)."""
+    if p.world_size == 1:
+        return [sys.executable, "-m", "megatron_ext.train", *megatron_args(p)]
+    rdzv = ["--nnodes", str(p.nnodes), "--node-rank", v.get("NODE_RANK", "0"),
+            "--master-addr", v.get("MASTER_ADDR", "127.0.0.1"),
+            "--master-port", v.get("MASTER_PORT", str(_free_port()))]  # fmt: skip
+    return [sys.executable, "-m", "megatron_ext.torchrun", "--nproc-per-node", str(p.nproc),
+            *rdzv, "--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S),
+            "-m", "megatron_ext.train", *megatron_args(p)]  # fmt: skip
+
+
+def run_env(p: Plan, v: dict) -> dict[str, str]:
+    env = dict(os.environ)
+    if p.world_size == 1:
+        env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
+        env.setdefault("MASTER_ADDR", v.get("MASTER_ADDR", "127.0.0.1"))
+        env.setdefault("MASTER_PORT", v.get("MASTER_PORT", str(_free_port())))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONDONTWRITEBYTECODE"] = ""  # Megatron recompiles ~3,500 modules per start otherwise
+    # W&B: offline unless the user asked for online (WANDB_MODE or an API key).
+    if "WANDB_MODE" not in env and "WANDB_API_KEY" not in env:
+        env["WANDB_MODE"] = "offline"
+    env.setdefault("WANDB_SILENT", "true")
+    if p.num_gpus:
+        env.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", "1")  # TP/SP comm-compute ordering
+    else:
+        # one intra-op thread per rank: on the shared 2-core VM 2 threads made a step >10x slower
+        # (docs/benchmarks.md); OMP_NUM_THREADS in the environment wins
+        env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

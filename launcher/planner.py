@@ -1,0 +1,210 @@
+"""The settings resolved into a typed ``Plan``: model, schedule, layout, data and run directory.
+
+``plan`` validates every setting (each failure a ``LaunchError``) and decides everything the
+command, the checks and the records need; nothing later re-reads the settings for those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.files import run_dir as resolve_run_dir
+from common.settings import DEFAULT_REG, DEFAULT_SEED, DEFAULT_SIZE, DEFAULT_WEIGHTS, flag_on
+from launcher.checks import check_faults, check_resume, flag_value, jreg_incompatible
+from launcher.settings import LaunchError, int_var, lambda_var, reg_names, time_limit_minutes
+from megatron_ext import faults
+from megatron_ext.config import LlamaConfig, ParallelConfig, TrainConfig, te_available
+from megatron_ext.device import cluster_without_gpu
+from megatron_ext.jreg import layer_weights, parse_schedule
+from megatron_ext.resume import last_checkpoint
+from recipes import parallel_defaults, size_recipe
+
+
+@dataclass(kw_only=True)
+class Plan:
+    """Everything one ``make pretrain`` decided (on this node)."""
+
+    size: str
+    """SIZE: the entry of the size table (``recipes.SIZES``)."""
+    reg: str
+    """REG: the regulariser's name."""
+    lam: float
+    """LAMBDA."""
+    weights: str
+    """WEIGHTS: the layer-weight schedule as written (``exp:0.25``)."""
+    model: LlamaConfig
+    """The architecture (the size's, before ARGS)."""
+    train: TrainConfig
+    """The schedule with ITERS/SAVE_INTERVAL/LOG_INTERVAL and the batch fitted to DP."""
+    layout: ParallelConfig
+    """TP/PP/VPP/CP/SP and the distributed optimizer."""
+    nproc: int
+    """Processes on this node."""
+    nnodes: int
+    """Nodes."""
+    num_gpus: int
+    """GPUs visible (or planned with PLAN_GPUS); 0 on a CPU machine."""
+    use_te: bool
+    """Transformer Engine spec (GPUs with TE installed)."""
+    fp8: str
+    """``off`` or ``hybrid``."""
+    data: Path
+    """The prepared dataset folder."""
+    manifest: dict
+    """Its ``manifest.json``."""
+    data_vocab: int
+    """The dataset tokenizer's vocabulary."""
+    model_vocab: int
+    """The padded model vocabulary (embedding rows; ``--vocab-size``)."""
+    run_dir: Path
+    """The run directory."""
+    seed: int
+    """SEED."""
+    extra: list[str]
+    """ARGS, split into words (passed to Megatron last)."""
+    asked_batch: int
+    """The recipe's global batch before it was fitted to DP."""
+    fallback: tuple | None
+    """CKPT_FALLBACK: (unreadable iteration, readable iteration, problem), else None."""
+    collective_timeout: int
+    """COLLECTIVE_TIMEOUT in seconds."""
+    time_limit: int | None
+    """TIME_LIMIT in minutes, or None."""
+    defaults_used: bool
+    """No TP/PP/VPP/CP given: the size's layout."""
+
+    @property
+    def world_size(self) -> int:
+        """Processes over all nodes."""
+        return self.nproc * self.nnodes
+
+
+def gpu_info() -> tuple[int, int]:
+    """(number of visible GPUs, major compute capability of GPU 0).
+
+    ``PLAN_GPUS=COUNT[:CAPABILITY]`` in the environment plans for GPUs this machine lacks
+    (``make submit`` on a login node; capability 9 = Hopper); only DRY_RUN may use it.
+    """
+    planned = os.environ.get("PLAN_GPUS", "")
+    if planned:
+        count, _, capability = planned.partition(":")
+        if not (count.isdigit() and (capability or "9").isdigit()):
+            raise LaunchError(f"PLAN_GPUS must be COUNT[:CAPABILITY], e.g. 8:9, got {planned!r}")
+        return int(count), int(capability or "9")
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0, 0
+    return torch.cuda.device_count(), torch.cuda.get_device_capability(0)[0]
+
+
+def padded_vocab(vocab_size: int, tp: int) -> int:
+    """Vocab padded to a multiple of 1024 (and of 128 x TP beyond TP=8): the same for every
+    TP <= 8, so runs with different layouts build the same embedding and output layer."""
+    multiple = max(1024, 128 * tp)
+    return -(-vocab_size // multiple) * multiple
+
+
+def plan(v: dict) -> Plan:
+    """Validate every setting and derive the full plan; raises LaunchError."""
+    size = v.get("SIZE", DEFAULT_SIZE)
+    reg = v.get("REG", DEFAULT_REG)
+    try:
+        recipe = size_recipe(size)
+        model, train = recipe.model(), recipe.train()
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
+    if reg not in reg_names():
+        raise LaunchError(f"unknown REG {reg!r}; valid: {', '.join(reg_names())}")
+    lam = lambda_var(v)
+    weights = v.get("WEIGHTS", DEFAULT_WEIGHTS)
+    try:
+        name, kw = parse_schedule(weights)
+        layer_weights(model.num_layers, name, **kw)
+    except ValueError as err:
+        raise LaunchError(f"WEIGHTS={weights}: {err}") from None
+
+    num_gpus, capability = gpu_info()
+    nproc = int_var(v, "NPROC", num_gpus or 1)
+    nnodes = int_var(v, "NNODES", 1)
+    if not num_gpus and not flag_on(v, "DRY_RUN"):
+        import torch
+
+        refusal = cluster_without_gpu(0, nnodes, os.environ, torch.version.cuda)
+        if refusal:
+            raise LaunchError(refusal)
+    use_te = bool(num_gpus) and te_available()
+    defaults = parallel_defaults(size, num_gpus)
+    try:
+        layout = dataclasses.replace(
+            defaults, tp=int_var(v, "TP", defaults.tp), pp=int_var(v, "PP", defaults.pp),
+            vpp=int_var(v, "VPP", defaults.vpp), cp=int_var(v, "CP", defaults.cp),
+            # TP>1 splits activations over TP ranks (SP) where the norm allows it: the torch norm
+            # of the local spec asserts `not sequence_parallel` (torch_norm.py:50) on GPUs.
+            sequence_parallel=None if (use_te or not num_gpus) else False,
+        )  # fmt: skip
+        model.check_layout(layout.tp, layout.pp, layout.vpp)
+        layout.check_world(nproc * nnodes)
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
+    if layout.cp > 1 and not use_te:
+        raise LaunchError("CP>1 needs Transformer Engine on GPUs (local attention has no CP)")
+
+    fp8 = v.get("FP8", "hybrid" if (use_te and capability >= 9) else "off")
+    if fp8 not in ("off", "hybrid"):
+        raise LaunchError(f"FP8 must be off or hybrid, got {fp8!r}")
+    if fp8 == "hybrid" and not use_te:
+        raise LaunchError(
+            "FP8=hybrid needs a GPU and Transformer Engine (install the gpu extra); use FP8=off"
+        )
+
+    train = train.replace(
+        train_iters=int_var(v, "ITERS", train.train_iters),
+        save_interval=int_var(v, "SAVE_INTERVAL", train.save_interval),
+        log_interval=int_var(v, "LOG_INTERVAL", train.log_interval),
+    )
+    dp = nproc * nnodes // layout.model_parallel_size
+    asked_batch = train.global_batch_size
+    if train.global_batch_size % (train.micro_batch_size * dp):
+        fitted = train.micro_batch_size * dp * max(
+            1, train.global_batch_size // (train.micro_batch_size * dp))  # fmt: skip
+        train = train.replace(global_batch_size=fitted)
+    run_dir = resolve_run_dir(v.get("RUN", f"{size}-{reg}"))
+    data, manifest, fallback = check_faults(v, run_dir)
+    data_vocab = int(manifest["tokenizer"]["vocab_size"])
+    extra = shlex.split(v.get("ARGS", ""))
+    refusal = jreg_incompatible(extra, use_te)
+    if refusal:
+        raise LaunchError(refusal)
+    model_vocab = flag_value(extra, "--vocab-size")
+    model_vocab = int(model_vocab) if model_vocab else padded_vocab(data_vocab, layout.tp)
+    if data_vocab > model_vocab:
+        raise LaunchError(
+            f"the dataset's tokenizer has {data_vocab} tokens but the model's vocabulary is "
+            f"{model_vocab}; drop --vocab-size from ARGS or raise it to at least {data_vocab}"
+        )
+    check_resume(run_dir, size=size, train_iters=train.train_iters, vocab=model_vocab,
+                 overriding="--override-opt_param-scheduler" in extra)  # fmt: skip
+    return Plan(
+        size=size, reg=reg, lam=lam, weights=weights, model=model, train=train, layout=layout,
+        nproc=nproc, nnodes=nnodes, num_gpus=num_gpus, use_te=use_te, fp8=fp8, data=data,
+        manifest=manifest, data_vocab=data_vocab, model_vocab=model_vocab, run_dir=run_dir,
+        seed=int_var(v, "SEED", DEFAULT_SEED), extra=extra, asked_batch=asked_batch,
+        fallback=fallback,
+        collective_timeout=int_var(v, "COLLECTIVE_TIMEOUT", faults.DEFAULT_COLLECTIVE_TIMEOUT_S),
+        time_limit=time_limit_minutes(v),
+        defaults_used=not any(k in v for k in ("TP", "PP", "VPP", "CP")),
+    )  # fmt: skip
+
+
+def completed_iteration(p: Plan) -> int | None:
+    """The run's latest checkpoint iteration when it already reached ITERS (nothing to train).
+    None when CKPT_FALLBACK sets that checkpoint aside: the run resumes from an older one."""
+    if p.fallback:
+        return None
+    done = last_checkpoint(p.run_dir / "checkpoints")
+    return done if done is not None and done >= p.train.train_iters else None
