@@ -92,8 +92,11 @@ def collect_run(s: StudySettings, spec: RunSpec, seconds: dict[str, float]) -> d
     analysis = sorted(read_jsonl(run_dir / ANALYSIS_FILE), key=lambda x: x["iteration"])
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     final = final_numbers(analysis, metrics)
+    planned = setup(run_dir).get("train_iters", "-")
+    # a run still training (or stopped) is shown but left out of the seed statistics
+    finished = not planned.isdigit() or final["iteration"] == int(planned)
     return {"name": spec.name, "group": spec.group, "main": spec.main, "seed": spec.seed,
-            "dir": run_dir, "exists": (run_dir / "command.txt").is_file(),
+            "dir": run_dir, "exists": (run_dir / "command.txt").is_file(), "finished": finished,
             "analysis": analysis, "metrics": metrics, "final": final,
             "scores": scores(run_dir, final["iteration"]),
             "seconds": seconds.get(spec.name)}  # fmt: skip

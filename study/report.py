@@ -83,7 +83,8 @@ def final_section(runs: list[dict]) -> list[str]:
         f = r["final"]
         if f["iteration"] is None:
             continue
-        rows.append([r["name"], f["iteration"], f["tokens"], f["val_loss"], f["val_ppl"],
+        name = r["name"] if r["finished"] else f"{r['name']} (unfinished)"
+        rows.append([name, f["iteration"], f["tokens"], f["val_loss"], f["val_ppl"],
                      f["D"][-1], f.get("zeta_L"), f.get("jump_ratio"), f.get("S_model"),
                      f.get("lens_mid"), f.get("lens_last"), f.get("active"),
                      f.get("max_act")])  # fmt: skip
@@ -147,8 +148,8 @@ def seeds_section(runs: list[dict]) -> tuple[list[str], dict]:
     def value(r, key):
         return r["final"]["D"][-1] if key == "D_L" else r["final"].get(key)
 
-    groups = {g: [r for r in runs if r["group"] == g and r["final"]["D"] is not None]
-              for g in ("none", "jreg")}  # fmt: skip
+    groups = {g: [r for r in runs if r["group"] == g and r["final"]["D"] is not None
+                  and r["finished"]] for g in ("none", "jreg")}  # fmt: skip
     rows, comparisons = [], {}
     for label, key in keys:
         for g, members in groups.items():

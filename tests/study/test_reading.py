@@ -99,6 +99,8 @@ def test_report_from_files(tmp_path):
     assert "| none | 30 | 30720 | 5.1 | " + f"{math.exp(5.1):.5g} |" in text
     assert "heldout_lambada acc" in text and "stderr" not in text
     assert PLACEHOLDER in text and "| none | 4 x 128 | 30 / 30 |" in text  # the pilot
+    # none-seed7 stopped at iteration 10 of 30: shown, but not one of the seeds
+    assert "| none-seed7 (unfinished) | 10 |" in text and "| D_L | none | 1 (1234) |" in text
     # the hand-written paragraph survives a regeneration
     doc.write_text(text.replace(PLACEHOLDER, "The jump grows; JREG halves it."))
     write_report(s)
