@@ -17,7 +17,6 @@ from pathlib import Path
 from common.files import REPO
 from common.settings import (
     DEFAULT_DATA,
-    DEFAULT_LAMBDA,
     DEFAULT_SEED,
     DEFAULT_WEIGHTS,
     int_setting,
@@ -25,11 +24,14 @@ from common.settings import (
 )
 from recipes import SIZES
 
+STUDY_LAMBDA = 1.0
+"""The study's LAMBDA: the largest of the lambda pilot's values (0.3, 1.0) whose validation loss
+stayed within 1% of REG=none (docs/study.md, Pilots); make pretrain's default stays 0.1."""
 SETTINGS = {
     "SIZE": f"model and training recipe: {' '.join(SIZES)} (default study; recipes/sizes.py)",
     "ITERS": "training iterations (default: the recipe's)",
     "SAVE_INTERVAL": "iterations between checkpoints and validation passes (default: recipe's)",
-    "LAMBDA": f"JREG weight of the jreg runs (default {DEFAULT_LAMBDA})",
+    "LAMBDA": f"JREG weight of the jreg runs (default {STUDY_LAMBDA}, from the lambda pilot)",
     "WEIGHTS": "layer weights of the jreg runs (default uniform; jreg-final uses final)",
     "SEED": f"seed of the three main runs (default {DEFAULT_SEED})",
     "SEEDS": "extra seeds of none and jreg, comma list (default 1235,1236; none: no extra)",
@@ -91,7 +93,7 @@ class StudySettings:
     """ITERS override."""
     save_interval: int | None = None
     """SAVE_INTERVAL override (validation passes follow it)."""
-    lam: float = 0.1
+    lam: float = STUDY_LAMBDA
     """LAMBDA of the jreg runs."""
     weights: str = "uniform"
     """WEIGHTS of the jreg run."""
@@ -183,7 +185,7 @@ def parse(argv: list[str]) -> StudySettings:
     """``KEY=value`` arguments -> settings; StudyError for anything malformed or unknown."""
     v = parse_settings(argv, SETTINGS, StudyError, strip=True)
     try:
-        lam = float(v.get("LAMBDA", str(DEFAULT_LAMBDA)))
+        lam = float(v.get("LAMBDA", str(STUDY_LAMBDA)))
     except ValueError:
         raise StudyError(f"LAMBDA must be a number >= 0, got {v['LAMBDA']!r}") from None
     seeds_text = v.get("SEEDS", "1235,1236")

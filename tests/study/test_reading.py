@@ -83,7 +83,7 @@ def test_report_from_files(tmp_path):
     fake_run(root, "jreg", jreg, 5.02)
     fake_run(root, "jreg-final", [[0.4, 0.01, 0.03, 0.004]] * 3, 5.01)
     fake_run(root, "none-seed7", grow[-1:], 5.0)
-    s = parse([f"ROOT={root}", f"DOC={doc}", "SEEDS=7", f"PILOTS={root / 'none'}"])
+    s = parse([f"ROOT={root}", f"DOC={doc}", "SEEDS=7", f"PILOTS={root / 'none'}", "LAMBDA=0.1"])
     written = write_report(s)
     text = doc.read_text()
     assert written[0] == doc and all(p.read_bytes().startswith(b"\x89PNG") for p in written[1:])
@@ -124,7 +124,7 @@ def test_bad_settings(argv, message):
 
 
 def test_changed_settings_refused(tmp_path):
-    s = parse([f"ROOT={tmp_path}"])
+    s = parse([f"ROOT={tmp_path}", "LAMBDA=0.1"])
     run = s.runs()[1]
     (tmp_path / run.name).mkdir()
     (tmp_path / run.name / "study_run.json").write_text(json.dumps(run.record(s)))
