@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -215,7 +216,8 @@ def check_run_record(s: StudySettings, run: RunSpec) -> None:
     if not path.is_file():
         return
     old, new = json.loads(path.read_text()), run.record(s)
-    diff = [k for k in new if old.get(k) != new[k]]
+    same_data = os.path.realpath(old.get("data", "")) == os.path.realpath(new["data"])
+    diff = [k for k in new if old.get(k) != new[k] and not (k == "data" and same_data)]
     if diff:
         changes = ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in diff)
         raise StudyError(

@@ -129,6 +129,8 @@ def test_changed_settings_refused(tmp_path):
     (tmp_path / run.name).mkdir()
     (tmp_path / run.name / "study_run.json").write_text(json.dumps(run.record(s)))
     check_run_record(s, run)  # same settings: continues
+    (tmp_path / "data").symlink_to(s.data)  # the same dataset through a link (another checkout)
+    check_run_record(parse([f"ROOT={tmp_path}", "LAMBDA=0.1", f"DATA={tmp_path / 'data'}"]), run)
     with pytest.raises(StudyError, match=r"lam 0.1 -> 0.3.*ROOT= another folder"):
         check_run_record(parse([f"ROOT={tmp_path}", "LAMBDA=0.3"]), parse(
             [f"ROOT={tmp_path}", "LAMBDA=0.3"]).runs()[1])  # fmt: skip
