@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Protocol
 MARK = "[jreg] "
 TAIL_LINES = 30
 READ_GRACE_S = 5  # output still read after the command exits
+REPEAT_S = 2.0  # copies of one signal within this many seconds are forwarded once
 _SAVED = re.compile(r"successfully saved checkpoint from iteration\s+(\d+) to (\S+)")
 
 
@@ -101,8 +103,17 @@ def run_logged(
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
     )  # fmt: skip
     forwarded: set[int] = set()
+    last_forward: dict[int, float] = {}
 
     def forward(signum, _frame):
+        # One Ctrl-C reaches the launcher twice: from the terminal (its process group) and
+        # passed on by `uv run`. A second copy arriving late would hit the helper process the
+        # trainer spawns for its checkpoint save (same group) and break the save, so copies
+        # within REPEAT_S are dropped; a deliberate second Ctrl-C later still goes through.
+        now = time.monotonic()
+        if now - last_forward.get(signum, -REPEAT_S) < REPEAT_S:
+            return
+        last_forward[signum] = now
         forwarded.add(signum)
         try:
             os.killpg(proc.pid, signum)

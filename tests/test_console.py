@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -126,3 +127,43 @@ def test_signal_to_launcher_reaches_the_trainer_once(tmp_path, sig):
     assert proc.returncode == 7
     assert out.splitlines()[0] == f"caught {int(sig)}"
     assert (tmp_path / "s.log").read_text().count("caught") == 1
+
+
+def test_one_ctrl_c_is_forwarded_once(tmp_path):
+    """A Ctrl-C reaches the launcher twice (terminal and `uv run`); the trainer gets it once,
+    and a deliberate second Ctrl-C seconds later still reaches it."""
+    got, log = tmp_path / "got", tmp_path / "log.txt"
+    child = tmp_path / "child.py"
+    child.write_text(
+        textwrap.dedent(f"""
+        import signal, time
+        def on_int(*_):
+            with open({str(got)!r}, "a") as f:
+                f.write("x")
+        signal.signal(signal.SIGINT, on_int)
+        print("ready", flush=True)
+        time.sleep(6)
+    """)
+    )
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(
+        textwrap.dedent(f"""
+        import os, sys
+        from pathlib import Path
+        from megatron_ext.console import run_logged
+        sys.exit(run_logged([sys.executable, {str(child)!r}], dict(os.environ), Path({str(log)!r})))
+    """)
+    )
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    proc = subprocess.Popen([sys.executable, str(launcher)], env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (log.is_file() and "ready" in log.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)  # the copy `uv run` passes on
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGINT)  # a deliberate second Ctrl-C
+    proc.wait(timeout=60)
+    assert got.read_text() == "xx"
