@@ -122,13 +122,13 @@ export: setup
 eval: setup
 	$(RUNPY) -m eval eval $(foreach v,$(EVAL_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
 
-# What JREG costs (megatron_ext/bench.py; not in CI, a smoke of it is): step time, tokens/s and
+# What JREG costs (bench/; not in CI, a smoke of it is): step time, tokens/s and
 # memory for REG=none/jreg/l2rel, the displacement alone eager vs fused, MFU on a GPU.
 # make bench [OUT=runs/bench/bench.json REPEATS= DEVICE=auto|cpu|cuda PARTS=train,kernel,matmul]
 REPEATS ?=
 PARTS ?=
 bench: setup
-	$(RUNPY) -m megatron_ext.bench --out '$(or $(OUT),runs/bench/bench.json)' \
+	$(RUNPY) -m bench --out '$(or $(OUT),runs/bench/bench.json)' \
 		$(if $(REPEATS),--repeats $(REPEATS)) $(if $(DEVICE),--device $(DEVICE)) \
 		$(if $(PARTS),--parts $(PARTS))
 
@@ -146,7 +146,7 @@ PREFLIGHT_PY = $(if $(PYTHON),$(PYTHON),$(RUNPY))
 WHEELS_INSTALL = $(if $(PYTHON),$(PYTHON) -m pip install,$(UV) pip install --python .venv/bin/python)
 preflight: $(if $(PYTHON),,setup)
 	$(if $(WHEELS),$(WHEELS_INSTALL) --no-index --find-links '$(WHEELS)' '$(WHEELS)'/*.whl)
-	PYTHONPATH=$(CURDIR) $(if $(OUT),OUT='$(OUT)') $(PREFLIGHT_PY) -m megatron_ext.preflight
+	PYTHONPATH=$(CURDIR) $(if $(OUT),OUT='$(OUT)') $(PREFLIGHT_PY) -m preflight
 
 # The study (study/, docs/study.md): train SIZE=study with REG=none, jreg and jreg WEIGHTS=final
 # plus extra seeds, analyse, evaluate, plot and write docs/study.md; re-running continues where it

@@ -8,9 +8,10 @@ checks.py: dataset, checkpoint, resume and memory checks; command.py: the Megatr
 command; cli.py: ``main`` (what runs, what is written, the summary).
 """
 
-from launcher.checks import check_cpu_memory, jreg_incompatible
+from launcher.checks import jreg_incompatible
 from launcher.cli import main
 from launcher.command import megatron_args, run_env
+from launcher.memory import check_cpu_memory
 from launcher.planner import Plan, completed_iteration, plan
 from launcher.settings import LaunchError, time_limit_minutes
 

@@ -1,5 +1,6 @@
 """What the launcher checks before anything starts: the dataset, the latest checkpoint, a
-resumed run's settings, Megatron options JREG cannot use, and a CPU machine's memory. Each
+resumed run's settings and Megatron options JREG cannot use (a CPU machine's memory:
+``launcher.memory``). Each
 failure is a ``LaunchError`` (one line, exit 2)."""
 
 from __future__ import annotations
@@ -8,17 +9,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from common.files import REPO, TRACKER, read_json
 from common.settings import DEFAULT_DATA, flag_on
 from launcher.settings import LaunchError
 from megatron_ext import faults
-from megatron_ext.memory import GiB, estimate
-from recipes import SIZES, model_recipe, train_recipe
-
-if TYPE_CHECKING:
-    from launcher.planner import Plan
 
 
 def load_dataset(v: dict) -> tuple[Path, dict]:
@@ -134,56 +129,3 @@ def check_resume(run_dir: Path, *, size: str, train_iters: int, vocab: int, over
             "was started with (the LR schedule depends on it); resume with the same ITERS, or add "
             "ARGS=--override-opt_param-scheduler to re-plan the schedule"
         )
-
-
-def check_cpu_memory(p: Plan, available: int) -> None:
-    """Refuse a CPU run whose estimated memory (all ranks of this node) exceeds ``available``."""
-    extra = p.extra
-    try:
-        check_fits(
-            p.size, nproc=p.nproc, tp=p.layout.tp, pp=p.layout.pp,
-            vocab=p.model_vocab, available=available,
-            micro_batch_size=flag_value(extra, "--micro-batch-size"),
-            seq_length=flag_value(extra, "--seq-length"),
-            full_recompute=flag_value(extra, "--recompute-granularity") == "full",
-        )  # fmt: skip
-    except ValueError as err:
-        raise LaunchError(str(err)) from None
-
-
-def check_fits(
-    size: str,
-    *,
-    nproc: int,
-    tp: int,
-    pp: int,
-    vocab: int,
-    available: int,
-    micro_batch_size: int | str | None = None,
-    seq_length: int | str | None = None,
-    full_recompute: bool = False,
-) -> None:
-    """ValueError (one line: why, and what to run instead) unless ``nproc`` ranks of SIZE, with
-    the recipe's micro batch and sequence unless given, fit in ``available`` bytes."""
-
-    def per_rank(name, micro, seq, tp=1, pp=1, full=False):
-        model = model_recipe(name)
-        micro = int(micro or train_recipe(name).micro_batch_size)
-        seq = int(seq or model.seq_length)
-        return micro, seq, estimate(model, vocab=vocab, micro_batch_size=micro, seq_length=seq,
-                                    tp=tp, pp=pp, full_recompute=full)  # fmt: skip
-
-    micro, seq, est = per_rank(size, micro_batch_size, seq_length, tp, pp, full_recompute)
-    need = nproc * est.per_process
-    if need <= available:
-        return
-    fitting = [n for n in SIZES if per_rank(n, None, None)[2].per_process <= available]
-    here = f"SIZE={' or SIZE='.join(fitting)}" if fitting else "nothing (free some memory)"
-    raise ValueError(
-        f"SIZE={size} needs ~{need / GiB:.0f} GiB to train on this CPU machine ({nproc} "
-        f"process(es) x [{est.params_and_optimizer / GiB:.1f} GiB weights+grads+Adam, "
-        f"{est.activations / GiB:.1f} GiB activations of a {micro} x {seq}-token micro batch]) "
-        f"but {available / GiB:.1f} GiB is available. Train {here} here, SIZE={size} on GPUs "
-        f"(make submit SIZE={size} NODES=1 GROUP=...), shrink it with "
-        "ARGS='--micro-batch-size 1 --seq-length 256', or add FORCE_CPU=1 to try anyway"
-    )

@@ -5,7 +5,7 @@ Usage: ``python -m launcher SIZE=1b REG=jreg [LAMBDA=0.1 WEIGHTS=exp:0.25 ...]``
 Megatron start, and fails with one line ``error: ...`` and exit code 2. ``DRY_RUN=1`` prints the
 command instead of running it. Multi-node launchers (jobs/) pass NNODES/NODE_RANK/MASTER_ADDR/
 MASTER_PORT. The run's whole output goes to ``runs/<RUN>/logs/``, the console gets a short view
-of it and a summary at the end (``megatron_ext.console``).
+of it and a summary at the end (``launcher.console``).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from pathlib import Path
 
 from common.files import REPO, TRACKER, atomic_write_text, read_json, read_jsonl
 from common.settings import flag_on
-from launcher.checks import check_cpu_memory
 from launcher.command import command, run_env
+from launcher.console import run_logged
+from launcher.memory import available_memory, check_cpu_memory
 from launcher.planner import Plan, completed_iteration, plan
 from launcher.settings import LaunchError, parse_vars
+from launcher.watch import TorchrunWatch
 from megatron_ext import faults
-from megatron_ext.console import run_logged
 from megatron_ext.jreg import layer_weights, parse_schedule
-from megatron_ext.memory import available_memory
 from megatron_ext.runconfig import RUN_CONFIG, DataConfig, RunConfig, with_args
 
 
@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     log = log_path(p.run_dir, v)
     print(f"log: {_show(log)} (all output; arguments: {_show(p.run_dir / 'arguments.txt')})")
     started = time.time()
-    # Several processes: the last line of a failed run is ours (faults.TorchrunWatch).
-    watch = faults.TorchrunWatch(p.run_dir / "checkpoints") if p.world_size > 1 else None
+    # Several processes: the last line of a failed run is ours (launcher.watch.TorchrunWatch).
+    watch = TorchrunWatch(p.run_dir / "checkpoints") if p.world_size > 1 else None
     return run_logged(
         cmd, run_env(p, v), log, header=[describe(p), shlex.join(cmd)],
         on_success=lambda: summary(p, v, log, time.time() - started), watch=watch,

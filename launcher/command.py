@@ -92,8 +92,8 @@ def gpu_flags(p: Plan) -> list[str]:
 
 def command(p: Plan, v: dict) -> list[str]:
     """torchrun for this node; a single process runs the entry point directly (run_env sets the
-    rendezvous variables). The launcher forwards SIGINT/SIGTERM to it (megatron_ext.console).
-    ``megatron_ext.torchrun`` is torchrun without its traceback on SIGINT/SIGTERM; it gives the
+    rendezvous variables). The launcher forwards SIGINT/SIGTERM to it (launcher.console).
+    ``launcher.torchrun`` is torchrun without its traceback on SIGINT/SIGTERM; it gives the
     ranks SHUTDOWN_TIMEOUT_S to save their checkpoint after it forwards the signal (torchrun's
     default: 30 s)."""
     if p.world_size == 1:
@@ -101,7 +101,7 @@ def command(p: Plan, v: dict) -> list[str]:
     rdzv = ["--nnodes", str(p.nnodes), "--node-rank", v.get("NODE_RANK", "0"),
             "--master-addr", v.get("MASTER_ADDR", "127.0.0.1"),
             "--master-port", v.get("MASTER_PORT", str(_free_port()))]  # fmt: skip
-    return [sys.executable, "-m", "megatron_ext.torchrun", "--nproc-per-node", str(p.nproc),
+    return [sys.executable, "-m", "launcher.torchrun", "--nproc-per-node", str(p.nproc),
             *rdzv, "--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S),
             "-m", "megatron_ext.train", *megatron_args(p)]  # fmt: skip
 

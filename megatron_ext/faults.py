@@ -1,7 +1,7 @@
 """Faults a long run meets, each ending in one ``error:`` line and a documented exit code.
 
 The README table "What happens when ..." lists them. The launcher calls ``checkpoint_problem`` /
-``check_data`` before anything starts (exit code 2), ``TorchrunWatch`` on torchrun's output (so
+``check_data`` before anything starts (exit code 2; ``launcher.watch`` reads torchrun's output so
 the last line of a failed multi-process run is ours, naming the rank and the last checkpoint), the
 trainer calls ``report_failure`` on an exception that ends ``pretrain()`` (disk full, a collective
 timeout, an unloadable checkpoint). Nothing here deletes: a bad checkpoint is renamed aside.
@@ -16,7 +16,6 @@ import os
 import pickle
 import re
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -201,7 +200,7 @@ def _chain(exc: BaseException):
             todo += [f for f in failures.values() if isinstance(f, BaseException)]
 
 
-def _where(save_dir: str | None) -> str:
+def last_saved(save_dir: str | None) -> str:
     last = last_checkpoint(save_dir)
     return f"{save_dir}/iter_{last:07d}" if last is not None else "none saved yet"
 
@@ -214,7 +213,7 @@ def report_failure(
 ) -> int | None:
     """Print one ``error:`` line for a fault we know and return its exit code; None otherwise."""
     chain = list(_chain(exc))
-    last = _where(save_dir)
+    last = last_saved(save_dir)
     what = _disk_full(chain, save_dir)
     if what is not None:
         line = (
@@ -278,69 +277,3 @@ _DIST_ERRORS = {"DistBackendError", "DistNetworkError", "DistError"}
 def _print(line: str, code: int) -> int:
     print(f"error: {line}", file=sys.stderr, flush=True)
     return code
-
-
-# ---- supervising torchrun ---------------------------------------------------------------------
-
-_RANK = re.compile(r"^\s*rank\s*:\s*(\d+) \(local_rank: (\d+)\)")
-_HOST = re.compile(r"^\s*host\s*:\s*(\S+)")
-_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
-
-
-def _signal_name(code: int) -> str:
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return str(-code)
-
-
-class TorchrunWatch:
-    """Reads a multi-process run's output (``megatron_ext.console.run_logged`` feeds it every
-    line) and, when torchrun fails, gives the run's last line: ours, naming the rank.
-
-    torchrun stops every local worker when one fails and prints a multi-line ChildFailedError
-    summary whose "Root Cause" is the first rank that failed. If a signal killed it, it is named
-    (``error: rank R ... died``, exit code 5); otherwise the first ``error:`` line a rank printed
-    (NaN, disk full, a collective timeout) is repeated last with that rank's exit code;
-    otherwise the failed rank and its exit code are named (exit code 5).
-    """
-
-    def __init__(self, save_dir: Path):
-        self.save_dir = save_dir
-        self.error: str | None = None
-        self.root: dict | None = None
-        self.failures: list[dict] = []
-        self.host = "this node"
-        self.in_root = False
-
-    def feed(self, line: str) -> None:
-        """Note the first ``error:`` line and the failures of torchrun's summary."""
-        if self.error is None and line.startswith("error: "):
-            self.error = line
-        if line.startswith("Root Cause"):
-            self.in_root = True
-        if match := _HOST.match(line):
-            self.host = match.group(1)
-        elif match := _RANK.match(line):
-            failure = {"rank": match.group(1), "local": match.group(2), "host": self.host}
-            self.failures.append(failure)
-            if self.in_root and self.root is None:
-                self.root = failure
-        elif (match := _EXIT.match(line)) and self.failures:
-            self.failures[-1].setdefault("exit", int(match.group(1)))
-
-    def finish(self, rc: int) -> tuple[int, str]:
-        """(exit code, last line) for a torchrun that exited with ``rc != 0``."""
-        root = self.root or next((f for f in self.failures if "exit" in f), None)
-        if self.error is not None and not (root and root.get("exit", 0) < 0):
-            return (root["exit"] if root and root.get("exit", 0) > 0 else rc), self.error
-        if root and "exit" in root:
-            how = f"died (signal {_signal_name(root['exit'])})" if root["exit"] < 0 else (
-                f"failed (exit code {root['exit']}, traceback in the log)")  # fmt: skip
-            who = f"rank {root['rank']} (local rank {root['local']} on {root['host']}) {how}"
-        else:
-            who = f"torchrun failed (exit code {rc})"
-        return EXIT_RANK_DIED, (
-            f"error: {who}; torchrun stopped the other ranks. Last checkpoint: "
-            f"{_where(str(self.save_dir))}; rerun the same command to resume from it."
-        )

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from megatron_ext.console import MARK, console_view, run_logged
+from launcher.console import console_view, run_logged
+from megatron_ext.console import MARK
 from megatron_ext.jreg import layer_weights
 from tests.helpers import REPO, subprocess_env
 from tests.test_pretrain import launch
@@ -106,11 +107,11 @@ SLEEPER = f"""
 def test_signal_to_launcher_reaches_the_trainer_once(tmp_path, sig):
     """A signal to the launcher (PBS at walltime, Ctrl-C) is forwarded to the trainer, whose last
     lines still reach the console and the log; the launcher returns the trainer's exit code."""
-    script = tmp_path / "launcher.py"
+    script = tmp_path / "parent.py"  # not launcher.py: it would shadow the launcher package
     script.write_text(
         textwrap.dedent(f"""
         import os, sys
-        from megatron_ext.console import run_logged
+        from launcher.console import run_logged
         cmd = [sys.executable, "-c", {textwrap.dedent(SLEEPER)!r}]
         sys.exit(run_logged(cmd, dict(os.environ), __import__("pathlib").Path({str(tmp_path)!r})
                             / "s.log"))
@@ -145,12 +146,12 @@ def test_one_ctrl_c_is_forwarded_once(tmp_path):
         time.sleep(6)
     """)
     )
-    launcher = tmp_path / "launcher.py"
+    launcher = tmp_path / "parent.py"  # not launcher.py: it would shadow the launcher package
     launcher.write_text(
         textwrap.dedent(f"""
         import os, sys
         from pathlib import Path
-        from megatron_ext.console import run_logged
+        from launcher.console import run_logged
         sys.exit(run_logged([sys.executable, {str(child)!r}], dict(os.environ), Path({str(log)!r})))
     """)
     )

@@ -9,8 +9,8 @@ import json
 import pytest
 
 import launcher as launch
+from launcher.memory import GiB
 from megatron_ext import faults
-from megatron_ext.memory import GiB
 from tests.test_pretrain import launch as run_launcher
 
 

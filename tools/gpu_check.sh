@@ -27,7 +27,7 @@ parts=kernel,matmul
 if "${py[@]}" -c "import megatron.core" 2>/dev/null; then parts=$parts,train; else
     echo "megatron-core not importable here: training-step part skipped" | tee "$out/bench.txt"; fi
 echo "== make bench --device cuda --parts $parts (limit 300 s)"
-timeout 300 "${py[@]}" -m megatron_ext.bench --device cuda --parts "$parts" \
+timeout 300 "${py[@]}" -m bench --device cuda --parts "$parts" \
     --out "$out/bench.json" 2>&1 | tee -a "$out/bench.txt" | grep -v -i warn
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 echo "results in $out (status $status)"

@@ -13,7 +13,7 @@ from megatron_ext import cpu_compat
 
 cpu_compat.enable()
 
-from megatron_ext.preflight import spec_check  # noqa: E402
+from preflight import spec_check  # noqa: E402
 from tests.megatron_ext.scenarios import one_process  # noqa: E402
 
 

@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from megatron_ext.preflight.runs import flops_per_token
-from megatron_ext.preflight.table import Check, exit_code, render
+from preflight.runs import flops_per_token
+from preflight.table import Check, exit_code, render
 from tests.helpers import requires_gpu, run_checked, torchrun
 
 
@@ -30,7 +30,7 @@ def test_table_and_exit_codes():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_no_gpu_exits_2_with_one_line():
-    code, out = run_checked([sys.executable, "-m", "megatron_ext.preflight"], 120)
+    code, out = run_checked([sys.executable, "-m", "preflight"], 120)
     assert code == 2
     lines = out.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: make preflight needs a GPU"), out
@@ -59,14 +59,14 @@ def test_flops_per_token_llama_1b():
 
 @requires_gpu
 def test_preflight_on_this_gpu():
-    code, out = run_checked([sys.executable, "-m", "megatron_ext.preflight"], 900)
+    code, out = run_checked([sys.executable, "-m", "preflight"], 900)
     assert code == 0, out[-5000:]
 
 
 @pytest.mark.slow
 def test_layout_runs_through_the_launcher_on_cpu(tmp_path, smoke_data):
     """The 1 -> 2 process comparison, run through the real launcher (gloo, fp32 on CPU)."""
-    from megatron_ext.preflight.runs import layouts
+    from preflight.runs import layouts
 
     checks = layouts(tmp_path, smoke_data, ngpu=2, te=False)
     assert [c.name for c in checks] == ["1 -> 2 GPUs TP=2 SP", "1 -> 2 GPUs PP=2"]
@@ -75,7 +75,7 @@ def test_layout_runs_through_the_launcher_on_cpu(tmp_path, smoke_data):
 
 def test_throughput_numbers_from_run_outputs(monkeypatch, tmp_path):
     """tokens/s/GPU, TFLOP/s, MFU, peak memory and the JREG/none ratio from (stand-in) runs."""
-    from megatron_ext.preflight import runs
+    from preflight import runs
 
     step = {"none": 1.0, "jreg": 1.2}
     seen = []

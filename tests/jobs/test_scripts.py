@@ -103,7 +103,7 @@ def test_node_command_is_torchrun_with_the_rendezvous(tmp_path, smoke_data):
     assert proc.returncode == 0, proc.stderr
     cmd = proc.stdout.splitlines()[-1]
     assert (
-        "-m megatron_ext.torchrun --nproc-per-node 8 --nnodes 4 --node-rank 2 "
+        "-m launcher.torchrun --nproc-per-node 8 --nnodes 4 --node-rank 2 "
         f"--master-addr hnode001 --master-port {port} --shutdown-timeout 900 "
         "-m megatron_ext.train" in cmd
     ), cmd

@@ -12,7 +12,7 @@ from tests.helpers import run_checked
 @pytest.mark.slow
 def test_bench_smoke(tmp_path):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "megatron_ext.bench", "--smoke", "--device", "cpu",
+    cmd = [sys.executable, "-m", "bench", "--smoke", "--device", "cpu",
            "--out", str(out)]  # fmt: skip
     code, log = run_checked(cmd, timeout=600)
     assert code == 0, log[-5000:]
@@ -41,5 +41,5 @@ BAD = [(["--repeats", "0"], "--repeats must be >= 1"), (["--parts", "train,gpu"]
 
 @pytest.mark.parametrize("argv, message", BAD)
 def test_bench_bad_arguments(argv, message):
-    code, log = run_checked([sys.executable, "-m", "megatron_ext.bench", *argv], timeout=60)
+    code, log = run_checked([sys.executable, "-m", "bench", *argv], timeout=60)
     assert code == 2 and f"error: {message}" in log, log

@@ -1,6 +1,6 @@
 """``make bench``: what the regulariser costs, measured in one process.
 
-``python -m megatron_ext.bench [--device auto|cpu|cuda] [--out FILE] [--repeats N] [--smoke]``.
+``python -m bench [--device auto|cpu|cuda] [--out FILE] [--repeats N] [--smoke]``.
 
 Three parts, each interleaved (A B C A B C ...) so every variant sees the same background load,
 and reported as the median of the repeats (min and max kept for the spread):
@@ -29,12 +29,8 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
-
-REGS = ("none", "jreg", "l2rel")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -57,26 +53,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _stats(xs: list[float]) -> dict:
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "repeats": xs}
-
-
-def interleaved(fns: dict, repeats: int, warmup: int, sync) -> dict[str, dict]:
-    """Time each callable once per round, rounds A B C A B C ...; seconds per call."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - t0)
-    return {k: _stats(v) for k, v in times.items()}
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
@@ -87,14 +63,14 @@ def main(argv=None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but no CUDA GPU is visible; use --device cpu", file=sys.stderr)
         return 2
-    from megatron_ext import bench_parts
+    from bench import parts as bench_parts
 
     repeats = args.repeats or (2 if args.smoke else 7 if device == "cpu" else 10)
     warmup = min(args.warmup, 1) if args.smoke else args.warmup
     load_before = os.getloadavg()
     report = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["python -m megatron_ext.bench", *(argv or sys.argv[1:])]),
+        "command": " ".join(["python -m bench", *(argv or sys.argv[1:])]),
         "machine": bench_parts.machine(device, platform.node()),
         "device": device,
         "repeats": repeats,

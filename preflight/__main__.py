@@ -1,4 +1,4 @@
-"""``python -m megatron_ext.preflight`` (``make preflight``): checks, table, exit code.
+"""``python -m preflight`` (``make preflight``): checks, table, exit code.
 
 Exit 0: every check passed; 1: at least one failed; 2: no GPU (one line, nothing run). Writes
 its run directories and logs under ``runs/preflight/`` (``OUT=`` elsewhere); needs no network.
@@ -34,12 +34,12 @@ def no_gpu_error() -> str | None:
 
 
 def node_stage(out: Path, ngpu: int):
-    from megatron_ext.preflight.runs import REPO, _last_line
-    from megatron_ext.preflight.table import Check, load
+    from preflight.runs import REPO, _last_line
+    from preflight.table import Check, load
 
     result = out / "node.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={ngpu}", "-m", "megatron_ext.preflight.node", "--out", str(result)]  # fmt: skip
+           f"--nproc-per-node={ngpu}", "-m", "preflight.node", "--out", str(result)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_DEVICE_MAX_CONNECTIONS": "1"}
     try:
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
@@ -63,8 +63,8 @@ def main() -> int:
     import torch
 
     from megatron_ext.config import te_available
-    from megatron_ext.preflight import runs
-    from megatron_ext.preflight.table import Check, exit_code, render
+    from preflight import runs
+    from preflight.table import Check, exit_code, render
 
     ngpu = torch.cuda.device_count()
     out = Path(os.environ.get("OUT") or runs.REPO / "runs" / "preflight")

@@ -5,7 +5,7 @@ On SIGINT or SIGTERM torchrun sends the same signal to every rank's process grou
 then raises ``SignalException`` (``torch/distributed/elastic/agent/server/api.py:751``), which
 plain torchrun prints as a traceback with exit code 1. Here that becomes exit code 128 + signal,
 what a shell reports for a process a signal stopped (the ranks have saved a checkpoint and said
-so: ``megatron_ext.stop``). Usage is torchrun's: ``python -m megatron_ext.torchrun [torchrun
+so: ``megatron_ext.stop``). Usage is torchrun's: ``python -m launcher.torchrun [torchrun
 flags] -m module ...``.
 """
 

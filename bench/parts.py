@@ -1,6 +1,6 @@
-"""The measurements behind ``make bench`` (``bench.py`` parses arguments and writes the report).
+"""The measurements behind ``make bench`` (``bench/__main__.py`` parses arguments and writes the report).
 
-Kept apart so that ``bench.py`` can reject bad arguments before torch and Megatron are imported.
+Kept apart so that ``python -m bench`` can reject bad arguments before torch and Megatron are imported.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from megatron_ext.bench import REGS, interleaved
+from bench.timing import REGS, interleaved
 from megatron_ext.jreg import displacement, relative_l2
 
 MIB = 2**20

@@ -14,7 +14,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from megatron_ext.preflight.table import Check
+from preflight.table import Check
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = [sys.executable, "-m", "launcher"]
@@ -123,7 +123,7 @@ def _finite(x) -> bool:
 
 def layouts(root: Path, data: Path, ngpu: int, te: bool) -> list[Check]:
     """Iteration-1 loss and D_l of TP=2 (+SP), PP=2 and (TE) CP=2 equal the 1-GPU run."""
-    from megatron_ext.preflight.spec_check import compare
+    from preflight.spec_check import compare
 
     # ITERS=2: Megatron asserts warmup < decay steps; the comparison uses iteration 1
     base = ["SIZE=tiny", "REG=jreg", "ITERS=2", "SAVE_INTERVAL=100000", "FP8=off"]

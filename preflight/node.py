@@ -1,4 +1,4 @@
-"""Per-GPU checks, one process per local GPU (``torchrun -m megatron_ext.preflight.node``).
+"""Per-GPU checks, one process per local GPU (``torchrun -m preflight.node``).
 
 Rank 0 writes every check to ``--out`` as JSON. Checks: each rank sees its own GPU; the driver
 runs the wheels' CUDA; NCCL all-reduce across all local GPUs (bus bandwidth); Transformer Engine
@@ -15,7 +15,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from megatron_ext.preflight.table import Check, dump
+from preflight.table import Check, dump
 
 MATMUL_N = 8192
 ALLREDUCE_BYTES = 256 * 2**20
@@ -124,7 +124,7 @@ def main() -> None:
     from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
     from megatron_ext import megatron_compat
-    from megatron_ext.preflight.spec_check import SEED, spec_checks
+    from preflight.spec_check import SEED, spec_checks
 
     megatron_compat.enable()
     ps.initialize_model_parallel(1, 1)

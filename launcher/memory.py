@@ -14,7 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from launcher.checks import flag_value
+from launcher.planner import Plan
+from launcher.settings import LaunchError
 from megatron_ext.config import LlamaConfig
+from recipes import SIZES, model_recipe, train_recipe
 
 GiB = 1024**3
 BYTES_PER_PARAM = 16  # fp32 weights + fp32 main grads + Adam exp_avg + exp_avg_sq
@@ -78,3 +82,56 @@ def available_memory() -> int:
     import psutil
 
     return psutil.virtual_memory().available
+
+
+def check_cpu_memory(p: Plan, available: int) -> None:
+    """Refuse a CPU run whose estimated memory (all ranks of this node) exceeds ``available``."""
+    extra = p.extra
+    try:
+        check_fits(
+            p.size, nproc=p.nproc, tp=p.layout.tp, pp=p.layout.pp,
+            vocab=p.model_vocab, available=available,
+            micro_batch_size=flag_value(extra, "--micro-batch-size"),
+            seq_length=flag_value(extra, "--seq-length"),
+            full_recompute=flag_value(extra, "--recompute-granularity") == "full",
+        )  # fmt: skip
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
+
+
+def check_fits(
+    size: str,
+    *,
+    nproc: int,
+    tp: int,
+    pp: int,
+    vocab: int,
+    available: int,
+    micro_batch_size: int | str | None = None,
+    seq_length: int | str | None = None,
+    full_recompute: bool = False,
+) -> None:
+    """ValueError (one line: why, and what to run instead) unless ``nproc`` ranks of SIZE, with
+    the recipe's micro batch and sequence unless given, fit in ``available`` bytes."""
+
+    def per_rank(name, micro, seq, tp=1, pp=1, full=False):
+        model = model_recipe(name)
+        micro = int(micro or train_recipe(name).micro_batch_size)
+        seq = int(seq or model.seq_length)
+        return micro, seq, estimate(model, vocab=vocab, micro_batch_size=micro, seq_length=seq,
+                                    tp=tp, pp=pp, full_recompute=full)  # fmt: skip
+
+    micro, seq, est = per_rank(size, micro_batch_size, seq_length, tp, pp, full_recompute)
+    need = nproc * est.per_process
+    if need <= available:
+        return
+    fitting = [n for n in SIZES if per_rank(n, None, None)[2].per_process <= available]
+    here = f"SIZE={' or SIZE='.join(fitting)}" if fitting else "nothing (free some memory)"
+    raise ValueError(
+        f"SIZE={size} needs ~{need / GiB:.0f} GiB to train on this CPU machine ({nproc} "
+        f"process(es) x [{est.params_and_optimizer / GiB:.1f} GiB weights+grads+Adam, "
+        f"{est.activations / GiB:.1f} GiB activations of a {micro} x {seq}-token micro batch]) "
+        f"but {available / GiB:.1f} GiB is available. Train {here} here, SIZE={size} on GPUs "
+        f"(make submit SIZE={size} NODES=1 GROUP=...), shrink it with "
+        "ARGS='--micro-batch-size 1 --seq-length 256', or add FORCE_CPU=1 to try anyway"
+    )

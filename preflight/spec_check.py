@@ -14,9 +14,9 @@ import torch
 
 from megatron_ext.config import LlamaConfig
 from megatron_ext.init import init_kind, layout_invariant_init, param_owners
-from megatron_ext.preflight.table import Check
 from megatron_ext.reg import JregConfig, JregRuntime
 from megatron_ext.tracker import JumpTracker
+from preflight.table import Check
 
 SHAPE = LlamaConfig(
     num_layers=4, hidden_size=256, ffn_hidden_size=768, num_attention_heads=8, num_query_groups=4,
