@@ -45,11 +45,15 @@ EXTRAS ?=
 setup: $(if $(filter uv,$(UV)),,$(CURDIR)/.tools/bin/uv)
 	$(UV) sync --locked --inexact $(foreach e,$(EXTRAS),--extra $(e))
 
+# Both cores: two pytest-xdist workers; tests that share a trained run stay on one worker
+# (tests/conftest.py). TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(UV) run --locked pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 test: setup
-	$(UV) run --locked pytest -q --durations=30
+	$(PYTEST) --durations=30
 
 test-fast: setup
-	$(UV) run --locked pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: setup
 	$(UV) run --locked ruff check .

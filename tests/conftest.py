@@ -1,28 +1,83 @@
+"""Session-wide test setup: environment for child processes, fixtures built once per session
+(also across pytest-xdist workers), and the xdist groups that keep tests sharing a trained run on
+one worker.
+
+``make test`` runs the suite on both cores (``-n 2 --dist loadgroup``). A read-only fixture (a
+prepared dataset) is built once by whichever worker asks first (:func:`once`, under a file lock)
+and read by both. A test that shares a trained run or a module fixture with other tests (which may
+write into that run: analysis, exports) is put in one xdist group with them, so those tests run
+one after another on one worker, as they would without xdist.
+"""
+
 import os
 import sys
 import sysconfig
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 # Megatron processes recompile ~3,500 modules per start when this is set (as on CI machines).
 os.environ["PYTHONDONTWRITEBYTECODE"] = ""
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# Session fixtures that hold a trained run several test modules read and write: one group.
+RUN_GROUPS = {"eval_run": "eval_runs", "tp_pp_run": "eval_runs", "analyzed": "eval_runs",
+              "exported": "eval_runs"}  # fmt: skip
+
+
+def once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
+    """``build(folder)`` once per test session, whichever xdist worker asks first; the others
+    wait for it (a file lock) and get the same result. Only for what no test modifies."""
+    base = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder, shared by the workers' popen-gw* folders
+    root = base / "once"
+    root.mkdir(exist_ok=True)
+    done = root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            folder = root / name
+            folder.mkdir(exist_ok=True)
+            done.write_text(str(build(folder)))
+    return Path(done.read_text())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests sharing a module-scoped fixture, or one of RUN_GROUPS, go to one xdist group."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs if info else {}
+        group = next((RUN_GROUPS[n] for n in info.names_closure if n in RUN_GROUPS), None) \
+            if info else None  # fmt: skip
+        if group is None and any(d[-1].scope == "module" for d in defs.values() if d):
+            group = item.nodeid.split("::")[0]
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(scope="session")
 def smoke_data(tmp_path_factory) -> Path:
     """A small prepared dataset (real text: the Python standard library's sources, 1k vocab)."""
-    from tests.helpers import run_checked
 
-    corpus = tmp_path_factory.mktemp("smoke_corpus")
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    for path in sorted(stdlib.glob("*.py"))[:120]:
-        (corpus / f"{path.stem}.txt").write_text(path.read_text(encoding="utf-8", errors="replace"))
-    out = tmp_path_factory.mktemp("smoke_data")
-    cmd = [sys.executable, "-m", "data_prep", "build", "--corpus", str(corpus / "*.txt"),
-           "--name", "smoke", "--out-root", str(out), "--vocab-size", "1024",
-           "--split", "0.9,0.05,0.05", "--workers", "2", "--no-progress"]  # fmt: skip
-    code, log = run_checked(cmd, timeout=300)
-    assert code == 0, log
-    return out / "smoke"
+    def build(folder: Path) -> Path:
+        from tests.helpers import run_checked
+
+        corpus = folder / "corpus"
+        corpus.mkdir(exist_ok=True)
+        stdlib = Path(sysconfig.get_paths()["stdlib"])
+        for path in sorted(stdlib.glob("*.py"))[:120]:
+            text = path.read_text(encoding="utf-8", errors="replace")
+            (corpus / f"{path.stem}.txt").write_text(text)
+        out = folder / "data"
+        cmd = [sys.executable, "-m", "data_prep", "build", "--corpus", str(corpus / "*.txt"),
+               "--name", "smoke", "--out-root", str(out), "--vocab-size", "1024",
+               "--split", "0.9,0.05,0.05", "--workers", "2", "--no-progress"]  # fmt: skip
+        code, log = run_checked(cmd, timeout=300)
+        assert code == 0, log
+        return out / "smoke"
+
+    return once(tmp_path_factory, "smoke_data", build)

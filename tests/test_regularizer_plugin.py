@@ -5,16 +5,19 @@ equals an independent single-process reference of the same model at iteration 1.
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import uuid
 
 import pytest
 import torch
 
-from megatron_ext import regularizers
-from tests.helpers import REPO, torchrun
-from tests.test_pretrain import train, train_lines
+from tests.helpers import REPO, run_checked, torchrun
+from tests.test_pretrain import read_metrics, train_lines
 
-FOLDER = REPO / "megatron_ext" / "regularizers"
+# the repository's code, copied without what is large or generated
+COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", ".tools", "runs", "data", "__pycache__",
+                                     ".ruff_cache", ".pytest_cache")  # fmt: skip
 LAMBDA = 0.5
 PLUGIN = '''"""Test plug-in: the squared relative change |h_l - h_{{l-1}}|^2 / |h_{{l-1}}|^2 per token."""
 
@@ -34,27 +37,40 @@ def reference_values(h_in: torch.Tensor, h_out: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture
-def plugin():
-    """Write the plug-in file; remove it (and its bytecode) whatever happens."""
+def plugin(tmp_path):
+    """A copy of the repository's code with the plug-in file dropped into its
+    megatron_ext/regularizers/: the other tests (maybe running beside this one on another
+    xdist worker) never see the extra regulariser. Returns (copy, name)."""
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO, copy, ignore=COPY_IGNORE)
     name = f"plugtest_{uuid.uuid4().hex[:8]}"
-    path = FOLDER / f"{name}.py"
-    path.write_text(PLUGIN.format(name=name))
-    try:
-        yield name
-    finally:
-        path.unlink(missing_ok=True)
-        for pyc in (FOLDER / "__pycache__").glob(f"{name}.*.pyc"):
-            pyc.unlink(missing_ok=True)
+    (copy / "megatron_ext" / "regularizers" / f"{name}.py").write_text(PLUGIN.format(name=name))
+    return copy, name
+
+
+def train_in(copy, run_dir, **settings) -> list[dict]:
+    cmd = [sys.executable, "-m", "launcher", f"RUN={run_dir}"]
+    code, out = run_checked(cmd + [f"{k}={v}" for k, v in settings.items()], 600, cwd=copy,
+                            PYTHONPATH=str(copy))  # fmt: skip
+    assert code == 0, out[-5000:]
+    return train_lines(read_metrics(run_dir))
 
 
 @pytest.mark.slow
 def test_dropped_in_regulariser_trains_over_tp2_and_pp2(tmp_path, smoke_data, plugin):
-    assert plugin in regularizers.choices()  # the launcher's list: read from the files
-    settings = dict(REG=plugin, LAMBDA=LAMBDA, ITERS=3, LOG_INTERVAL=1, SAVE_INTERVAL=100,
+    copy, name = plugin
+    listed = [
+        sys.executable,
+        "-c",
+        "from megatron_ext import regularizers as r; print(r.choices())",
+    ]
+    code, out = run_checked(listed, 60, cwd=copy, PYTHONPATH=str(copy))
+    assert code == 0 and name in out, out  # the launcher's list: read from the files
+    settings = dict(DATA=smoke_data, REG=name, LAMBDA=LAMBDA, ITERS=3, LOG_INTERVAL=1, SAVE_INTERVAL=100,
                     NPROC=2)  # fmt: skip
     runs = {
-        name: train_lines(train(tmp_path / name, smoke_data, timeout=600, **layout, **settings))
-        for name, layout in (("tp2", {"TP": 2}), ("pp2", {"PP": 2}))
+        run: train_in(copy, tmp_path / run, **layout, **settings)
+        for run, layout in (("tp2", {"TP": 2}), ("pp2", {"PP": 2}))
     }
     vocab = json.loads((smoke_data / "manifest.json").read_text())["tokenizer"]["vocab_size"]
     hidden_path = tmp_path / "hidden.pt"
@@ -70,14 +86,14 @@ def test_dropped_in_regulariser_trains_over_tp2_and_pp2(tmp_path, smoke_data, pl
     ]
     expected = sum(r / num_layers for r in r_ref)  # WEIGHTS=uniform
     assert expected > 1e-3  # not a vacuous comparison
-    for name, lines in runs.items():
-        assert [x["iteration"] for x in lines] == [1, 2, 3], name
+    for run, lines in runs.items():
+        assert [x["iteration"] for x in lines] == [1, 2, 3], run
         first = lines[0]
-        assert first["lm_loss"] == pytest.approx(ref["lm_loss"], rel=1e-5), name
-        assert first["D"] == pytest.approx(ref["D"], rel=1e-5), name  # Psi is tracked too
-        assert first["R"] == pytest.approx(r_ref, rel=1e-5), name  # and the regulariser per layer
-        assert first["jreg_loss"] == pytest.approx(expected, rel=1e-5), name
-        assert first["jreg_loss_scaled"] == pytest.approx(LAMBDA * expected, rel=1e-5), name
+        assert first["lm_loss"] == pytest.approx(ref["lm_loss"], rel=1e-5), run
+        assert first["D"] == pytest.approx(ref["D"], rel=1e-5), run  # Psi is tracked too
+        assert first["R"] == pytest.approx(r_ref, rel=1e-5), run  # and the regulariser per layer
+        assert first["jreg_loss"] == pytest.approx(expected, rel=1e-5), run
+        assert first["jreg_loss_scaled"] == pytest.approx(LAMBDA * expected, rel=1e-5), run
     # the penalty's gradient reaches the weights alike in both layouts (step 2 has lr > 0)
     for a, b in zip(runs["tp2"], runs["pp2"], strict=True):
         assert b["lm_loss"] == pytest.approx(a["lm_loss"], rel=1e-4)
