@@ -63,6 +63,8 @@ COMMANDS = {
         "DOCS": "held-out documents used to build the local tasks (default 500)",
         "DEVICE": "cpu | cuda (default: cuda when available)",
     },
+    "scores": {**COMMON},
+    "checkpoints": {"RUN": COMMON["RUN"], "ITER": "all (default) | latest | 100,200"},
 }
 
 
@@ -232,11 +234,32 @@ def cmd_eval(s: dict) -> int:
     return 0
 
 
-HANDLERS = {"analyze": cmd_analyze, "plots": cmd_plots, "export": cmd_export, "eval": cmd_eval}
+def cmd_scores(s: dict) -> int:
+    """The table, plot and notes of ``<out>/lm_eval/*/results.json`` again (no model): after
+    the eval job's parallel lanes, or results copied from elsewhere."""
+    from eval.scores import notes, write_scores
+
+    out = Path(s["OUT"]).resolve() if "OUT" in s else resolve_run(s["RUN"])
+    written = write_scores(out / "lm_eval")
+    if not written:
+        raise EvalError(f"no results under {out / 'lm_eval'}; run make eval first")
+    print(written[1].read_text() + "\n".join(notes(out / "lm_eval")))
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def cmd_checkpoints(s: dict) -> int:
+    """The complete checkpoints ``ITER=`` selects, one iteration a line (for job scripts)."""
+    print("\n".join(map(str, load_run(s["RUN"]).select(s.get("ITER", "all")))))
+    return 0
+
+
+HANDLERS = {"analyze": cmd_analyze, "plots": cmd_plots, "export": cmd_export, "eval": cmd_eval,
+            "scores": cmd_scores, "checkpoints": cmd_checkpoints}  # fmt: skip
 
 
 def usage() -> str:
-    lines = ["usage: python -m eval {analyze,plots,export,eval} KEY=value ..."]
+    lines = [f"usage: python -m eval {{{','.join(COMMANDS)}}} KEY=value ..."]
     for command, keys in COMMANDS.items():
         lines.append(f"  {command}: " + ", ".join(f"{k} ({v})" for k, v in keys.items()))
     return "\n".join(lines)

@@ -2,10 +2,11 @@
 
 Megatron's import (no Transformer Engine, no Apex, no CUDA runtime), lm-eval (aggregation notices,
 rank fallbacks, batch-size search) and the progress bars write to stderr or stdout; under
-``library_output_to`` file descriptors 1 and 2 are the log ``<out>/lm_eval/logs/eval-<time>.log``, as ``make pretrain`` keeps its
-console to a short view of ``runs/<RUN>/logs/``. Our own lines are printed and also written to the
-log, so it reads as the whole story. stderr is restored on the way out, so an ``error:`` line or a
-traceback still reaches the console.
+``library_output_to`` file descriptors 1 and 2 are the log
+``<out>/lm_eval/logs/eval-<time>-<pid>.log``, as ``make pretrain`` keeps its console to a short
+view of ``runs/<RUN>/logs/``. Our own lines are printed and also written to the log, so it reads
+as the whole story. Both are restored on the way out, so an ``error:`` line or a traceback still
+reaches the console.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 def library_output_to(log_dir: Path) -> Iterator[Callable[[str], None]]:
     """Send stderr to a new log in ``log_dir``; yields ``say(text)`` (console and log)."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    path = log_dir / f"eval-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    path = log_dir / f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     sys.stdout.flush()
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}

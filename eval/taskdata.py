@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from common.files import atomic_write_text
 from eval.rundir import EvalError, RunDir
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
@@ -100,7 +101,8 @@ def lastword_passages(text: str, min_words: int = MIN_WORDS, max_words: int = MA
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    # atomic: the eval job's parallel lanes write the same files while others read them
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def build_tasks(run: RunDir, tasks_dir: Path, num_docs: int) -> dict[str, int]:
@@ -119,6 +121,6 @@ def build_tasks(run: RunDir, tasks_dir: Path, num_docs: int) -> dict[str, int]:
         _write_jsonl(data, rows[name])
         spec = yaml.safe_load((TASKS_DIR / f"{name}.yaml").read_text())
         spec["dataset_kwargs"]["data_files"] = {"test": str(data)}
-        (tasks_dir / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        atomic_write_text(tasks_dir / f"{name}.yaml", yaml.safe_dump(spec, sort_keys=False))
         counts[name] = len(rows[name])
     return counts

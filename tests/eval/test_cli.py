@@ -68,3 +68,21 @@ def test_lm_eval_side_never_patches_torch():
             "sys.exit(3 if cpu_compat.is_enabled() or 'eval.megatron_io' in sys.modules else 0)")  # fmt: skip
     rc, out = run_checked([sys.executable, "-c", code], timeout=120)
     assert rc == 0, out[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["BATCH=big"], "error: BATCH must be an integer, got 'big'"),
+     (["DTYPE=fp8"], "error: DTYPE must be one of float32, bfloat16, float16, got 'fp8'"),
+     (["NUM_FEWSHOT=-1"], "error: NUM_FEWSHOT must be"),
+     (["KEEP_EXPORTS=2"], "error: KEEP_EXPORTS must be 0 or 1"),
+     (["MODEL=/no/such/model"], "error: MODEL=/no/such/model: no such folder"),
+     (["MODEL=org/name", "ITER=5"], "error: ITER applies to RUN=, not MODEL=")],
+)  # fmt: skip
+def test_bad_eval_settings_in_process(tmp_path, capsys, args, message):
+    """The settings make eval adds are checked before any file is read or written."""
+    from eval.cli import main
+
+    assert main(["eval", f"OUT={tmp_path}", *args]) == 2
+    assert last_line(capsys.readouterr().err).startswith(message)
+    assert not list(tmp_path.iterdir())
