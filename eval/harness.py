@@ -16,7 +16,9 @@ was trained). For each target writes ``<out>/lm_eval/<iter_N | model-name>/resul
 ``table.md`` (the table lm-eval prints), exporting the checkpoints that have no
 ``<out>/hf/iter_<N>/`` yet first (one ``python -m eval export`` process for all of them);
 ``KEEP_EXPORTS=0`` deletes each export once it is scored. Then ``eval.scores`` writes the table
-(``lm_eval/scores.csv``, ``scores.md``), ``scores.png`` and notes on metrics that cannot be read.
+(``lm_eval/scores.csv``, ``scores.md``), ``scores.png`` and notes on metrics that cannot be read,
+and (results in the run's own folder) ``eval.score_log`` adds the scores to the run's TensorBoard
+and W&B run against tokens seen.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from eval.device import check_device, resolve_device
 from eval.hf_model import resolve
 from eval.lm_models import DTYPES, Target, default_dtype, lm_args
 from eval.rundir import REPO, EvalError, RunDir
-from eval.scores import notes, write_scores
+from eval.score_log import to_tensorboard, to_wandb
+from eval.scores import collect, notes, write_scores
 from eval.taskdata import LOCAL_TASKS, RENAMED, build_tasks
 
 
@@ -233,5 +236,13 @@ def run_harness(run: RunDir | None, cfg: HarnessConfig, print_fn=print) -> list[
     print_fn((written[1]).read_text())
     for line in notes(cfg.out_dir / "lm_eval"):
         print_fn(line)
+    if run is not None and cfg.out_dir == run.path:  # the run's own scores: next to its curves
+        table = collect(cfg.out_dir / "lm_eval")
+        if tb := to_tensorboard(run.path, table):
+            print_fn(f"scores against tokens seen: TensorBoard {tb}")
+        if wb := to_wandb(run.path, table):
+            print_fn(
+                f"scores against tokens seen: W&B run {wb} (offline: wandb sync {run.path}/wandb/wandb/offline-run-*)"
+            )
     print_fn("wrote " + ", ".join(str(p) for p in written))
     return written

@@ -18,8 +18,9 @@ import re
 import secrets
 from pathlib import Path
 
-DEFAULT_PROJECT = "jreg"
-ID_FILE = Path("wandb") / "run_id"
+from common.files import WANDB_ID as ID_FILE
+from common.settings import DEFAULT_WANDB_PROJECT as DEFAULT_PROJECT
+
 _VALID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 

@@ -45,3 +45,29 @@ def test_table_rows_columns_and_notes(tmp_path):
     assert "heldout_lastword perplexity: its standard error exceeds its value" in said
     assert "different settings (limit=None: 5; limit=20: 10, model-base)" in said
     assert "mmlu" not in said  # it moves, and its stderr is small
+
+
+def test_scores_go_to_the_runs_tensorboard_and_wandb_against_tokens(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from eval.score_log import to_tensorboard, to_wandb
+    from eval.scores import collect
+
+    run = tmp_path / "run"
+    for it, acc in ((5, 0.1), (10, 0.2)):
+        _write(run / "lm_eval", f"iter_{it:07d}", {"iteration": it, "tokens_seen": it * 1024,
+                                                   "results": {"hellaswag": {"acc,none": acc}}})  # fmt: skip
+    _write(run / "lm_eval", "model-base", {"label": "model-base", "results": {"hellaswag": {
+        "acc,none": 0.5}}})  # fmt: skip
+    table = collect(run / "lm_eval")
+    events = EventAccumulator(str(to_tensorboard(run, table)))
+    events.Reload()
+    scalars = events.Scalars("lm_eval/hellaswag/acc")
+    assert [(s.step, round(s.value, 4)) for s in scalars] == [(5120, 0.1), (10240, 0.2)]
+    assert to_wandb(run, table) is None  # a run without a stored W&B id: TensorBoard only
+    (run / "wandb").mkdir()
+    (run / "wandb" / "run_id").write_text("abc12345\n")
+    for key in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_RUN_ID", "WANDB_RESUME"):
+        monkeypatch.delenv(key, raising=False)
+    assert to_wandb(run, table) == "abc12345"
+    assert [p.name[-9:] for p in (run / "wandb" / "wandb").glob("offline-run-*")] == ["-abc12345"]
