@@ -13,9 +13,12 @@
 # round-robin to GPUS lanes (default: the GPUs nvidia-smi lists); each lane is one
 # `python -m eval eval ITER=<its checkpoints> DEVICE=cuda` on its own GPU (it exports, then scores,
 # each of them), and when every lane is done `python -m eval scores` rebuilds the table and plot
-# from all results. The make eval settings travel as job variables:
-#   qsub -P <group> -v RUN=8b-jreg,TASKS=hellaswag,NUM_FEWSHOT=5,KEEP_EXPORTS=0 jobs/eval.sh
-#   sbatch --export=ALL,RUN=8b-jreg,TASKS=hellaswag,NUM_FEWSHOT=5 jobs/eval.sh
+# from all results. The make eval settings (RUN ITER TASKS NUM_FEWSHOT LIMIT BATCH DTYPE DOCS
+# KEEP_EXPORTS OUT) travel as the job's environment (a TASKS list has commas, which qsub -v and
+# sbatch --export cannot pass plainly):
+#   export RUN=8b-jreg TASKS=hellaswag,arc_easy NUM_FEWSHOT=5 KEEP_EXPORTS=0
+#   qsub -P <group> -V jobs/eval.sh          (PBS, e.g. ABCI)
+#   sbatch --export=ALL jobs/eval.sh         (Slurm)
 # (standard lm-eval tasks need the HF datasets cache filled on a login node first; README
 # "Evaluation"). DRY_RUN=1 prints each GPU's command and starts nothing (no GPU needed):
 #   DRY_RUN=1 RUN=8b-jreg GPUS=8 jobs/eval.sh
