@@ -86,3 +86,24 @@ def test_bad_eval_settings_in_process(tmp_path, capsys, args, message):
     assert main(["eval", f"OUT={tmp_path}", *args]) == 2
     assert last_line(capsys.readouterr().err).startswith(message)
     assert not list(tmp_path.iterdir())
+
+
+def test_eval_model_is_a_baseline_column_with_lm_evals_defaults(tmp_path):
+    """MODEL=<folder> with RUN=: the run gives the local tasks' text and the table; a model that
+    is not our export keeps lm-eval's tokenizer defaults (its own BOS convention)."""
+    from eval.cli import _eval_source, parse_settings
+    from eval.harness import HarnessConfig, _targets
+    from eval.lm_models import lm_args
+
+    run = fake_run(tmp_path)
+    model = tmp_path / "Baseline-1B"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    s = parse_settings("eval", [f"MODEL={model}", f"RUN={run}"])
+    source, iterations, out = _eval_source(s)
+    assert (source.path, iterations, out) == (run, [], run)
+    cfg = HarnessConfig(iterations=[], out_dir=out, model=str(model))
+    (target,) = _targets(source, cfg, print)
+    assert (target.label, target.folder, target.export) == ("model-Baseline-1B",) * 2 + ({},)
+    args = lm_args(target, device="cpu", dtype="float32", batch_size="auto")
+    assert "add_bos_token" not in args and "prefix_token_id" not in args

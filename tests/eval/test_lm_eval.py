@@ -68,28 +68,20 @@ def test_unknown_and_hub_tasks_fail_with_one_line(tp_pp_run, exported):
     assert "Traceback" not in out and time.perf_counter() - start < 120
 
 
-def test_baseline_model_and_researcher_settings(tp_pp_run, exported, tmp_path):
-    """MODEL= scores a HF folder with NUM_FEWSHOT/DTYPE/BATCH=auto; its column joins the table;
-    the console keeps our lines, the libraries' warnings go to the log; KEEP_EXPORTS=0 deletes
-    an export once it is scored."""
-    baseline = tmp_path / "baseline"
-    shutil.copytree(exported, baseline)
-    (baseline / "export.json").unlink()  # a model that is not ours: lm-eval's defaults
+def test_researcher_settings_keep_exports_and_log(tp_pp_run, exported, tmp_path):
+    """NUM_FEWSHOT (where the task allows it), DTYPE, BATCH=auto and LIMIT are applied and
+    recorded; KEEP_EXPORTS=0 deletes the export once scored; the libraries' output goes to the
+    log, not the console. (MODEL= takes the same path with lm-eval's defaults: test_cli.py.)"""
     out = tmp_path / "out"
     shutil.copytree(exported, out / "hf" / "iter_0000002")  # an export to score, then delete
     log = eval_ok("eval", f"RUN={tp_pp_run}", "ITER=2", f"OUT={out}", "KEEP_EXPORTS=0",
-                  "TASKS=heldout_lastword", "LIMIT=4", "DOCS=20", "NUM_FEWSHOT=1",
-                  "DTYPE=bfloat16", "BATCH=auto")  # fmt: skip
+                  "TASKS=heldout_lastword,heldout_perplexity", "LIMIT=4", "DOCS=20",
+                  "NUM_FEWSHOT=1", "DTYPE=bfloat16", "BATCH=auto")  # fmt: skip
     assert not (out / "hf" / "iter_0000002").exists() and "KEEP_EXPORTS=0: deleted" in log
-    log += eval_ok("eval", f"MODEL={baseline}", f"RUN={tp_pp_run}", f"OUT={out}",
-                   "TASKS=heldout_lastword,heldout_perplexity", "LIMIT=4", "DOCS=20",
-                   "NUM_FEWSHOT=1", "DTYPE=bfloat16", "BATCH=auto")  # fmt: skip
-    record = json.loads((out / "lm_eval" / "model-baseline" / "results.json").read_text())
+    record = json.loads((out / "lm_eval" / "iter_0000002" / "results.json").read_text())
     assert record["n-shot"] == {"heldout_lastword": 1, "heldout_perplexity": 0}
     assert (record["dtype"], record["batch_size"], record["limit"]) == ("bfloat16", "auto", 4)
-    assert record["add_bos_token"] is None  # a foreign model keeps its own convention
-    rows = list(csv.DictReader((out / "lm_eval" / "scores.csv").open()))
-    assert list(rows[0]) == ["task", "metric", "docs", "2", "model-baseline"]
+    assert "Scores on a sample: LIMIT=4 documents per task" in log
     assert "Transformer Engine" not in log and "Traceback" not in log
     logs = list((out / "lm_eval" / "logs").glob("eval-*.log"))
-    assert logs and any("Generating test split" in p.read_text() for p in logs)
+    assert len(logs) == 1 and "Generating test split" in logs[0].read_text()
