@@ -101,3 +101,14 @@ def test_config_json_has_the_4x_keys(tmp_path):
     assert config.get("torch_dtype") == config["dtype"] == "bfloat16"
     assert config["rope_parameters"]["rope_theta"] == float(model.rotary_base)
     assert legacy_keys({"dtype": "float32"}) == {"dtype": "float32", "torch_dtype": "float32"}
+
+
+def test_data_with_bos_gets_an_export_that_adds_it(llama3_style, tmp_path):
+    """The other side of the one decision: a manifest saying documents start with BOS."""
+    data_tok, export = tmp_path / "data_tokenizer", tmp_path / "hf"
+    spec, info = prepare_existing(llama3_style, data_tok)
+    export.mkdir()
+    ids = write_tokenizer(data_tok, export, bos_prepended=True)
+    assert ids["prefix_token_id"] == info["bos_id"]
+    trained = [info["bos_id"], *make_encoder(spec).encode_batch([TEXT])[0]]
+    assert PreTrainedTokenizerFast.from_pretrained(export)(TEXT)["input_ids"] == trained
