@@ -236,7 +236,7 @@ def run_harness(run: RunDir | None, cfg: HarnessConfig, print_fn=print) -> list[
     print_fn((written[1]).read_text())
     for line in notes(cfg.out_dir / "lm_eval"):
         print_fn(line)
-    if run is not None and cfg.out_dir == run.path:  # the run's own scores: next to its curves
+    if run is not None and cfg.out_dir == run.path and not cfg.model:  # next to its curves
         table = collect(cfg.out_dir / "lm_eval")
         if tb := to_tensorboard(run.path, table):
             print_fn(f"scores against tokens seen: TensorBoard {tb}")

@@ -6,7 +6,9 @@ run's one W&B run (its id in ``<run>/wandb/run_id``, see ``launcher.wandb_run``)
 gets the same scalars with ``tokens_seen`` as their x axis (``define_metric``); offline unless
 ``WANDB_MODE``/``WANDB_API_KEY`` say otherwise, like training. A run trained before the id was
 stored has no W&B run to add to: TensorBoard only. Columns without tokens (``MODEL=``) are not
-logged. Re-logging a checkpoint adds the same point again, which both tools draw as one.
+logged. Re-logging a checkpoint adds the same point again, which both tools draw as one. While the
+training job itself still writes to that W&B run online, two writers share it: evaluate then with
+``WANDB_MODE=offline`` and ``wandb sync`` after training (offline runs are separate folders).
 """
 
 from __future__ import annotations
