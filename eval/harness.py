@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 
 from common.files import read_json
 from eval.device import check_device, resolve_device
-from eval.hf_model import resolve
+from eval.hf_model import hub_hint, resolve
 from eval.lm_models import DTYPES, Target, default_dtype, lm_args
 from eval.rundir import REPO, EvalError, RunDir
 from eval.score_log import to_tensorboard, to_wandb
@@ -185,7 +185,8 @@ def _record(target: Target, run: RunDir | None, cfg: HarnessConfig, args: dict, 
 def run_harness(run: RunDir | None, cfg: HarnessConfig, print_fn=print) -> list[Path]:
     """Evaluate every target of ``cfg``; returns the table and plot files written."""
     hub_tasks = [t for t in cfg.tasks if t not in LOCAL_TASKS]
-    if hub_tasks and not hub_reachable():
+    hub_model = bool(cfg.model) and not Path(cfg.model).expanduser().is_dir()
+    if (hub_tasks or hub_model) and not hub_reachable():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     tasks_dir = cfg.out_dir / "lm_eval" / "tasks"
@@ -215,7 +216,12 @@ def run_harness(run: RunDir | None, cfg: HarnessConfig, print_fn=print) -> list[
             f"conditioned on id {args['prefix_token_id']}")  # fmt: skip
         print_fn(f"{target.label}: lm-eval on {target.pretrained} ({dtype}, batch "
                  f"{cfg.batch_size}{bos})")  # fmt: skip
-        lm = HFLM(**args)
+        try:
+            lm = HFLM(**args)
+        except (OSError, ValueError) as err:
+            if target.export or not hub_model:
+                raise EvalError(f"cannot load {target.pretrained} ({_first_line(err)})") from None
+            raise EvalError(hub_hint(target.pretrained)) from None
         results = simple_evaluate(
             model=lm, tasks=list(cfg.tasks), task_manager=manager, limit=cfg.limit,
             num_fewshot=cfg.num_fewshot, bootstrap_iters=1000, log_samples=False,
