@@ -162,7 +162,8 @@ def notes(lm_eval_dir: Path) -> list[str]:
     return out
 
 
-def _plot(table: dict, path: Path) -> None:
+def _plot(table: dict, path: Path) -> dict[str, tuple[float, float]]:
+    """Draw ``scores.png``; returns each panel's y range (metric -> (bottom, top))."""
     tokens = {k: c["tokens"] for k, c in table["columns"].items() if isinstance(k, int)}
     scores = table["scores"]
     metrics = sorted({m for _, m in scores})
@@ -172,6 +173,7 @@ def _plot(table: dict, path: Path) -> None:
     for ax in axes.flat[len(metrics) :]:
         ax.set_visible(False)
     use_tokens = all(t for t in tokens.values())
+    ranges = {}
     for ax, metric in zip(axes.flat, metrics, strict=False):
         for n, ((task, name), values) in enumerate(scores.items()):
             if name != metric:
@@ -187,8 +189,10 @@ def _plot(table: dict, path: Path) -> None:
             ax.set_ylim(0, 1)
         style(ax, "tokens seen (millions)" if use_tokens else "iteration",
               _LABELS.get(metric, metric), metric)  # fmt: skip
+        ranges[metric] = ax.get_ylim()
     title = "lm-eval scores of the run's checkpoints"
     if sample_note(table):
         limits = sorted({c["limit"] for c in table["columns"].values() if c["limit"]})
         title += f" (on a sample: LIMIT={','.join(map(str, limits))} documents per task)"
     finish(fig, path, title)
+    return ranges

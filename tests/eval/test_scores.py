@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
-from eval.scores import notes, write_scores
+from eval.scores import _plot, collect, notes, write_scores
 
 
 def _write(lm_eval, folder: str, record: dict) -> None:
@@ -40,6 +40,8 @@ def test_table_rows_columns_and_notes(tmp_path):
     assert "| iter 5 (0.00512M tokens) | iter 10 (0.0102M tokens) | model-base |" in md
     assert "Scores on a sample: LIMIT=20 documents per task" in md
     assert png_path.read_bytes().startswith(b"\x89PNG")
+    ranges = _plot(collect(lm_eval), tmp_path / "again.png")
+    assert ranges["acc"] == (0, 1) and ranges["perplexity"][1] > 1  # fractions stay in [0, 1]
     said = "\n".join(notes(lm_eval))
     assert "heldout_lastword acc is 0.0000 at every checkpoint" in said
     assert "heldout_lastword perplexity: its standard error exceeds its value" in said
