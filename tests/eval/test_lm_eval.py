@@ -75,13 +75,13 @@ def test_researcher_settings_keep_exports_and_log(tp_pp_run, exported, tmp_path)
     out = tmp_path / "out"
     shutil.copytree(exported, out / "hf" / "iter_0000002")  # an export to score, then delete
     log = eval_ok("eval", f"RUN={tp_pp_run}", "ITER=2", f"OUT={out}", "KEEP_EXPORTS=0",
-                  "TASKS=heldout_lastword,heldout_perplexity", "LIMIT=4", "DOCS=20",
+                  "TASKS=heldout_lastword,heldout_perplexity", "LIMIT=2", "DOCS=10",
                   "NUM_FEWSHOT=1", "DTYPE=bfloat16", "BATCH=auto")  # fmt: skip
     assert not (out / "hf" / "iter_0000002").exists() and "KEEP_EXPORTS=0: deleted" in log
     record = json.loads((out / "lm_eval" / "iter_0000002" / "results.json").read_text())
     assert record["n-shot"] == {"heldout_lastword": 1, "heldout_perplexity": 0}
-    assert (record["dtype"], record["batch_size"], record["limit"]) == ("bfloat16", "auto", 4)
-    assert "Scores on a sample: LIMIT=4 documents per task" in log
+    assert (record["dtype"], record["batch_size"], record["limit"]) == ("bfloat16", "auto", 2)
+    assert "Scores on a sample: LIMIT=2 documents per task" in log
     assert "Transformer Engine" not in log and "Traceback" not in log
     logs = list((out / "lm_eval" / "logs").glob("eval-*.log"))
     assert len(logs) == 1 and "Generating test split" in logs[0].read_text()
