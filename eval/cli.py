@@ -235,8 +235,8 @@ def cmd_eval(s: dict) -> int:
 
 
 def cmd_scores(s: dict) -> int:
-    """The table, plot and notes of ``<out>/lm_eval/*/results.json`` again (no model): after
-    the eval job's parallel lanes, or results copied from elsewhere."""
+    """The table, plot and notes of ``<out>/lm_eval/*/results.json`` again (no model), and the
+    run's TensorBoard/W&B scores: after the eval job's parallel lanes, or copied results."""
     from eval.scores import notes, write_scores
 
     out = Path(s["OUT"]).resolve() if "OUT" in s else resolve_run(s["RUN"])
@@ -244,6 +244,10 @@ def cmd_scores(s: dict) -> int:
     if not written:
         raise EvalError(f"no results under {out / 'lm_eval'}; run make eval first")
     print(written[1].read_text() + "\n".join(notes(out / "lm_eval")))
+    if "OUT" not in s:  # the run's own results: into its TensorBoard and W&B run too
+        from eval.score_log import log_scores
+
+        log_scores(out)
     print("wrote " + ", ".join(map(str, written)))
     return 0
 

@@ -38,8 +38,8 @@ from eval.device import check_device, resolve_device
 from eval.hf_model import hub_hint, resolve
 from eval.lm_models import DTYPES, Target, default_dtype, lm_args
 from eval.rundir import REPO, EvalError, RunDir
-from eval.score_log import to_tensorboard, to_wandb
-from eval.scores import collect, notes, write_scores
+from eval.score_log import log_scores
+from eval.scores import notes, write_scores
 from eval.taskdata import LOCAL_TASKS, RENAMED, build_tasks
 
 
@@ -243,12 +243,6 @@ def run_harness(run: RunDir | None, cfg: HarnessConfig, print_fn=print) -> list[
     for line in notes(cfg.out_dir / "lm_eval"):
         print_fn(line)
     if run is not None and cfg.out_dir == run.path and not cfg.model:  # next to its curves
-        table = collect(cfg.out_dir / "lm_eval")
-        if tb := to_tensorboard(run.path, table):
-            print_fn(f"scores against tokens seen: TensorBoard {tb}")
-        if wb := to_wandb(run.path, table):
-            print_fn(
-                f"scores against tokens seen: W&B run {wb} (offline: wandb sync {run.path}/wandb/wandb/offline-run-*)"
-            )
+        log_scores(run.path, print_fn)
     print_fn("wrote " + ", ".join(str(p) for p in written))
     return written

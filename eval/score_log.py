@@ -72,3 +72,15 @@ def to_wandb(run_dir: Path, table: dict) -> str | None:
         run.log({"tokens_seen": tokens, **values})
     run.finish()
     return run.id
+
+
+def log_scores(run_dir: Path, print_fn=print) -> None:
+    """Both, from ``<run_dir>/lm_eval/*/results.json``, saying where they went."""
+    from eval.scores import collect
+
+    table = collect(run_dir / "lm_eval")
+    if tb := to_tensorboard(run_dir, table):
+        print_fn(f"scores against tokens seen: TensorBoard {tb}")
+    if wb := to_wandb(run_dir, table):
+        print_fn(f"scores against tokens seen: W&B run {wb} (offline: wandb sync "
+                 f"{run_dir}/wandb/wandb/offline-run-*)")  # fmt: skip

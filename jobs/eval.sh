@@ -13,9 +13,9 @@
 # round-robin to GPUS lanes (default: the GPUs nvidia-smi lists); each lane is one
 # `python -m eval eval ITER=<its checkpoints> DEVICE=cuda` on its own GPU (it exports, then scores,
 # each of them), and when every lane is done `python -m eval scores` rebuilds the table and plot
-# from all results. The make eval settings (RUN ITER TASKS NUM_FEWSHOT LIMIT BATCH DTYPE DOCS
-# KEEP_EXPORTS OUT) travel as the job's environment (a TASKS list has commas, which qsub -v and
-# sbatch --export cannot pass plainly):
+# from all results and adds them to the run's TensorBoard and W&B run. The make eval settings
+# (RUN ITER TASKS NUM_FEWSHOT LIMIT BATCH DTYPE DOCS KEEP_EXPORTS OUT) travel as the job's
+# environment (a TASKS list has commas, which qsub -v and sbatch --export cannot pass plainly):
 #   export RUN=8b-jreg TASKS=hellaswag,arc_easy NUM_FEWSHOT=5 KEEP_EXPORTS=0
 #   qsub -P <group> -V jobs/eval.sh          (PBS, e.g. ABCI)
 #   sbatch --export=ALL jobs/eval.sh         (Slurm)
@@ -89,7 +89,9 @@ if [[ $dry_run != 0 ]]; then exit 0; fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 pids=()
 for ((g = 0; g < lanes; g++)); do
-  CUDA_VISIBLE_DEVICES=$g bash -c "${lane_cmds[g]}" >"$run_dir/logs/$jobid.eval.gpu$g.log" 2>&1 &
+  # W&B once, from the scores step below (lanes writing one W&B run at the same time could clash)
+  CUDA_VISIBLE_DEVICES=$g WANDB_MODE=disabled bash -c "${lane_cmds[g]}" \
+    >"$run_dir/logs/$jobid.eval.gpu$g.log" 2>&1 &
   pids+=($!)
 done
 failed=0
