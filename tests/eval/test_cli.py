@@ -107,3 +107,12 @@ def test_eval_model_is_a_baseline_column_with_lm_evals_defaults(tmp_path):
     assert (target.label, target.folder, target.export) == ("model-Baseline-1B",) * 2 + ({},)
     args = lm_args(target, device="cpu", dtype="float32", batch_size="auto")
     assert "add_bos_token" not in args and "prefix_token_id" not in args
+
+
+def test_old_local_task_names_still_run_under_the_new_ones(tmp_path):
+    from eval.harness import HarnessConfig
+
+    cfg = HarnessConfig(iterations=[], out_dir=tmp_path, tasks=["heldout_lambada", "hellaswag"])
+    assert cfg.tasks == ["heldout_lastword", "hellaswag"]
+    assert HarnessConfig(iterations=[], out_dir=tmp_path).tasks == [
+        "heldout_lastword", "heldout_perplexity"]  # fmt: skip
