@@ -10,6 +10,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TRACKER = "latest_checkpointed_iteration.txt"
 """Megatron's tracker file in a checkpoint folder: the latest complete iteration."""
+WANDB_ID = Path("wandb") / "run_id"
+"""A run's W&B id, relative to the run directory (made by launcher.wandb_run, read by eval)."""
 
 
 def run_dir(run: str) -> Path:

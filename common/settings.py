@@ -12,6 +12,7 @@ DEFAULT_LAMBDA = 0.1
 DEFAULT_WEIGHTS = "uniform"
 DEFAULT_SEED = 1234
 DEFAULT_DATA = "data/default"
+DEFAULT_WANDB_PROJECT = "jreg"  # WANDB_PROJECT when unset: training (launcher) and eval scores
 
 
 def parse_settings(

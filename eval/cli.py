@@ -12,9 +12,11 @@ from pathlib import Path
 
 from common.settings import int_setting
 from common.settings import parse_settings as _parse
-from eval.rundir import EvalError, RunDir, load_run, resolve_run
+from eval.console_log import library_output_to
+from eval.rundir import REPO, EvalError, RunDir, load_run, resolve_run
 
 DEFAULT_RUN = "tiny-jreg"  # what `make pretrain` with no settings trains
+HF_DIR = REPO / "runs" / "hf"  # MODEL= results without a run: runs/hf/<name>/
 COMMON = {
     "RUN": f"run name under runs/, or a path (default {DEFAULT_RUN})",
     "OUT": "output root (default: the run dir)",
@@ -49,12 +51,20 @@ COMMANDS = {
     "eval": {
         **COMMON,
         "ITER": "all (default) | latest | 100,200",
-        "TASKS": "comma list (default heldout_lambada,heldout_wikitext); lm-eval names accepted",
-        "LIMIT": "documents per task (default: all)",
-        "BATCH": "lm-eval batch size (default 8)",
+        "TASKS": "comma list of lm-eval tasks or groups (default heldout_perplexity,"
+        "heldout_lastword, from the run's held-out split)",
+        "NUM_FEWSHOT": "few-shot examples, for the tasks that allow them (default: each task's)",
+        "LIMIT": "documents per task (default: all); the scores then say they are a sample",
+        "BATCH": "lm-eval batch size or auto (default 8)",
+        "DTYPE": "float32 | bfloat16 | float16 (default bfloat16 on GPU, float32 on CPU)",
+        "MODEL": "a HF model folder or hub id scored with the same settings (a baseline); its "
+        "column joins RUN's table when RUN is given",
+        "KEEP_EXPORTS": "0: delete each checkpoint's export once scored (default 1)",
         "DOCS": "held-out documents used to build the local tasks (default 500)",
         "DEVICE": "cpu | cuda (default: cuda when available)",
     },
+    "scores": {**COMMON},
+    "checkpoints": {"RUN": COMMON["RUN"], "ITER": "all (default) | latest | 100,200"},
 }
 
 
@@ -65,8 +75,8 @@ def parse_settings(command: str, argv: list[str]) -> dict[str, str]:
     return out
 
 
-def _flag(settings: dict, key: str) -> bool:
-    value = settings.get(key, "0")
+def _flag(settings: dict, key: str, default: str = "0") -> bool:
+    value = settings.get(key, default)
     if value not in ("0", "1"):
         raise EvalError(f"{key} must be 0 or 1, got {value!r}")
     return value == "1"
@@ -173,26 +183,87 @@ def cmd_export(s: dict) -> int:
     return 0
 
 
-def cmd_eval(s: dict) -> int:
-    run = load_run(s["RUN"])
-    iterations = run.select(s.get("ITER", "all"))
-    from eval.harness import HarnessConfig, run_harness
+def _eval_source(s: dict) -> tuple[RunDir | None, list[int], Path]:
+    """(run, checkpoints, output root) of ``eval``. With ``MODEL=`` the run (RUN=, else the run
+    an export came from, else the default run if it exists) only gives the local tasks' text
+    and the table the model's column joins; without one, results go to ``runs/hf/<name>/``."""
+    if "MODEL" not in s:
+        run = load_run(s["RUN"])
+        return run, run.select(s.get("ITER", "all")), _out(s, run)
+    from eval.hf_model import resolve
 
-    cfg = HarnessConfig(
-        iterations=iterations, out_dir=_out(s, run),
+    if "ITER" in s:
+        raise EvalError("ITER applies to RUN=, not MODEL=")
+    _, name, export = resolve(s["MODEL"])
+    source = export.get("run")
+    run = None
+    if s["RUN"] != DEFAULT_RUN:
+        run = load_run(s["RUN"])
+    elif source and Path(source).is_dir():
+        run = load_run(source)
+    elif (resolve_run(DEFAULT_RUN) / "run_config.json").is_file():
+        run = load_run(DEFAULT_RUN)
+    out = Path(s["OUT"]).resolve() if "OUT" in s else run.path if run else HF_DIR / name
+    return run, [], out
+
+
+def cmd_eval(s: dict) -> int:
+    from eval.harness import HarnessConfig, run_harness
+    from eval.taskdata import LOCAL_TASKS
+
+    batch = s.get("BATCH", "8")
+    settings = dict(
         tasks=[t.strip() for t in s.get("TASKS", "").split(",") if t.strip()] or None,
-        limit=_int(s, "LIMIT", None), batch_size=_int(s, "BATCH", 8),
+        limit=_int(s, "LIMIT", None), batch_size=batch if batch == "auto" else _int(s, "BATCH", 8),
         num_docs=_int(s, "DOCS", 500), device=s.get("DEVICE", ""),
+        num_fewshot=int_setting(s, "NUM_FEWSHOT", None, EvalError, minimum=0),
+        dtype=s.get("DTYPE", ""), model=s.get("MODEL"), keep_exports=_flag(s, "KEEP_EXPORTS", "1"),
     )  # fmt: skip
-    run_harness(run, cfg)
+    HarnessConfig(iterations=[], out_dir=Path("."), **settings)  # every setting, before any file
+    run, iterations, out = _eval_source(s)
+    cfg = HarnessConfig(iterations=iterations, out_dir=out, **settings)
+    if run is None and any(t in LOCAL_TASKS for t in cfg.tasks):
+        raise EvalError(
+            f"the local tasks ({', '.join(LOCAL_TASKS)}) are built from a run's held-out split: "
+            "give RUN=, or TASKS= of lm-eval tasks"
+        )
+    with library_output_to(out / "lm_eval" / "logs") as say:
+        if run is not None and cfg.model:
+            say(f"MODEL={cfg.model}: local tasks from {run.path}, results next to its checkpoints'")
+        run_harness(run, cfg, print_fn=say)
     return 0
 
 
-HANDLERS = {"analyze": cmd_analyze, "plots": cmd_plots, "export": cmd_export, "eval": cmd_eval}
+def cmd_scores(s: dict) -> int:
+    """The table, plot and notes of ``<out>/lm_eval/*/results.json`` again (no model), and the
+    run's TensorBoard/W&B scores: after the eval job's parallel lanes, or copied results."""
+    from eval.scores import notes, write_scores
+
+    out = Path(s["OUT"]).resolve() if "OUT" in s else resolve_run(s["RUN"])
+    written = write_scores(out / "lm_eval")
+    if not written:
+        raise EvalError(f"no results under {out / 'lm_eval'}; run make eval first")
+    print(written[1].read_text() + "\n".join(notes(out / "lm_eval")))
+    if "OUT" not in s:  # the run's own results: into its TensorBoard and W&B run too
+        from eval.score_log import log_scores
+
+        log_scores(out)
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def cmd_checkpoints(s: dict) -> int:
+    """The complete checkpoints ``ITER=`` selects, one iteration a line (for job scripts)."""
+    print("\n".join(map(str, load_run(s["RUN"]).select(s.get("ITER", "all")))))
+    return 0
+
+
+HANDLERS = {"analyze": cmd_analyze, "plots": cmd_plots, "export": cmd_export, "eval": cmd_eval,
+            "scores": cmd_scores, "checkpoints": cmd_checkpoints}  # fmt: skip
 
 
 def usage() -> str:
-    lines = ["usage: python -m eval {analyze,plots,export,eval} KEY=value ..."]
+    lines = [f"usage: python -m eval {{{','.join(COMMANDS)}}} KEY=value ..."]
     for command, keys in COMMANDS.items():
         lines.append(f"  {command}: " + ", ".join(f"{k} ({v})" for k, v in keys.items()))
     return "\n".join(lines)

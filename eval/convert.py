@@ -14,6 +14,9 @@ like HF Llama's ``rotate_half``. The vocabulary is kept padded (see ``hf_config`
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from transformers import LlamaConfig as HFLlamaConfig
 
@@ -101,3 +104,29 @@ def hf_config(
         architectures=["LlamaForCausalLM"],
         **token_ids,
     )
+
+
+def legacy_keys(config: dict) -> dict:
+    """``config.json`` keys in transformers 4.x spelling next to the 5.x ones.
+
+    transformers 5 writes the RoPE base only inside ``rope_parameters`` and the dtype as
+    ``dtype``; a 4.x reader (older vLLM or lm-eval installs) looks up ``rope_theta`` and
+    ``torch_dtype`` and falls back to a base of 10000 without a word. Both spellings say the same.
+    """
+    out = dict(config)
+    rope = out.get("rope_parameters") or {}
+    if "rope_theta" in rope:
+        out["rope_theta"] = rope["rope_theta"]
+        if rope.get("rope_type", "default") == "default":
+            out.setdefault("rope_scaling", None)
+    if "dtype" in out:
+        out["torch_dtype"] = out["dtype"]
+    return out
+
+
+def write_hf_config(folder: Path, config: HFLlamaConfig) -> Path:
+    """``config.json`` of ``config`` in ``folder``, readable by transformers 4.x and 5.x."""
+    config.save_pretrained(folder)
+    path = folder / "config.json"
+    path.write_text(json.dumps(legacy_keys(json.loads(path.read_text())), indent=2) + "\n")
+    return path

@@ -1,9 +1,11 @@
 """``make export``: a run's checkpoint (any TP/PP layout) -> a Hugging Face LlamaForCausalLM folder.
 
 Loads the checkpoint into a one-process Megatron model (dist-checkpointing reshards), maps the
-weights with ``eval.convert`` and writes ``<out>/hf/iter_<N>/``: ``config.json``,
-``generation_config.json``, ``model.safetensors`` (sharded above 5 GB, with an index), every file
-of the dataset's tokenizer folder, and ``export.json`` (where it came from). The folder is written
+weights with ``eval.convert`` and writes ``<out>/hf/iter_<N>/``: ``config.json`` (read alike by
+transformers 4.x and 5.x), ``generation_config.json``, ``model.safetensors`` (sharded above 5 GB,
+with an index), the dataset's tokenizer folder set to add BOS exactly when the dataset's manifest
+says its documents start with one (``eval.export_tokenizer``), and ``export.json`` (where it came
+from, and the ``bos_prepended``/``prefix_token_id`` that ``make eval`` hands lm-eval). The folder is written
 under a temporary name and renamed when complete, so a half-written export is never mistaken for
 one.
 """
@@ -17,9 +19,10 @@ from pathlib import Path
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors.torch import save_file
-from transformers import AutoTokenizer, GenerationConfig
+from transformers import GenerationConfig
 
-from eval.convert import hf_config, hf_state_dict
+from eval.convert import hf_config, hf_state_dict, write_hf_config
+from eval.export_tokenizer import write_tokenizer
 from eval.rundir import RunDir
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -51,32 +54,28 @@ def export(run: RunDir, iteration: int, out_root: Path, dtype: str = "as-saved")
     weights = hf_state_dict(model.state_dict(), run.model)
     del model
     torch_dtype = next(iter(weights.values())).dtype
-    tokenizer = AutoTokenizer.from_pretrained(str(run.tokenizer_dir))
-    ids = {
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
     final = export_dir(out_root, iteration)
     tmp = final.with_name(final.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    hf_config(run.model, run.vocab_size, torch_dtype, ids).save_pretrained(tmp)
+    tok = write_tokenizer(run.tokenizer_dir, tmp, run.bos_prepended)
+    ids = {k: tok[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    write_hf_config(tmp, hf_config(run.model, run.vocab_size, torch_dtype, ids))
     GenerationConfig(
         bos_token_id=ids["bos_token_id"], eos_token_id=ids["eos_token_id"]
     ).save_pretrained(tmp)
     _save_weights(weights, tmp)
-    for src in sorted(run.tokenizer_dir.iterdir()):
-        if src.is_file():
-            shutil.copy2(src, tmp / src.name)
     record = {
         "run": str(run.path),
         "iteration": iteration,
         "checkpoint": str(run.checkpoint_dir(iteration)),
         "dtype": str(torch_dtype).removeprefix("torch."),
         "model_vocab_size": run.vocab_size,
-        "tokenizer_vocab_size": len(tokenizer),
+        "tokenizer_vocab_size": tok["tokenizer_vocab_size"],
         "vocab_note": "padded Megatron vocabulary kept: log-probabilities equal training's",
+        "bos_prepended": run.bos_prepended,
+        "prefix_token_id": tok["prefix_token_id"],
+        "tokens_seen": run.tokens_seen(iteration),
     }
     (tmp / "export.json").write_text(json.dumps(record, indent=2) + "\n")
     shutil.rmtree(final, ignore_errors=True)

@@ -53,7 +53,7 @@ def resolve(spec: str) -> tuple[str, str, dict]:
     return spec, spec.rsplit("/", 1)[-1], {}
 
 
-def _hub_hint(spec: str) -> str:
+def hub_hint(spec: str) -> str:
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     where = "the Hugging Face cache (HF_HOME)" + ("" if offline else " or hub")
     return (
@@ -73,7 +73,7 @@ def load(spec: str, dtype: str, dev):
     except (OSError, ValueError) as err:
         if local:
             raise EvalError(f"MODEL={spec}: unreadable config.json ({err})") from None
-        raise EvalError(_hub_hint(spec)) from None
+        raise EvalError(hub_hint(spec)) from None
     try:
         model = AutoModelForCausalLM.from_pretrained(
             spec, config=config, dtype=getattr(torch, dtype), low_cpu_mem_usage=True

@@ -43,9 +43,10 @@ def decision_depth(analysis: dict[str, list[dict]], path: Path) -> bool:
         dd = line["decision_depth"]
         for n, bucket in enumerate(dd["buckets"]):
             hist = dd["hist"][bucket]
+            depth = len(hist) - 1  # the mean is in layers (eval.depth): shown as l / L, the axis
             left.plot(_depths(len(hist)), hist, "o-", ms=3, color=f"C{n}",
                       label=f"{bucket} (n={dd['num_tokens'][bucket]:.0f}, "
-                            f"mean {dd['mean'][bucket]:.2f})")  # fmt: skip
+                            f"mean l/L {dd['mean'][bucket] / depth:.2f})")  # fmt: skip
         style(left, _DEPTH, "fraction of the bucket's tokens",
               f"{name}: decision depth by final-token frequency")  # fmt: skip
         share, over = dd["guess_share"]["top10"], dd["overturned"]["top10"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.files import REPO, TRACKER, read_jsonl
+from common.files import REPO, TRACKER, read_json, read_jsonl
 from common.files import run_dir as resolve_run
 from megatron_ext.config import LlamaConfig
 from megatron_ext.runconfig import RunConfig, RunConfigError, parse_flags
@@ -136,6 +136,15 @@ class RunDir:
     def tokenizer_dir(self) -> Path:
         """The dataset's tokenizer folder (loads with ``AutoTokenizer``)."""
         return Path(self.config.data.tokenizer_dir)
+
+    @property
+    def bos_prepended(self) -> bool:
+        """Documents in the training data start with BOS: the dataset manifest's decision
+        (``bos_prepended``); data prepared before it was recorded (or a run without the dataset
+        folder) had none, as ``make data`` has never prepended one."""
+        path = self.config.data.path
+        manifest = read_json(Path(path) / "manifest.json") if path else {}
+        return bool(manifest.get("bos_prepended", False))
 
     @property
     def bf16(self) -> bool:

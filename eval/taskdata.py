@@ -4,14 +4,18 @@ The test split's documents are read from its ``.bin/.idx`` with Megatron's ``Ind
 detokenized with the dataset's own tokenizer, so the tasks measure text the model never trained
 on, in the run's language and domain (no hub download). Written to ``<tasks_dir>/``:
 
-* ``heldout_wikitext.jsonl``: ``{"page": document}`` per document (rolling perplexity);
-* ``heldout_lambada.jsonl``: ``{"text": passage}``, consecutive passages of at least
+* ``heldout_perplexity.jsonl``: ``{"page": document}`` per document (rolling perplexity);
+* ``heldout_lastword.jsonl``: ``{"text": passage}``, consecutive passages of at least
   ``MIN_WORDS`` whitespace-separated words of context and a target word (words re-joined by
   single spaces, as in LAMBADA). As in LAMBADA, the target is a content word that the passage
   makes predictable: the first word after ``MIN_WORDS`` words of context that is alphabetic (3+
   letters; trailing punctuation is dropped), not a stop word (``STOP_WORDS``) and already occurs
   in the context (case-insensitive). The next passage starts after the target;
 * one YAML per task: the shipped definition with ``data_files`` made absolute.
+
+The names say what the tasks are, a held-out sample of the run's own data, so that no one takes
+the scores for the published LAMBADA or WikiText; results written under the first names
+(``RENAMED``) are read under the new ones.
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ from pathlib import Path
 
 import yaml
 
+from common.files import atomic_write_text
 from eval.rundir import EvalError, RunDir
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 LOCAL_TASKS = tuple(sorted(p.stem for p in TASKS_DIR.glob("*.yaml")))
+RENAMED = {"heldout_lambada": "heldout_lastword", "heldout_wikitext": "heldout_perplexity"}
+"""Old local task name -> new one."""
 MIN_WORDS = 40
 """Shortest context of a last-word passage (words before the target)."""
 MAX_WORDS = 150
@@ -94,15 +101,16 @@ def lastword_passages(text: str, min_words: int = MIN_WORDS, max_words: int = MA
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    # atomic: the eval job's parallel lanes write the same files while others read them
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def build_tasks(run: RunDir, tasks_dir: Path, num_docs: int) -> dict[str, int]:
     """Write the local tasks' data and bound YAMLs; returns documents per task."""
     docs = documents(run, "test", num_docs)
     rows = {
-        "heldout_wikitext": [{"page": d} for d in docs],
-        "heldout_lambada": [{"text": p} for d in docs for p in lastword_passages(d)],
+        "heldout_perplexity": [{"page": d} for d in docs],
+        "heldout_lastword": [{"text": p} for d in docs for p in lastword_passages(d)],
     }
     tasks_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
@@ -113,6 +121,6 @@ def build_tasks(run: RunDir, tasks_dir: Path, num_docs: int) -> dict[str, int]:
         _write_jsonl(data, rows[name])
         spec = yaml.safe_load((TASKS_DIR / f"{name}.yaml").read_text())
         spec["dataset_kwargs"]["data_files"] = {"test": str(data)}
-        (tasks_dir / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        atomic_write_text(tasks_dir / f"{name}.yaml", yaml.safe_dump(spec, sort_keys=False))
         counts[name] = len(rows[name])
     return counts

@@ -6,6 +6,7 @@ import os
 import sys
 
 from common.files import REPO
+from launcher import wandb_run
 from launcher.planner import Plan
 from megatron_ext.config import megatron_flags
 
@@ -47,8 +48,7 @@ def megatron_args(p: Plan) -> list[str]:
         "--ckpt-format", "torch_dist",
         "--tensorboard-dir", str(run_dir / "tensorboard"), "--tensorboard-log-interval", "1",
         "--log-timers-to-tensorboard", "--log-validation-ppl-to-tensorboard",
-        "--wandb-project", "jreg", "--wandb-exp-name", run_dir.name,
-        "--wandb-save-dir", str(run_dir / "wandb"),
+        *wandb_run.flags(run_dir, os.environ),
         "--jreg-reg", p.reg, "--jreg-lambda", str(p.lam), "--jreg-weights", p.weights,
         "--run-dir", str(run_dir),
         "--distributed-timeout-seconds-after-init", str(p.collective_timeout),
@@ -118,6 +118,7 @@ def run_env(p: Plan, v: dict) -> dict[str, str]:
     if "WANDB_MODE" not in env and "WANDB_API_KEY" not in env:
         env["WANDB_MODE"] = "offline"
     env.setdefault("WANDB_SILENT", "true")
+    env.update(wandb_run.environment(p.run_dir, env))  # one W&B run per training run
     if p.num_gpus:
         env.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", "1")  # TP/SP comm-compute ordering
     else:

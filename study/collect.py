@@ -15,6 +15,7 @@ from pathlib import Path
 
 from common.files import read_jsonl
 from eval.rundir import ANALYSIS_FILE
+from eval.taskdata import RENAMED
 from megatron_ext.metrics import jump_rate
 from megatron_ext.runconfig import parse_flags
 from study.settings import LOG_FILE, RunSpec, StudySettings
@@ -31,6 +32,7 @@ def scores(run_dir: Path, iteration: int | None) -> dict[str, float]:
         return {}
     out = {}
     for task, metrics in json.loads(path.read_text()).get("results", {}).items():
+        task = RENAMED.get(task, task)  # results written before the local tasks were renamed
         for key, value in metrics.items():
             name = key.split(",")[0]
             if "stderr" in name or name in ("alias", "sample_len"):

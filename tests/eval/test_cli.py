@@ -68,3 +68,51 @@ def test_lm_eval_side_never_patches_torch():
             "sys.exit(3 if cpu_compat.is_enabled() or 'eval.megatron_io' in sys.modules else 0)")  # fmt: skip
     rc, out = run_checked([sys.executable, "-c", code], timeout=120)
     assert rc == 0, out[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["BATCH=big"], "error: BATCH must be an integer, got 'big'"),
+     (["DTYPE=fp8"], "error: DTYPE must be one of float32, bfloat16, float16, got 'fp8'"),
+     (["NUM_FEWSHOT=-1"], "error: NUM_FEWSHOT must be"),
+     (["KEEP_EXPORTS=2"], "error: KEEP_EXPORTS must be 0 or 1"),
+     (["MODEL=/no/such/model"], "error: MODEL=/no/such/model: no such folder"),
+     (["MODEL=org/name", "ITER=5"], "error: ITER applies to RUN=, not MODEL=")],
+)  # fmt: skip
+def test_bad_eval_settings_in_process(tmp_path, capsys, args, message):
+    """The settings make eval adds are checked before any file is read or written."""
+    from eval.cli import main
+
+    assert main(["eval", f"OUT={tmp_path}", *args]) == 2
+    assert last_line(capsys.readouterr().err).startswith(message)
+    assert not list(tmp_path.iterdir())
+
+
+def test_eval_model_is_a_baseline_column_with_lm_evals_defaults(tmp_path):
+    """MODEL=<folder> with RUN=: the run gives the local tasks' text and the table; a model that
+    is not our export keeps lm-eval's tokenizer defaults (its own BOS convention)."""
+    from eval.cli import _eval_source, parse_settings
+    from eval.harness import HarnessConfig, _targets
+    from eval.lm_models import lm_args
+
+    run = fake_run(tmp_path)
+    model = tmp_path / "Baseline-1B"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    s = parse_settings("eval", [f"MODEL={model}", f"RUN={run}"])
+    source, iterations, out = _eval_source(s)
+    assert (source.path, iterations, out) == (run, [], run)
+    cfg = HarnessConfig(iterations=[], out_dir=out, model=str(model))
+    (target,) = _targets(source, cfg, print)
+    assert (target.label, target.folder, target.export) == ("model-Baseline-1B",) * 2 + ({},)
+    args = lm_args(target, device="cpu", dtype="float32", batch_size="auto")
+    assert "add_bos_token" not in args and "prefix_token_id" not in args
+
+
+def test_old_local_task_names_still_run_under_the_new_ones(tmp_path):
+    from eval.harness import HarnessConfig
+
+    cfg = HarnessConfig(iterations=[], out_dir=tmp_path, tasks=["heldout_lambada", "hellaswag"])
+    assert cfg.tasks == ["heldout_lastword", "hellaswag"]
+    assert HarnessConfig(iterations=[], out_dir=tmp_path).tasks == [
+        "heldout_lastword", "heldout_perplexity"]  # fmt: skip

@@ -48,6 +48,10 @@ def test_export_folder_is_complete(tp_pp_run, exported):
     assert config["vocab_size"] == launch["vocab"]  # padded vocabulary kept (see eval.convert)
     record = json.loads((exported / "export.json").read_text())
     assert record["iteration"] == 2 and record["checkpoint"].endswith("iter_0000002")
+    # the manifest's BOS decision and what conditions a text's first token (eval.export_tokenizer)
+    assert record["bos_prepended"] is False and record["prefix_token_id"] == config["eos_token_id"]
+    assert config["rope_theta"] == config["rope_parameters"]["rope_theta"]  # 4.x readers
+    assert config["torch_dtype"] == config["dtype"]
     assert not exported.with_name("iter_0000002.partial").exists()
     data_tok = load_run(str(tp_pp_run)).tokenizer_dir
     ours, theirs = AutoTokenizer.from_pretrained(exported), AutoTokenizer.from_pretrained(data_tok)

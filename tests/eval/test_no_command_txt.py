@@ -21,5 +21,7 @@ def test_eval_targets_work_without_command_txt(tmp_path, eval_run):
     assert (run / "analysis.jsonl").is_file()
     eval_ok("export", f"RUN={run}", "ITER=10")
     assert (run / "hf" / "iter_0000010" / "model.safetensors").is_file()
-    eval_ok("eval", f"RUN={run}", "ITER=10", "TASKS=heldout_lambada", "LIMIT=4", "DOCS=20")
+    eval_ok(
+        "eval", f"RUN={run}", "ITER=10", "TASKS=heldout_lambada", "LIMIT=4", "DOCS=20"
+    )  # an old name: still accepted
     assert (run / "lm_eval" / "scores.csv").is_file()

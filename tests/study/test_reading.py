@@ -97,7 +97,7 @@ def test_report_from_files(tmp_path):
     assert "| 4 | 1 | 0 | 0 |" in text  # zeta_4 of none (D rises 0.01), jreg and jreg-final
     assert "| 3 | 1 | 0 | 2 |" in text  # zeta_3: final-only's rise at layer 3 (0.02)
     assert "| none | 30 | 30720 | 5.1 | " + f"{math.exp(5.1):.5g} |" in text
-    assert "heldout_lambada acc" in text and "stderr" not in text
+    assert "heldout_lastword acc" in text and "stderr" not in text  # old results: new name
     assert PLACEHOLDER in text and "| none | 4 x 128 | 30 / 30 |" in text  # the pilot
     # none-seed7 stopped at iteration 10 of 30: shown, but not one of the seeds
     assert "| none-seed7 (unfinished) | 10 |" in text and "| D_L | none | 1 (1234) |" in text

@@ -48,7 +48,7 @@ def test_study_smoke_all_stages_then_resume(tmp_path, smoke_data):
     assert "| D_L | none | 2 (1234, 1235) |" in text
     assert "D_L grows monotonically over checkpoints: " in text
     assert "Final-only moves the jump to layer L-1 = 3: " in text
-    assert "heldout_lambada acc" in text
+    assert "heldout_lastword acc" in text
     mtimes = {p: p.stat().st_mtime for p in root.glob("*/checkpoints/iter_*/*")}
 
     # again, with a pilot: nothing is retrained, analysed or evaluated a second time
