@@ -26,8 +26,8 @@ from launcher.planner import Plan, completed_iteration, plan
 from launcher.settings import LaunchError, parse_vars
 from launcher.watch import TorchrunWatch
 from megatron_ext import faults
-from megatron_ext.jreg import layer_weights, parse_schedule
 from megatron_ext.runconfig import RUN_CONFIG, DataConfig, RunConfig, with_args
+from megatron_ext.schedules import parse_schedule, weights
 
 
 def describe_weights(p: Plan) -> str:
@@ -35,7 +35,7 @@ def describe_weights(p: Plan) -> str:
     if p.reg == "none":
         return ""
     name, kw = parse_schedule(p.weights)
-    w = layer_weights(p.model.num_layers, name, **kw).tolist()
+    w = weights(p.model.num_layers, name, **kw)
     return f" [w_1..w_{len(w)}: {' '.join(f'{x:.4g}' for x in w)}]"
 
 

@@ -19,8 +19,9 @@ from launcher.settings import LaunchError, int_var, lambda_var, reg_names, time_
 from megatron_ext import faults
 from megatron_ext.config import LlamaConfig, ParallelConfig, TrainConfig, te_available
 from megatron_ext.device import cluster_without_gpu
-from megatron_ext.jreg import layer_weights, parse_schedule
 from megatron_ext.resume import last_checkpoint
+from megatron_ext.schedules import parse_schedule
+from megatron_ext.schedules import weights as layer_weights
 from recipes import parallel_defaults, size_recipe
 
 

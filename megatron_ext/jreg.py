@@ -17,9 +17,9 @@ and ``displacement``/``relative_l2`` below are that call.
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from megatron_ext.schedules import SCHEDULES, parse_schedule, weights  # noqa: F401
 
 # Norms below EPS are clamped, as in ``torch.nn.functional.cosine_similarity``: a zero vector gives
 # a finite displacement (cos = 0, Psi = 0.5) instead of NaN.
@@ -122,77 +122,7 @@ def relative_l2(h_in: torch.Tensor, h_out: torch.Tensor, *, impl: str = "auto") 
     return _registered("l2rel")(h_in, h_out, impl=impl)
 
 
-_SCHEDULE_PARAMS = {
-    "uniform": {},
-    "final": {},
-    "last_k": {"k": None},
-    "linear": {},
-    "exp": {"k": 0.25},
-}
-SCHEDULES = tuple(_SCHEDULE_PARAMS)
-
-
 def layer_weights(num_layers: int, schedule: str = "uniform", **kw: float) -> torch.Tensor:
-    """Layer-weight schedule w_1..w_L (float64, sums to 1).
-
-    Schedules: ``uniform``; ``final`` (last layer only); ``last_k`` (uniform over the last ``k``
-    layers, ``k`` required); ``linear`` (w_l proportional to l); ``exp`` (w_l = exp(k l) /
-    sum_i exp(k i), ``k`` default 0.25 as in the self-distillation paper).
-
-    Raises:
-        ValueError: unknown schedule, unknown or invalid parameter.
-    """
-    if schedule not in _SCHEDULE_PARAMS:
-        raise ValueError(
-            f"unknown layer-weight schedule {schedule!r}; valid: {', '.join(SCHEDULES)}"
-        )
-    if not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
-    allowed = _SCHEDULE_PARAMS[schedule]
-    unknown = set(kw) - set(allowed)
-    if unknown:
-        valid = ", ".join(allowed) or "none"
-        raise ValueError(
-            f"schedule {schedule!r} takes no parameter {', '.join(sorted(unknown))}; valid: {valid}"
-        )
-    params = {**allowed, **kw}
-    layer = torch.arange(1, num_layers + 1, dtype=torch.float64)
-    if schedule == "uniform":
-        w = torch.ones(num_layers, dtype=torch.float64)
-    elif schedule == "final":
-        w = (layer == num_layers).double()
-    elif schedule == "last_k":
-        k = params["k"]
-        if k is None or int(k) != k or not 1 <= k <= num_layers:
-            raise ValueError(
-                f"last_k needs an integer k in 1..{num_layers} (e.g. last_k:2), got {k}"
-            )
-        w = (layer > num_layers - int(k)).double()
-    elif schedule == "linear":
-        w = layer
-    else:
-        k = float(params["k"])
-        if not math.isfinite(k):
-            raise ValueError(f"exp schedule needs a finite k, got {k}")
-        w = torch.softmax(k * layer, dim=0)
-    return w / w.sum()
-
-
-def parse_schedule(spec: str) -> tuple[str, dict[str, float]]:
-    """Parse a ``WEIGHTS`` string such as ``uniform``, ``last_k:2`` or ``exp:0.5``.
-
-    The single optional parameter after ``:`` is the schedule's ``k``.
-    """
-    name, _, arg = spec.partition(":")
-    if name not in _SCHEDULE_PARAMS:
-        raise ValueError(f"unknown layer-weight schedule {name!r}; valid: {', '.join(SCHEDULES)}")
-    if not arg:
-        return name, {}
-    if "k" not in _SCHEDULE_PARAMS[name]:
-        raise ValueError(f"schedule {name!r} takes no parameter (got {spec!r})")
-    try:
-        return name, {"k": float(arg)}
-    except ValueError:
-        raise ValueError(
-            f"schedule parameter must be a number, got {spec!r} (e.g. exp:0.25)"
-        ) from None
+    """Layer-weight schedule w_1..w_L as a float64 tensor (``megatron_ext.schedules.weights``,
+    which holds the schedules and their checks without torch, for the launcher)."""
+    return torch.tensor(weights(num_layers, schedule, **kw), dtype=torch.float64)
