@@ -81,3 +81,45 @@ def smoke_data(tmp_path_factory) -> Path:
         return out / "smoke"
 
     return once(tmp_path_factory, "smoke_data", build)
+
+
+# The reference training every "same start" comparison reads: tiny, REG=jreg (LAMBDA 0.5, so the
+# penalty's gradient is not negligible), 3 iterations, one line per iteration, no checkpoint.
+REFERENCE_SETTINGS = dict(REG="jreg", LAMBDA=0.5, ITERS=3, LOG_INTERVAL=1, SAVE_INTERVAL=100)
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory, smoke_data) -> Path:
+    """One process, REFERENCE_SETTINGS, trained once per session (read-only: metrics.jsonl)."""
+
+    def build(folder: Path) -> Path:
+        from tests.helpers import run_checked
+
+        run_dir = folder / "run"
+        cmd = [sys.executable, "-m", "launcher", f"RUN={run_dir}", f"DATA={smoke_data}"]
+        code, out = run_checked(cmd + [f"{k}={v}" for k, v in REFERENCE_SETTINGS.items()], 400)
+        assert code == 0, out[-5000:]
+        return run_dir
+
+    return once(tmp_path_factory, "reference_run", build)
+
+
+@pytest.fixture(scope="session")
+def reference_values(tmp_path_factory, smoke_data) -> tuple[dict, Path]:
+    """tests/pretrain_reference.py for the reference run's model and first batch: its iteration-1
+    values (loss, D per layer) and the saved hidden states h_0..h_L of each microbatch."""
+    import json
+
+    def build(folder: Path) -> Path:
+        from tests.helpers import torchrun
+
+        vocab = json.loads((smoke_data / "manifest.json").read_text())["tokenizer"]["vocab_size"]
+        hidden = folder / "hidden.pt"
+        out = torchrun(1, "tests.pretrain_reference", [
+            "--data", str(smoke_data), "--iters", str(REFERENCE_SETTINGS["ITERS"]),
+            "--vocab", str(-(-vocab // 1024) * 1024), "--save-hidden", str(hidden)])  # fmt: skip
+        (folder / "values.json").write_text(out.strip().splitlines()[-1])
+        return folder
+
+    folder = once(tmp_path_factory, "reference_values", build)
+    return json.loads((folder / "values.json").read_text()), folder / "hidden.pt"

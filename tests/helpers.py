@@ -27,11 +27,14 @@ def free_port() -> int:
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    """Environment for child processes: bytecode cache on, one thread per rank, repo importable."""
+    """Environment for child processes: bytecode cache on, one thread per rank, repo importable,\n    W&B off unless ``extra`` sets ``WANDB_MODE``."""
     env = dict(os.environ)
     env["PYTHONDONTWRITEBYTECODE"] = ""
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    # W&B's offline service costs each training start ~8 s: off unless a test asks for it
+    # (the tests of W&B's own files and of stopping a run pass WANDB_MODE=offline)
+    env.setdefault("WANDB_MODE", "disabled")
     env.update(extra)
     return env
 

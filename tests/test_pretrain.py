@@ -12,7 +12,8 @@ import sys
 import psutil
 import pytest
 
-from tests.helpers import REPO, run_checked, subprocess_env, torchrun, wait_for_iteration
+from tests.conftest import REFERENCE_SETTINGS
+from tests.helpers import REPO, run_checked, subprocess_env, wait_for_iteration
 
 LAUNCH = [sys.executable, "-m", "launcher"]
 KEYS = {"iteration", "tokens", "lm_loss", "jreg_loss", "D", "jump_ratio", "S_model", "zeta_L",
@@ -44,7 +45,7 @@ def test_default_pretrain_path(tmp_path):
     run_dir = tmp_path / "default"
     cmd = ["make", "-s", "-C", str(REPO), "pretrain", f"RUN={run_dir}", "ITERS=6",
            "SAVE_INTERVAL=3", "LOG_INTERVAL=2"]  # fmt: skip
-    code, out = run_checked(cmd, timeout=900)
+    code, out = run_checked(cmd, timeout=600, WANDB_MODE="offline")
     assert code == 0, out[-5000:]
     assert "SIZE=tiny REG=jreg" in out and "CPU (gloo)" in out
     assert (
@@ -90,18 +91,18 @@ def test_default_pretrain_path(tmp_path):
 
 
 @pytest.mark.slow
-def test_jreg_vs_none_same_start_and_logged_loss_equals_reference(tmp_path, smoke_data):
-    settings = dict(ITERS=3, LOG_INTERVAL=1, SAVE_INTERVAL=100)
-    jreg = train_lines(train(tmp_path / "jreg", smoke_data, REG="jreg", LAMBDA=0.5, **settings))
-    none = train_lines(train(tmp_path / "none", smoke_data, REG="none", **settings))
+def test_jreg_vs_none_same_start_and_logged_loss_equals_reference(
+    tmp_path, smoke_data, reference_run, reference_values
+):
+    jreg = train_lines(read_metrics(reference_run))  # REG=jreg LAMBDA=0.5, 3 iterations
+    none = train_lines(
+        train(tmp_path / "none", smoke_data, **{**REFERENCE_SETTINGS, "REG": "none"})
+    )
     assert jreg[0]["lm_loss"] == none[0]["lm_loss"]  # same init, same first batch
     # step 1 is LR warmup's lr=0; step 2 applies different gradients
     assert jreg[2]["lm_loss"] != none[2]["lm_loss"]
     assert none[0]["jreg_loss"] == pytest.approx(jreg[0]["jreg_loss"], rel=1e-6)  # same model
-    vocab = json.loads((smoke_data / "manifest.json").read_text())["tokenizer"]["vocab_size"]
-    out = torchrun(1, "tests.pretrain_reference", ["--data", str(smoke_data), "--iters", "3",
-                                                   "--vocab", str(-(-vocab // 1024) * 1024)])  # fmt: skip
-    ref = json.loads(out.strip().splitlines()[-1])
+    ref, _ = reference_values
     assert jreg[0]["lm_loss"] == pytest.approx(ref["lm_loss"], rel=1e-5)
     assert jreg[0]["D"] == pytest.approx(ref["D"], rel=1e-5)
     weights = [1 / 4] * 4  # WEIGHTS=uniform
@@ -110,21 +111,16 @@ def test_jreg_vs_none_same_start_and_logged_loss_equals_reference(tmp_path, smok
     assert jreg[0]["jreg_loss_scaled"] == pytest.approx(0.5 * expected, rel=1e-5)
 
 
-START = dict(ITERS=2, LOG_INTERVAL=1, SAVE_INTERVAL=100)
-
-
-@pytest.fixture(scope="module")
-def tp1_start(tmp_path_factory, smoke_data):
-    return train_lines(train(tmp_path_factory.mktemp("tp1"), smoke_data, **START))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "layout", [{"TP": 2}, {"PP": 2}, {"PP": 2, "VPP": 2}], ids=["tp2", "pp2", "pp2_vpp2"]
 )
-def test_two_process_layouts_start_like_tp1(tmp_path, smoke_data, tp1_start, layout):
-    other = train_lines(train(tmp_path / "other", smoke_data, NPROC=2, **layout, **START))
-    for a, b in zip(tp1_start, other, strict=True):
+def test_two_process_layouts_start_like_tp1(tmp_path, smoke_data, reference_run, layout):
+    tp1 = train_lines(read_metrics(reference_run))
+    other = train_lines(
+        train(tmp_path / "other", smoke_data, NPROC=2, **layout, **REFERENCE_SETTINGS)
+    )
+    for a, b in zip(tp1, other, strict=True):
         assert b["lm_loss"] == pytest.approx(a["lm_loss"], rel=1e-5)
         assert b["D"] == pytest.approx(a["D"], rel=1e-4)
 

@@ -4,7 +4,6 @@ equals an independent single-process reference of the same model at iteration 1.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import uuid
@@ -12,7 +11,7 @@ import uuid
 import pytest
 import torch
 
-from tests.helpers import REPO, run_checked, torchrun
+from tests.helpers import REPO, run_checked
 from tests.test_pretrain import read_metrics, train_lines
 
 # the repository's code, copied without what is large or generated
@@ -57,7 +56,9 @@ def train_in(copy, run_dir, **settings) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_dropped_in_regulariser_trains_over_tp2_and_pp2(tmp_path, smoke_data, plugin):
+def test_dropped_in_regulariser_trains_over_tp2_and_pp2(
+    tmp_path, smoke_data, plugin, reference_values
+):
     copy, name = plugin
     listed = [
         sys.executable,
@@ -72,12 +73,7 @@ def test_dropped_in_regulariser_trains_over_tp2_and_pp2(tmp_path, smoke_data, pl
         run: train_in(copy, tmp_path / run, **layout, **settings)
         for run, layout in (("tp2", {"TP": 2}), ("pp2", {"PP": 2}))
     }
-    vocab = json.loads((smoke_data / "manifest.json").read_text())["tokenizer"]["vocab_size"]
-    hidden_path = tmp_path / "hidden.pt"
-    out = torchrun(1, "tests.pretrain_reference", [
-        "--data", str(smoke_data), "--iters", "3", "--vocab", str(-(-vocab // 1024) * 1024),
-        "--save-hidden", str(hidden_path)])  # fmt: skip
-    ref = json.loads(out.strip().splitlines()[-1])
+    ref, hidden_path = reference_values  # the same model, batch and 3-iteration schedule
     hidden = torch.load(hidden_path)
     num_layers = len(hidden[0]) - 1
     r_ref = [

@@ -29,7 +29,7 @@ def signal_during_training(cmd, run_dir, sig, after_iteration=3, timeout=600, gr
     whole process group with ``group``, as a terminal's Ctrl-C does); return (code, output)."""
     log = run_dir.parent / f"{run_dir.name}.out"
     with log.open("w") as out:  # a file, not a pipe nobody reads while training runs
-        proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=out,
+        proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(WANDB_MODE="offline"), stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         wait_for_iteration(proc, run_dir, after_iteration, timeout)

@@ -11,11 +11,12 @@ import sys
 
 import pytest
 
+from tests.conftest import REFERENCE_SETTINGS
 from tests.helpers import REPO, free_port
 from tests.jobs.common import JOBS, clean_env
 from tests.test_pretrain import read_metrics, train_lines
 
-SETTINGS = ["ITERS=3", "LOG_INTERVAL=1", "SAVE_INTERVAL=100"]
+SETTINGS = [f"{k}={v}" for k, v in REFERENCE_SETTINGS.items()]
 TIMEOUT = 300
 
 
@@ -44,9 +45,8 @@ def launch_nodes(tmp_path, node_settings: list[list[str]]) -> None:
 
 
 @pytest.mark.slow
-def test_two_nodes_pp2_match_one_process(tmp_path, smoke_data):
-    one, two = tmp_path / "one", tmp_path / "two"
-    launch_nodes(tmp_path, [[f"RUN={one}", f"DATA={smoke_data}", *SETTINGS]])
+def test_two_nodes_pp2_match_one_process(tmp_path, smoke_data, reference_run):
+    one, two = reference_run, tmp_path / "two"  # one: the same settings on one process
     port = free_port()
     rendezvous = ["NNODES=2", "NPROC=1", "PP=2", "MASTER_ADDR=127.0.0.1", f"MASTER_PORT={port}"]
     launch_nodes(tmp_path, [
