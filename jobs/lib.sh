@@ -9,7 +9,7 @@
 # The `make pretrain` settings a job carries (launcher/settings.py VARIABLES, minus the
 # rendezvous ones the job sets itself).
 JOB_SETTINGS=(RUN SIZE REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP
-  FP8 ARGS COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE TIME_LIMIT)
+  FP8 TE ARGS COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE TIME_LIMIT)
 
 die() {
   echo "error: $*" >&2

@@ -31,27 +31,51 @@ from megatron_ext.runconfig import RUN_CONFIG, DataConfig, RunConfig, with_args
 
 
 def describe_weights(p: Plan) -> str:
-    """The resolved layer weights w_1..w_L, as the regulariser uses them (none for REG=none)."""
+    """The resolved layer weights w_1..w_L, short: none when all are equal (uniform), else runs
+    of equal values as ``v xN``, and the first and last three of more than six runs."""
     if p.reg == "none":
         return ""
     name, kw = parse_schedule(p.weights)
     w = layer_weights(p.model.num_layers, name, **kw).tolist()
-    return f" [w_1..w_{len(w)}: {' '.join(f'{x:.4g}' for x in w)}]"
+    runs: list[list] = []
+    for x in (float(f"{x:.4g}") for x in w):
+        if runs and runs[-1][0] == x:
+            runs[-1][1] += 1
+        else:
+            runs.append([x, 1])
+    if len(runs) == 1:
+        return ""
+    words = [f"{x:.4g}" + (f" x{n}" if n > 1 else "") for x, n in runs]
+    if len(words) > 6:
+        words = [*words[:3], "...", *words[-3:]]
+    return f" [w_1..w_{len(w)}: {', '.join(words)}]"
 
 
-def describe(p: Plan) -> str:
-    layout = p.layout
-    where = f"{p.num_gpus} GPU(s)" if p.num_gpus else "CPU (gloo)"
+def describe(p: Plan, dry_run: bool = False) -> str:
+    """The plan line (a dry run on CPU also says how to preview a GPU node's command)."""
+    layout, train = p.layout, p.train
+    if p.num_gpus:
+        where = f"{p.world_size} GPU(s) ({p.nnodes} node(s) x {p.nproc})"
+        if p.preview:
+            where += " [preview of a GPU node's command, PLAN_GPUS]"
+    else:
+        where = f"CPU (gloo), {p.nnodes} node(s) x {p.nproc} proc"
+        if dry_run:
+            where += " [a CPU-only plan; add PLAN_GPUS=8 to preview an 8-GPU node's command]"
     picked = " (defaults for this size)" if p.defaults_used else ""
-    batch = p.train.global_batch_size
-    rounded = "" if batch == p.asked_batch else f" (recipe's {p.asked_batch} rounded to DP)"
+    why = ""
+    if p.num_gpus and not p.use_te:
+        why = f" ({p.te_problem}: no Transformer Engine, so no FP8 or SP)"
+    micro = ""
+    if train.micro_batch_size != p.asked_micro_batch:
+        micro = (f", micro batch {train.micro_batch_size} (recipe's {p.asked_micro_batch} "
+                 f"lowered to split the batch over DP)")  # fmt: skip
     return (
         f"pretrain SIZE={p.size} REG={p.reg} LAMBDA={p.lam} WEIGHTS={p.weights}"
-        f"{describe_weights(p)} on "
-        f"{where}, {p.nnodes} node(s) x {p.nproc} proc: TP={layout.tp} PP={layout.pp} "
+        f"{describe_weights(p)} on {where}: TP={layout.tp} PP={layout.pp} "
         f"VPP={layout.vpp or 1} CP={layout.cp} SP={'on' if layout.sequence_parallel else 'off'} "
         f"distributed-optimizer={'on' if layout.distributed_optimizer else 'off'} FP8={p.fp8}"
-        f"{picked}, global batch {batch}{rounded}; run dir {p.run_dir}"
+        f"{why}{picked}, global batch {train.global_batch_size}{micro}; run dir {p.run_dir}"
     )
 
 
@@ -116,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         except LaunchError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-    print(describe(p), flush=True)
+    print(describe(p, dry_run), flush=True)
     if dry_run:
         print(shlex.join(cmd))
         return 0

@@ -13,8 +13,40 @@ to the device, eval/ stacks them)."""
 
 def te_available() -> bool:
     """True when Transformer Engine is installed (GPU machines with the ``gpu`` extra). A presence
-    check, cheap enough for the launcher; the layer spec and the launcher decide the same way."""
+    check, cheap enough for any machine; ``te_import_error`` is the real test on a GPU node."""
     return importlib.util.find_spec("transformer_engine") is not None
+
+
+def te_import_error() -> str | None:
+    """None when ``transformer_engine.pytorch`` imports, else why not (one line). Installed is not
+    enough: a TE built for another torch or CUDA is found by ``te_available`` and then fails at
+    the trainer's first TE import (or, with the old presence check, trained on the slow path)."""
+    if not te_available():
+        return "transformer_engine is not installed"
+    try:
+        import transformer_engine.pytorch  # noqa: F401
+    except Exception as err:  # an ImportError, or an OSError/RuntimeError from its CUDA libraries
+        return f"import transformer_engine.pytorch failed: {type(err).__name__}: {err}".split("\n")[
+            0
+        ]
+    return None
+
+
+def apex_wgrad_available() -> bool:
+    """True when Apex's fused weight-gradient kernel imports. Megatron's own ColumnParallelLinear
+    (the output layer, with the TE spec too: gpt_model.py:264) raises at construction when
+    gradient_accumulation_fusion is on and it does not (tensor_parallel/layers.py:1070); Megatron
+    turns the fusion on by default, so the launcher passes --no-gradient-accumulation-fusion
+    unless this is True."""
+    if importlib.util.find_spec("fused_weight_gradient_mlp_cuda") is None:
+        return False
+    import torch  # noqa: F401  (the extension links against it: import it first)
+
+    try:
+        import fused_weight_gradient_mlp_cuda  # noqa: F401
+    except Exception:
+        return False
+    return True
 
 
 def _check_positive_ints(cfg, *names: str, label=lambda name: name) -> None:

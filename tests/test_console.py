@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 
 import pytest
 
@@ -29,9 +30,29 @@ def test_plan_prints_resolved_layer_weights(tmp_path, smoke_data, weights, sched
     assert code == 0, out
     plan = out.splitlines()[0]
     match = re.search(r"WEIGHTS=\S+ \[w_1\.\.w_4: ([^\]]+)\]", plan)
+    if schedule == "uniform":  # all equal: the name alone
+        assert match is None and f"WEIGHTS={weights} on " in plan, plan
+        return
     assert match, plan
-    printed = [float(x) for x in match[1].split()]
+    printed = []  # runs of equal values are written "v xN"
+    for word in match[1].split(", "):
+        value, _, count = word.partition(" x")
+        printed += [float(value)] * int(count or 1)
     assert printed == pytest.approx(layer_weights(4, schedule, **kw).tolist(), abs=5e-5)
+
+
+def test_plan_line_abbreviates_many_layer_weights():
+    from launcher.cli import describe_weights
+    from recipes import model_recipe
+
+    def short(weights):
+        p = types.SimpleNamespace(reg="jreg", weights=weights, model=model_recipe("1b"))
+        return describe_weights(p)
+
+    assert short("uniform") == ""
+    assert short("last_k:4") == " [w_1..w_16: 0 x12, 0.25 x4]"
+    exp = short("exp:0.25")
+    assert exp.startswith(" [w_1..w_16: ") and ", ..., " in exp and len(exp) < 80, exp
 
 
 def test_plan_has_no_weights_without_regulariser(tmp_path, smoke_data):

@@ -121,8 +121,12 @@ def test_make_submit_prints_qsub_and_submits_only_with_submit(tmp_path, smoke_da
             f"DATA={smoke_data}", f"RUN={tmp_path / 'run'}", f"ARGS={ARGS}"]  # fmt: skip
     proc = run(base, env)
     assert proc.returncode == 0, proc.stderr
-    # the launcher's plan for 4 nodes of 8 GPUs (8b's default TP=2 on GPUs)
-    assert "8 GPU(s), 4 node(s) x 8 proc: TP=2" in proc.stdout
+    # the launcher's plan for 4 nodes of 8 GPUs (8b's default TP=2 on GPUs): the total, and why
+    # FP8 and SP are off (no Transformer Engine on this machine)
+    assert "32 GPU(s) (4 node(s) x 8) [preview of a GPU node's command" in proc.stdout
+    assert (
+        "TP=2" in proc.stdout and "FP8=off (transformer_engine is not installed here" in proc.stdout
+    )
     qsub = submit_line(proc.stdout, "qsub")
     vlist = f"RUN={tmp_path / 'run'},SIZE=8b,REG=jreg,DATA={smoke_data},ARGS={ARGS}"
     assert qsub == ["qsub", "-P", "gtest", "-l", "select=4", "-l", "walltime=24:00:00",
