@@ -39,7 +39,8 @@ FAKES = {
     "mpirun": RECORD + PER_NODE.format(rank="OMPI_COMM_WORLD_RANK", count="-np"),
     "srun": RECORD + PER_NODE.format(rank="SLURM_NODEID", count="--nodes"),
     # stands in for the launcher's python: prints what it was asked to run
-    "fake-python": """printf 'LAUNCH'; printf ' %q' "$@"; printf '\\n'\n""",
+    "fake-python": """printf 'LAUNCH'; printf ' %q' "$@"; printf '\\n'
+echo "CACHES ${TRITON_CACHE_DIR:-unset} ${TORCHINDUCTOR_CACHE_DIR:-unset}"\n""",
 }
 
 
