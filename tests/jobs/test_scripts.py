@@ -168,7 +168,10 @@ def test_submit_slurm_passes_settings_with_export(tmp_path, smoke_data):
                 "GROUP=acct", f"RUN={run_dir}", "SIZE=tiny", f"DATA={smoke_data}", "SUBMIT=1"],
                env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "2 node(s) x 4 proc" in proc.stdout
+    assert (
+        "8 GPU(s) (2 node(s) x 4)" in proc.stdout
+        and "micro batch 1 (recipe's 4 lowered" in proc.stdout
+    )
     sbatch = submit_line(proc.stdout, "sbatch")
     assert sbatch == ["sbatch", "--nodes=2", "--time=24:00:00", "--gpus-per-node=4",
                       "--account=acct", "--partition=gpu",
