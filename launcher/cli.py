@@ -27,6 +27,7 @@ from launcher.settings import LaunchError, parse_vars
 from launcher.watch import TorchrunWatch
 from megatron_ext import faults
 from megatron_ext.jreg import layer_weights, parse_schedule
+from megatron_ext.resume import last_checkpoint
 from megatron_ext.runconfig import RUN_CONFIG, DataConfig, RunConfig, with_args
 
 
@@ -155,11 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     log = log_path(p.run_dir, v)
     print(f"log: {_show(log)} (all output; arguments: {_show(p.run_dir / 'arguments.txt')})")
     started = time.time()
+    resumed_from = p.fallback[1] if p.fallback else last_checkpoint(p.run_dir / "checkpoints")
     # Several processes: the last line of a failed run is ours (launcher.watch.TorchrunWatch).
     watch = TorchrunWatch(p.run_dir / "checkpoints") if p.world_size > 1 else None
     return run_logged(
         cmd, run_env(p, v), log, header=[describe(p), shlex.join(cmd)],
-        on_success=lambda: summary(p, v, log, time.time() - started), watch=watch,
+        on_success=lambda: summary(p, v, log, time.time() - started, resumed_from),
+        watch=watch,
     )  # fmt: skip
 
 
@@ -179,8 +182,10 @@ def _show(path: Path) -> str:
         return str(path)
 
 
-def summary(p: Plan, v: dict, log: Path, seconds: float) -> list[str]:
-    """What the run left and what to run next (printed after a successful run, node 0 only)."""
+def summary(p: Plan, v: dict, log: Path, seconds: float,
+            resumed_from: int | None = None) -> list[str]:  # fmt: skip
+    """What the run left and what to run next (printed after a successful run, node 0 only).
+    ``resumed_from``: the checkpoint iteration this start resumed from (None: a fresh run)."""
     if v.get("NODE_RANK", "0") != "0":
         return []
     run_dir = p.run_dir
@@ -200,8 +205,12 @@ def summary(p: Plan, v: dict, log: Path, seconds: float) -> list[str]:
             finals.append(f"validation {x['lm_loss']:.4f} (pass {x.get('eval_pass')}, {when})")
     run_arg = run_dir.name if run_dir.parent == REPO / "runs" else _show(run_dir)
     rd = _show(run_dir)
+    resumed = ""
+    if resumed_from:
+        trained = p.train.train_iters - resumed_from
+        resumed = f" ({trained} trained in this start, resumed from iteration {resumed_from})"
     return [
-        f"done in {seconds / 60:.1f} min: {p.train.train_iters} iterations of {rd}",
+        f"done in {seconds / 60:.1f} min: {p.train.train_iters} iterations of {rd}{resumed}",
         f"  checkpoints  {rd}/checkpoints (latest iteration {latest})",
         f"  metrics      {rd}/metrics.jsonl, TensorBoard {rd}/tensorboard, W&B {rd}/wandb",
         f"  logs         {_show(log)}, arguments {rd}/arguments.txt",

@@ -147,7 +147,10 @@ def test_signal_to_launcher_reaches_the_trainer_once(tmp_path, sig):
     finally:
         proc.kill()
     assert proc.returncode == 7
-    assert out.splitlines()[0] == f"caught {int(sig)}"
+    # at once, the signal named as it arrived; then the trainer's own lines
+    name = "SIGINT (Ctrl-C)" if sig == signal.SIGINT else "SIGTERM"
+    assert out.splitlines()[0].startswith(f"{name} received: the run stops after its current")
+    assert out.splitlines()[1] == f"caught {int(sig)}"
     assert (tmp_path / "s.log").read_text().count("caught") == 1
 
 
@@ -189,3 +192,16 @@ def test_one_ctrl_c_is_forwarded_once(tmp_path):
     proc.send_signal(signal.SIGINT)  # a deliberate second Ctrl-C
     proc.wait(timeout=60)
     assert got.read_text() == "xx"
+
+
+def test_summary_after_a_resume_says_what_this_start_trained(tmp_path):
+    """A resumed run's summary said "200 iterations" when this start trained 176."""
+    from launcher.cli import summary
+
+    run = tmp_path / "r"
+    (run / "checkpoints").mkdir(parents=True)
+    p = types.SimpleNamespace(run_dir=run, train=types.SimpleNamespace(train_iters=200))
+    first = summary(p, {}, run / "x.log", 60.0, resumed_from=24)[0]
+    assert first.endswith("200 iterations of " + str(run) + " (176 trained in this start, "
+                          "resumed from iteration 24)"), first  # fmt: skip
+    assert summary(p, {}, run / "x.log", 60.0)[0].endswith(f"200 iterations of {run}")
