@@ -15,7 +15,7 @@ RUNPY := $(UV) run --locked python
 
 # `make help` prints the `#> ` lines of this file: one per target with its variables (README has
 # the details). Every .PHONY target needs one (tests/test_makefile.py checks).
-#> make setup [EXTRAS=gpu]                   uv (into .tools/ if missing) + the locked .venv
+#> make setup [EXTRAS=gpu GPU=1 WHEELS=dir DRY_RUN=1]   uv (into .tools/ if missing) + the locked .venv (GPU=1: + TE built once for sm90)
 #> make test                                 the whole test suite (what .ci/run runs)
 #> make test-fast                            the suite without the tests marked slow
 #> make lint                                 ruff check + ruff format --check
@@ -40,10 +40,15 @@ $(CURDIR)/.tools/bin/uv:
 	python3 -m pip install -q --target $(CURDIR)/.tools uv
 
 # EXTRAS=gpu adds Transformer Engine (GPU machines). --inexact keeps an extra installed earlier,
-# so `make pretrain`/`make test` on a GPU node do not uninstall it again.
+# so `make pretrain`/`make test` on a GPU node do not uninstall it again. GPU=1 (on a GPU node):
+# checks the driver against the wheels' CUDA, builds TE once for sm90 against the locked torch
+# into WHEELS (default wheels/; every node reuses it) and installs it (tools/gpu_setup.py).
 EXTRAS ?=
+GPU ?=
 setup: $(if $(filter uv,$(UV)),,$(CURDIR)/.tools/bin/uv)
-	$(UV) sync --locked --inexact $(foreach e,$(EXTRAS),--extra $(e))
+	$(if $(filter 1,$(GPU)),UV='$(UV)' $(if $(WHEELS),WHEELS='$(WHEELS)') python3 \
+		$(CURDIR)/tools/gpu_setup.py $(if $(DRY_RUN),--dry-run),$(UV) sync --locked --inexact \
+		$(foreach e,$(EXTRAS),--extra $(e)))
 
 test: setup
 	$(UV) run --locked pytest -q --durations=30
