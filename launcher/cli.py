@@ -205,12 +205,19 @@ def summary(p: Plan, v: dict, log: Path, seconds: float,
             finals.append(f"validation {x['lm_loss']:.4f} (pass {x.get('eval_pass')}, {when})")
     run_arg = run_dir.name if run_dir.parent == REPO / "runs" else _show(run_dir)
     rd = _show(run_dir)
+    total = p.train.train_iters
+    # where this start ended: its last checkpoint (a stop at the time limit or --exit-interval
+    # saves one and exits 0 before ITERS)
+    reached = int(latest) if latest.isdigit() else (last or total)
     resumed = ""
     if resumed_from:
-        trained = p.train.train_iters - resumed_from
+        trained = reached - resumed_from
         resumed = f" ({trained} trained in this start, resumed from iteration {resumed_from})"
+    head = (
+        f"{total} iterations" if reached >= total else f"stopped at iteration {reached} of {total}"
+    )
     return [
-        f"done in {seconds / 60:.1f} min: {p.train.train_iters} iterations of {rd}{resumed}",
+        f"done in {seconds / 60:.1f} min: {head} of {rd}{resumed}",
         f"  checkpoints  {rd}/checkpoints (latest iteration {latest})",
         f"  metrics      {rd}/metrics.jsonl, TensorBoard {rd}/tensorboard, W&B {rd}/wandb",
         f"  logs         {_show(log)}, arguments {rd}/arguments.txt",

@@ -200,8 +200,13 @@ def test_summary_after_a_resume_says_what_this_start_trained(tmp_path):
 
     run = tmp_path / "r"
     (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("200")
     p = types.SimpleNamespace(run_dir=run, train=types.SimpleNamespace(train_iters=200))
     first = summary(p, {}, run / "x.log", 60.0, resumed_from=24)[0]
     assert first.endswith("200 iterations of " + str(run) + " (176 trained in this start, "
                           "resumed from iteration 24)"), first  # fmt: skip
     assert summary(p, {}, run / "x.log", 60.0)[0].endswith(f"200 iterations of {run}")
+    # a stop with a checkpoint before ITERS (time limit, --exit-interval) exits 0 too
+    (run / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("120")
+    first = summary(p, {}, run / "x.log", 60.0, resumed_from=24)[0]
+    assert f"stopped at iteration 120 of 200 of {run} (96 trained in this start" in first, first
