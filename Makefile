@@ -29,7 +29,7 @@ RUNPY := $(UV) run --locked python
 #> make eval [RUN= ITER= TASKS= LIMIT= BATCH= DOCS= DEVICE= OUT=]   lm-eval -> <RUN>/lm_eval/scores.{csv,md,png}
 #> make bench [OUT= REPEATS= DEVICE= PARTS=]   JREG's cost: step time/memory none vs jreg vs l2rel, the displacement eager vs fused
 #> make bench-gpu                            on a GPU node: the Triton kernel tests compiled, then bench's GPU part
-#> make preflight [WHEELS=dir PYTHON= OUT=]  prove a GPU node is ready (PASS/FAIL table; exit 2 without a GPU)
+#> make preflight [WHEELS=dir PYTHON= OUT= NODES=2]  prove a GPU node (NODES=2: inside a 2-node job, the job script and InfiniBand) is ready (PASS/FAIL table; exit 2 without a GPU)
 #> make study [SIZE= ITERS= SAVE_INTERVAL= LAMBDA= WEIGHTS= SEED= SEEDS= DATA= ARGS= ROOT= DOC= PILOTS= SAMPLES= TASKS= LIMIT= DOCS= STAGES= JOBS=]   none vs jreg vs jreg-final (+ seeds) -> docs/study.md
 #> make help                                 this list
 .PHONY: help setup test test-fast lint data pretrain bench bench-gpu preflight study
@@ -151,7 +151,8 @@ PREFLIGHT_PY = $(if $(PYTHON),$(PYTHON),$(RUNPY))
 WHEELS_INSTALL = $(if $(PYTHON),$(PYTHON) -m pip install,$(UV) pip install --python .venv/bin/python)
 preflight: $(if $(PYTHON),,setup)
 	$(if $(WHEELS),$(WHEELS_INSTALL) --no-index --find-links '$(WHEELS)' '$(WHEELS)'/*.whl)
-	PYTHONPATH=$(CURDIR) $(if $(OUT),OUT='$(OUT)') $(PREFLIGHT_PY) -m preflight
+	PYTHONPATH=$(CURDIR) $(if $(OUT),OUT='$(OUT)') $(if $(NODES),NODES='$(NODES)') \
+		$(PREFLIGHT_PY) -m preflight
 
 # The study (study/, docs/study.md): train SIZE=study with REG=none, jreg and jreg WEIGHTS=final
 # plus extra seeds, analyse, evaluate, plot and write docs/study.md; re-running continues where it

@@ -70,6 +70,26 @@ def health(out: Path):
     return [health_check(*texts)]
 
 
+def two_node_main(out: Path, ngpu: int, started: float) -> int:
+    """``make preflight NODES=2`` (preflight.two_nodes), inside a 2-node job."""
+    from preflight import runs, two_nodes
+    from preflight.table import Check, exit_code, render
+
+    if os.environ["NODES"] != "2":
+        print(f"error: NODES must be 1 or 2, got {os.environ['NODES']!r}", file=sys.stderr)
+        return 2
+    hosts = two_nodes.job_hosts(dict(os.environ))
+    if isinstance(hosts, str):
+        print(hosts, file=sys.stderr)
+        return 2
+    data, why = runs.build_data(out / "data")
+    checks = [Check(name="preflight dataset", ok=False, value=why)] if data is None else (
+        two_nodes.run(out, data, runs.REPO, sys.executable, ngpu))  # fmt: skip
+    print(f"\npreflight on 2 nodes ({', '.join(hosts)}), {time.time() - started:.0f} s:")
+    print(render(checks), end="")
+    return exit_code(checks)
+
+
 def main() -> int:
     error = no_gpu_error()
     if error:
@@ -98,6 +118,8 @@ def main() -> int:
         seconds[name] = time.time() - t0
         return result
 
+    if os.environ.get("NODES", "1") not in ("", "1"):
+        return two_node_main(out, ngpu, started)
     node_checks, peak = stage("node checks", lambda: node_stage(out, ngpu))
     checks += health(out) + node_checks
     te = te_import_error() is None

@@ -28,6 +28,7 @@ MIN_RANK_FRACTION = 0.9
 # 256 MiB all-reduce bus bandwidth over NVLink, GB/s, by GPU; other GPUs: any working link.
 MIN_BUSBW_GBS = {"H200": 250.0, "H100": 250.0, "A100": 150.0}
 DEFAULT_MIN_BUSBW_GBS = 50.0
+MIN_IB_BUSBW_GBS = 40.0  # across nodes (internode_check)
 # Seconds per stage on one 8 x H200 node: targets (not measured yet) adding up to the 10-minute
 # goal. A stage over twice its target FAILS (a node that slow makes the real job slow too); any
 # overrun is listed.
@@ -69,7 +70,7 @@ def matmul_check(per_rank: list[float], device_name: str) -> Check:
                  f"{peak:.0f} (>= {MIN_PEAK_FRACTION:.0%})")  # fmt: skip
 
 
-def busbw_check(busbw_gbs: float, world: int, exact: bool, device_name: str) -> Check:
+def busbw_check(busbw_gbs: float, exact: bool, *, device_name: str, world: int) -> Check:
     """The all-reduce result is exact and its bus bandwidth is what the GPUs' link gives."""
     if world < 2:
         return Check(name="nccl all-reduce", ok=exact,
@@ -80,6 +81,15 @@ def busbw_check(busbw_gbs: float, world: int, exact: bool, device_name: str) -> 
     return Check(name="nccl all-reduce", ok=exact and busbw_gbs >= floor,
                  value=f"{world} GPUs, 256 MiB bf16: bus bandwidth {busbw_gbs:.0f} GB/s (>= "
                  f"{floor:.0f}, {link}), result {'exact' if exact else 'WRONG'}")  # fmt: skip
+
+
+def internode_check(busbw_gbs: float, exact: bool, *, nodes: int, world: int) -> Check:
+    """The all-reduce over several nodes: exact, and a bus bandwidth only InfiniBand gives (an
+    ABCI 3.0 node has 8 InfiniBand NDR 200 Gb/s ports; NCCL falling back to TCP sockets gives a
+    few GB/s, one port alone 25 GB/s)."""
+    return Check(name=f"nccl all-reduce over {nodes} nodes", ok=exact and busbw_gbs >= MIN_IB_BUSBW_GBS,
+                 value=f"{world} GPUs, 256 MiB bf16: bus bandwidth {busbw_gbs:.0f} GB/s (>= "
+                 f"{MIN_IB_BUSBW_GBS:.0f}, InfiniBand), result {'exact' if exact else 'WRONG'}")  # fmt: skip
 
 
 def _rows(text: str) -> list[list[str]]:

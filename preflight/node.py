@@ -16,7 +16,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from preflight.limits import busbw_check, matmul_check
+from preflight.limits import busbw_check, internode_check, matmul_check
 from preflight.table import Check, dump
 
 MATMUL_N = 8192
@@ -54,15 +54,19 @@ def device_checks(rank: int, world: int, local_rank: int) -> list[Check]:
     ]  # fmt: skip
 
 
-def nccl_check(world: int) -> Check:
+def allreduce(world: int) -> tuple[float, bool]:
+    """(bus bandwidth GB/s of a 256 MiB bf16 all-reduce over all ranks, result exact)."""
     numel = ALLREDUCE_BYTES // 2
     buf = torch.ones(numel, dtype=torch.bfloat16, device="cuda")
     seconds = timed(lambda: dist.all_reduce(buf), repeats=10)
     busbw = ALLREDUCE_BYTES / seconds * 2 * (world - 1) / world / 1e9 if world > 1 else 0.0
     buf.fill_(1.0)
     dist.all_reduce(buf)
-    exact = bool((buf == world).all())
-    return busbw_check(busbw, world, exact, torch.cuda.get_device_name())
+    return busbw, bool((buf == world).all())
+
+
+def nccl_check(world: int) -> Check:
+    return busbw_check(*allreduce(world), device_name=torch.cuda.get_device_name(), world=world)
 
 
 def te_checks() -> tuple[bool, list[Check]]:
@@ -113,11 +117,19 @@ def matmul_peak(world: int) -> tuple[float, Check]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
+    parser.add_argument("--allreduce-nodes", type=int, default=0,
+                        help="only the all-reduce, across this many nodes (NODES=2 mode)")  # fmt: skip
     args = parser.parse_args()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
     rank, world = dist.get_rank(), dist.get_world_size()
+    if args.allreduce_nodes:
+        check = internode_check(*allreduce(world), nodes=args.allreduce_nodes, world=world)
+        if rank == 0:
+            dump([check], args.out)
+        dist.destroy_process_group()
+        return
     checks = device_checks(rank, world, local_rank)
     checks.append(nccl_check(world))
     has_te, te_list = te_checks()

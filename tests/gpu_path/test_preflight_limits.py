@@ -29,10 +29,13 @@ def test_every_rank_and_the_datasheet_decide_the_matmul():
      (60.0, "Some GPU", True), (380.0, "NVIDIA H100 80GB HBM3", True)],
 )  # fmt: skip
 def test_nvlink_bus_bandwidth(busbw, name, ok):
-    check = limits.busbw_check(busbw, 8, exact=True, device_name=name)
+    check = limits.busbw_check(busbw, True, device_name=name, world=8)
     assert check.ok is ok, check.value
-    assert not limits.busbw_check(380.0, 8, exact=False, device_name=name).ok
-    assert limits.busbw_check(0.0, 1, exact=True, device_name=name).ok
+    assert not limits.busbw_check(380.0, False, device_name=name, world=8).ok
+    assert limits.busbw_check(0.0, True, device_name=name, world=1).ok
+    # across nodes: InfiniBand, not a TCP-socket fallback
+    assert limits.internode_check(180.0, True, nodes=2, world=16).ok
+    assert not limits.internode_check(3.0, True, nodes=2, world=16).ok
 
 
 def test_gpu_health_from_nvidia_smi():
@@ -125,3 +128,27 @@ def test_sizes_run_each_real_shape_and_report_peak_memory(monkeypatch, tmp_path)
 def test_check_still_needs_one_line():
     with pytest.raises(ValueError):
         Check(name="x", ok=True, value="a\nb")
+
+
+def test_two_node_mode_pieces(tmp_path):
+    """make preflight NODES=2: inside a 2-node job only; the job's 20 iterations; the mpirun
+    line that starts one torchrun per host for the inter-node all-reduce."""
+    from preflight import two_nodes
+
+    assert two_nodes.job_hosts({}).startswith("error: make preflight NODES=2 runs inside a job")
+    nodefile = tmp_path / "nodes"
+    nodefile.write_text("h1\n" * 8 + "h2\n" * 8)
+    assert two_nodes.job_hosts({"PBS_NODEFILE": str(nodefile)}) == ["h1", "h2"]
+    env = two_nodes.job_env(tmp_path / "run", tmp_path / "data")
+    assert env["SIZE"] == "tiny" and env["ITERS"] == "20" and env["RUN"] == str(tmp_path / "run")
+    metrics = [{"iteration": i, "lm_loss": 7.0 - i / 10, "D": [0.1]} for i in range(1, 21)]
+    assert two_nodes.job_check(0, metrics + [{"split": "valid", "lm_loss": 6.0}], 2).ok
+    assert not two_nodes.job_check(0, metrics[:12], 2).ok
+    assert not two_nodes.job_check(1, metrics, 2).ok
+    cmd = two_nodes.allreduce_command(["h1", "h2"], tmp_path / "hf", 29401, 8, tmp_path / "o.json",
+                                      "/venv/bin/python")  # fmt: skip
+    assert cmd[:9] == ["mpirun", "-np", "2", "-npernode", "1", "-hostfile", str(tmp_path / "hf"),
+                       "-bind-to", "none"]  # fmt: skip
+    assert ("--nnodes 2 --node-rank $OMPI_COMM_WORLD_RANK --nproc-per-node 8 --master-addr h1 "
+            "--master-port 29401 -m preflight.node") in cmd[-1]  # fmt: skip
+    assert cmd[-1].endswith("--allreduce-nodes 2")
