@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
@@ -20,16 +23,22 @@ def te_available() -> bool:
 def te_import_error() -> str | None:
     """None when ``transformer_engine.pytorch`` imports, else why not (one line). Installed is not
     enough: a TE built for another torch or CUDA is found by ``te_available`` and then fails at
-    the trainer's first TE import (or, with the old presence check, trained on the slow path)."""
+    the trainer's first TE import (or, with a presence check alone, trains on the slow path).
+    Tried in a child process: a TE whose libraries crash the interpreter becomes a message, and
+    the launcher (alive for the whole run) holds none of TE's CUDA state."""
     if not te_available():
         return "transformer_engine is not installed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     try:
-        import transformer_engine.pytorch  # noqa: F401
-    except Exception as err:  # an ImportError, or an OSError/RuntimeError from its CUDA libraries
-        return f"import transformer_engine.pytorch failed: {type(err).__name__}: {err}".split("\n")[
-            0
-        ]
-    return None
+        proc = subprocess.run([sys.executable, "-c", "import transformer_engine.pytorch"],
+                              capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return "import transformer_engine.pytorch did not finish in 600 s"
+    if proc.returncode == 0:
+        return None
+    lines = [x for x in proc.stderr.strip().splitlines() if x.strip()]
+    why = lines[-1].strip() if lines else f"exit code {proc.returncode}"
+    return f"import transformer_engine.pytorch failed: {why}"[:300]
 
 
 def apex_wgrad_available() -> bool:

@@ -159,3 +159,16 @@ def test_fit_batch(batch, micro, dp, fitted):
             gpu.fit_batch(batch, micro, dp)
     else:
         assert gpu.fit_batch(batch, micro, dp) == fitted
+
+
+def test_a_te_that_crashes_the_interpreter_is_a_message(tmp_path, monkeypatch):
+    """The import is tried in a child: a TE whose libraries kill the process (segfault) is an
+    error line, not a dead launcher."""
+    from megatron_ext.config import te_import_error
+
+    pkg = tmp_path / "transformer_engine"
+    (pkg / "pytorch").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "pytorch" / "__init__.py").write_text("import os, signal\nos.kill(os.getpid(), 11)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert te_import_error() == "import transformer_engine.pytorch failed: exit code -11"

@@ -17,7 +17,8 @@ JOB_VARS = {
     "MASTER_ADDR", "MASTER_PORT", "GPUS_PER_NODE", "JOB_REPO", "LAUNCH_PYTHON", "PLAN_GPUS",
     "MODULES", "CUDA_MODULE", "CUDNN_MODULE", "NCCL_MODULE", "HPCX_MODULE", "CLUSTER", "NODES",
     "GROUP", "WALLTIME", "QUEUE", "PARTITION", "SUBMIT", "ALLOW_CPU",
-    "TIME_LIMIT", "STOP_MARGIN",
+    "TIME_LIMIT", "STOP_MARGIN", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR",
+    "PBS_LOCALDIR", "TMPDIR",
 }  # fmt: skip
 
 # Each fake records its arguments, one call a line, in $FAKE_LOG. mpirun/srun then start the
