@@ -66,7 +66,7 @@ def describe(p: Plan, dry_run: bool = False) -> str:
     picked = " (defaults for this size)" if p.defaults_used else ""
     why = ""
     if p.num_gpus and not p.use_te:
-        why = f" ({p.te_problem}: no Transformer Engine, so no FP8 or SP)"
+        why = f" (no FP8/SP without Transformer Engine: {p.te_problem})"
     micro = ""
     if train.micro_batch_size != p.asked_micro_batch:
         micro = (f", micro batch {train.micro_batch_size} (recipe's {p.asked_micro_batch} "

@@ -147,7 +147,9 @@ def test_make_submit_prints_qsub_and_submits_only_with_submit(tmp_path, smoke_da
     # FP8 and SP are off (no Transformer Engine on this machine)
     assert "32 GPU(s) (4 node(s) x 8) [preview of a GPU node's command" in proc.stdout
     assert (
-        "TP=2" in proc.stdout and "FP8=off (transformer_engine is not installed here" in proc.stdout
+        "TP=2" in proc.stdout
+        and "FP8=off (no FP8/SP without Transformer Engine: transformer_engine is not installed here"
+        in proc.stdout
     )
     qsub = submit_line(proc.stdout, "qsub")
     vlist = f"RUN={tmp_path / 'run'},SIZE=8b,REG=jreg,DATA={smoke_data},ARGS={ARGS}"
