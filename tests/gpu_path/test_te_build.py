@@ -43,11 +43,14 @@ def megatron_config(monkeypatch, flags: list[str], world: int = 8):
 def test_te_run_builds_its_output_layer_and_embedding(monkeypatch, smoke_data, size):
     """Item 1: with the TE flags, Megatron's own output layer (ColumnParallelLinear, gpt_model.py
     :264, also under TE) was built with gradient_accumulation_fusion on and raised for the
-    missing Apex kernel (tensor_parallel/layers.py:1070): every TE run died at model build."""
+    missing Apex kernel (tensor_parallel/layers.py:1070): every TE run died at model build. The
+    modules of that model that need neither TE nor CUDA are built here: output layer, embedding,
+    rotary embedding (the TE layers themselves need a GPU node)."""
     from megatron.core import tensor_parallel
     from megatron.core.models.common.embeddings.language_model_embedding import (
         LanguageModelEmbedding,
     )
+    from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
 
     p, flags = gpu_plan(monkeypatch, smoke_data, te=True, SIZE=size)
     assert p.use_te and not p.grad_accum_fusion  # no Apex here (never installed)
@@ -65,6 +68,9 @@ def test_te_run_builds_its_output_layer_and_embedding(monkeypatch, smoke_data, s
                                        max_sequence_length=args.max_position_embeddings,
                                        position_embedding_type="rope")  # fmt: skip
     assert tuple(embedding.word_embeddings.weight.shape) == (p.model_vocab, cpu.hidden_size)
+    rope = RotaryEmbedding(kv_channels=cpu.kv_channels, rotary_percent=args.rotary_percent,
+                           rotary_base=args.rotary_base, use_cpu_initialization=True)  # fmt: skip
+    assert rope.inv_freq.numel() == cpu.kv_channels // 2
 
 
 def test_te_run_chooses_fused_attention_explicitly(monkeypatch, smoke_data):
