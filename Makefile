@@ -15,14 +15,14 @@ RUNPY := $(UV) run --locked python
 
 # `make help` prints the `#> ` lines of this file: one per target with its variables (README has
 # the details). Every .PHONY target needs one (tests/test_makefile.py checks).
-#> make setup [EXTRAS=gpu]                   uv (into .tools/ if missing) + the locked .venv
+#> make setup [EXTRAS=gpu GPU=1 WHEELS=dir DRY_RUN=1]   uv (into .tools/ if missing) + the locked .venv (GPU=1: + TE built once for sm90)
 #> make test                                 the whole test suite (what .ci/run runs)
 #> make test-fast                            the suite without the tests marked slow
 #> make lint                                 ruff check + ruff format --check
 #> make data [CORPUS= NAME= VOCAB= TOKENIZER= TEXT_FIELD= FORCE=1 WORKERS=]   tokenizer + Megatron dataset in data/<NAME>
 #> make data-validate [NAME=default]         check a prepared dataset
-#> make pretrain [RUN= SIZE= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= NPROC= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= FP8= ARGS= DRY_RUN=1 COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 FORCE_CPU=1 TIME_LIMIT=]   train or resume runs/<RUN>
-#> make submit NODES= GROUP= [CLUSTER=abci|slurm WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE= CUDA_MODULE= CUDNN_MODULE= NCCL_MODULE= HPCX_MODULE= SUBMIT=1 RUN= SIZE= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= FP8= ARGS= COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 TIME_LIMIT= STOP_MARGIN=]   check, print (and submit) a cluster job
+#> make pretrain [RUN= SIZE= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= NPROC= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= FP8= TE= ARGS= DRY_RUN=1 PLAN_GPUS= COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 FORCE_CPU=1 TIME_LIMIT=]   train or resume runs/<RUN>
+#> make submit NODES= GROUP= [CLUSTER=abci|slurm WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE= CUDA_MODULE= CUDNN_MODULE= NCCL_MODULE= HPCX_MODULE= SUBMIT=1 RUN= SIZE= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= FP8= TE= ARGS= COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 TIME_LIMIT= STOP_MARGIN=]   check, print (and submit) a cluster job
 #> make analyze [RUN= ITER= SAMPLES= SPLIT= VALID= ALPHA= FORCE=1 DEVICE= OUT= | MODEL=<HF folder|hub id> TEXT= SEQ= BATCH= DTYPE=]   checkpoints (or an HF model) -> analysis.jsonl
 #> make plots [RUN= RUN2= RUN3= RUN4= RUN5= RUN6= RUN7= RUN8= RUN9= OUT=]   figures; several runs: <RUN>/plots/compare-.../
 #> make export [RUN= ITER= DTYPE= OUT=]      checkpoint -> Hugging Face folder <RUN>/hf/iter_N
@@ -30,7 +30,7 @@ RUNPY := $(UV) run --locked python
 #> make eval-scores [RUN= OUT=]             the scores table and plot again from lm_eval/*/results.json
 #> make bench [OUT= REPEATS= DEVICE= PARTS=]   JREG's cost: step time/memory none vs jreg vs l2rel, the displacement eager vs fused
 #> make bench-gpu                            on a GPU node: the Triton kernel tests compiled, then bench's GPU part
-#> make preflight [WHEELS=dir PYTHON= OUT=]  prove a GPU node is ready (PASS/FAIL table; exit 2 without a GPU)
+#> make preflight [WHEELS=dir PYTHON= OUT= NODES=2]  prove a GPU node (NODES=2: inside a 2-node job, the job script and InfiniBand) is ready (PASS/FAIL table; exit 2 without a GPU)
 #> make study [SIZE= ITERS= SAVE_INTERVAL= LAMBDA= WEIGHTS= SEED= SEEDS= DATA= ARGS= ROOT= DOC= PILOTS= SAMPLES= TASKS= LIMIT= DOCS= STAGES= JOBS=]   none vs jreg vs jreg-final (+ seeds) -> docs/study.md
 #> make help                                 this list
 .PHONY: help setup test test-fast lint data pretrain bench bench-gpu preflight study
@@ -41,10 +41,15 @@ $(CURDIR)/.tools/bin/uv:
 	python3 -m pip install -q --target $(CURDIR)/.tools uv
 
 # EXTRAS=gpu adds Transformer Engine (GPU machines). --inexact keeps an extra installed earlier,
-# so `make pretrain`/`make test` on a GPU node do not uninstall it again.
+# so `make pretrain`/`make test` on a GPU node do not uninstall it again. GPU=1 (on a GPU node):
+# checks the driver against the wheels' CUDA, builds TE once for sm90 against the locked torch
+# into WHEELS (default wheels/; every node reuses it) and installs it (tools/gpu_setup.py).
 EXTRAS ?=
+GPU ?=
 setup: $(if $(filter uv,$(UV)),,$(CURDIR)/.tools/bin/uv)
-	$(UV) sync --locked --inexact $(foreach e,$(EXTRAS),--extra $(e))
+	$(if $(filter 1,$(GPU)),UV='$(UV)' $(if $(WHEELS),WHEELS='$(WHEELS)') python3 \
+		$(CURDIR)/tools/gpu_setup.py $(if $(DRY_RUN),--dry-run),$(UV) sync --locked --inexact \
+		$(foreach e,$(EXTRAS),--extra $(e)))
 
 # Both cores: two pytest-xdist workers; tests that share a trained run stay on one worker
 # (tests/conftest.py). TEST_WORKERS=0 runs the suite in one process.
@@ -62,7 +67,7 @@ lint: setup
 
 # make pretrain [SIZE=tiny REG=jreg LAMBDA=0.1 WEIGHTS=uniform ITERS= ... ARGS="--megatron-flag ..."]
 PRETRAIN_VARS := RUN SIZE REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP \
-	NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT FP8 ARGS DRY_RUN \
+	NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT FP8 TE ARGS DRY_RUN \
 	COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE \
 	FORCE_CPU TIME_LIMIT
 pretrain: setup
@@ -96,7 +101,7 @@ data-validate: setup
 # make submit CLUSTER=slurm SIZE=8b NODES=4 [GROUP=account PARTITION= GPUS_PER_NODE=8 SUBMIT=1]
 SUBMIT_VARS := CLUSTER NODES GROUP WALLTIME QUEUE PARTITION GPUS_PER_NODE SUBMIT \
 	CUDA_MODULE CUDNN_MODULE NCCL_MODULE HPCX_MODULE \
-	RUN SIZE REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP FP8 ARGS \
+	RUN SIZE REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP FP8 TE ARGS \
 	COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE \
 	TIME_LIMIT STOP_MARGIN
 .PHONY: submit
@@ -155,7 +160,8 @@ PREFLIGHT_PY = $(if $(PYTHON),$(PYTHON),$(RUNPY))
 WHEELS_INSTALL = $(if $(PYTHON),$(PYTHON) -m pip install,$(UV) pip install --python .venv/bin/python)
 preflight: $(if $(PYTHON),,setup)
 	$(if $(WHEELS),$(WHEELS_INSTALL) --no-index --find-links '$(WHEELS)' '$(WHEELS)'/*.whl)
-	PYTHONPATH=$(CURDIR) $(if $(OUT),OUT='$(OUT)') $(PREFLIGHT_PY) -m preflight
+	PYTHONPATH=$(CURDIR) $(if $(OUT),OUT='$(OUT)') $(if $(NODES),NODES='$(NODES)') \
+		$(PREFLIGHT_PY) -m preflight
 
 # The study (study/, docs/study.md): train SIZE=study with REG=none, jreg and jreg WEIGHTS=final
 # plus extra seeds, analyse, evaluate, plot and write docs/study.md; re-running continues where it

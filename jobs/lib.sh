@@ -9,7 +9,7 @@
 # The `make pretrain` settings a job carries (launcher/settings.py VARIABLES, minus the
 # rendezvous ones the job sets itself).
 JOB_SETTINGS=(RUN SIZE REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP
-  FP8 ARGS COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE TIME_LIMIT)
+  FP8 TE ARGS COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE TIME_LIMIT)
 
 die() {
   echo "error: $*" >&2
@@ -116,6 +116,14 @@ job_env() {
   export PYTHONFAULTHANDLER=1
   # One rank must not oversubscribe the node's cores (torchrun would set 1 and warn).
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+  # Triton's and Inductor's compiled-kernel caches default to $HOME (~/.triton, /tmp for
+  # Inductor): on a cluster $HOME is the shared file system, where every rank of every node
+  # writes, locks and reads its kernels at the first step. Put both on node-local storage (PBS's
+  # per-job $PBS_LOCALDIR on ABCI, else $TMPDIR or /tmp; the same path on every node).
+  local cache_root=${PBS_LOCALDIR:-${TMPDIR:-/tmp}}/jreg-cache-${USER:-$(id -u)}
+  export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$cache_root/triton}
+  export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$cache_root/inductor}
+  echo "kernel caches (node-local): $TRITON_CACHE_DIR $TORCHINDUCTOR_CACHE_DIR"
 }
 
 # job_activate REPO: use the project's environment (made by `uv sync --locked --extra gpu`); its

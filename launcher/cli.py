@@ -26,32 +26,57 @@ from launcher.planner import Plan, completed_iteration, plan
 from launcher.settings import LaunchError, parse_vars
 from launcher.watch import TorchrunWatch
 from megatron_ext import faults
+from megatron_ext.resume import last_checkpoint
 from megatron_ext.runconfig import RUN_CONFIG, DataConfig, RunConfig, with_args
 from megatron_ext.schedules import parse_schedule, weights
 
 
 def describe_weights(p: Plan) -> str:
-    """The resolved layer weights w_1..w_L, as the regulariser uses them (none for REG=none)."""
+    """The resolved layer weights w_1..w_L, short: none when all are equal (uniform), else runs
+    of equal values as ``v xN``, and the first and last three of more than six runs."""
     if p.reg == "none":
         return ""
     name, kw = parse_schedule(p.weights)
     w = weights(p.model.num_layers, name, **kw)
-    return f" [w_1..w_{len(w)}: {' '.join(f'{x:.4g}' for x in w)}]"
+    runs: list[list] = []
+    for x in (float(f"{x:.4g}") for x in w):
+        if runs and runs[-1][0] == x:
+            runs[-1][1] += 1
+        else:
+            runs.append([x, 1])
+    if len(runs) == 1:
+        return ""
+    words = [f"{x:.4g}" + (f" x{n}" if n > 1 else "") for x, n in runs]
+    if len(words) > 6:
+        words = [*words[:3], "...", *words[-3:]]
+    return f" [w_1..w_{len(w)}: {', '.join(words)}]"
 
 
-def describe(p: Plan) -> str:
-    layout = p.layout
-    where = f"{p.num_gpus} GPU(s)" if p.num_gpus else "CPU (gloo)"
+def describe(p: Plan, dry_run: bool = False) -> str:
+    """The plan line (a dry run on CPU also says how to preview a GPU node's command)."""
+    layout, train = p.layout, p.train
+    if p.num_gpus:
+        where = f"{p.world_size} GPU(s) ({p.nnodes} node(s) x {p.nproc})"
+        if p.preview:
+            where += " [preview of a GPU node's command, PLAN_GPUS]"
+    else:
+        where = f"CPU (gloo), {p.nnodes} node(s) x {p.nproc} proc"
+        if dry_run:
+            where += " [a CPU-only plan; add PLAN_GPUS=8 to preview an 8-GPU node's command]"
     picked = " (defaults for this size)" if p.defaults_used else ""
-    batch = p.train.global_batch_size
-    rounded = "" if batch == p.asked_batch else f" (recipe's {p.asked_batch} rounded to DP)"
+    why = ""
+    if p.num_gpus and not p.use_te:
+        why = f" (no FP8/SP without Transformer Engine: {p.te_problem})"
+    micro = ""
+    if train.micro_batch_size != p.asked_micro_batch:
+        micro = (f", micro batch {train.micro_batch_size} (recipe's {p.asked_micro_batch} "
+                 f"lowered to split the batch over DP)")  # fmt: skip
     return (
         f"pretrain SIZE={p.size} REG={p.reg} LAMBDA={p.lam} WEIGHTS={p.weights}"
-        f"{describe_weights(p)} on "
-        f"{where}, {p.nnodes} node(s) x {p.nproc} proc: TP={layout.tp} PP={layout.pp} "
+        f"{describe_weights(p)} on {where}: TP={layout.tp} PP={layout.pp} "
         f"VPP={layout.vpp or 1} CP={layout.cp} SP={'on' if layout.sequence_parallel else 'off'} "
         f"distributed-optimizer={'on' if layout.distributed_optimizer else 'off'} FP8={p.fp8}"
-        f"{picked}, global batch {batch}{rounded}; run dir {p.run_dir}"
+        f"{why}{picked}, global batch {train.global_batch_size}{micro}; run dir {p.run_dir}"
     )
 
 
@@ -116,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         except LaunchError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-    print(describe(p), flush=True)
+    print(describe(p, dry_run), flush=True)
     if dry_run:
         print(shlex.join(cmd))
         return 0
@@ -131,11 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     log = log_path(p.run_dir, v)
     print(f"log: {_show(log)} (all output; arguments: {_show(p.run_dir / 'arguments.txt')})")
     started = time.time()
+    resumed_from = p.fallback[1] if p.fallback else last_checkpoint(p.run_dir / "checkpoints")
     # Several processes: the last line of a failed run is ours (launcher.watch.TorchrunWatch).
     watch = TorchrunWatch(p.run_dir / "checkpoints") if p.world_size > 1 else None
     return run_logged(
         cmd, run_env(p, v), log, header=[describe(p), shlex.join(cmd)],
-        on_success=lambda: summary(p, v, log, time.time() - started), watch=watch,
+        on_success=lambda: summary(p, v, log, time.time() - started, resumed_from),
+        watch=watch,
     )  # fmt: skip
 
 
@@ -155,8 +182,10 @@ def _show(path: Path) -> str:
         return str(path)
 
 
-def summary(p: Plan, v: dict, log: Path, seconds: float) -> list[str]:
-    """What the run left and what to run next (printed after a successful run, node 0 only)."""
+def summary(p: Plan, v: dict, log: Path, seconds: float,
+            resumed_from: int | None = None) -> list[str]:  # fmt: skip
+    """What the run left and what to run next (printed after a successful run, node 0 only).
+    ``resumed_from``: the checkpoint iteration this start resumed from (None: a fresh run)."""
     if v.get("NODE_RANK", "0") != "0":
         return []
     run_dir = p.run_dir
@@ -176,8 +205,19 @@ def summary(p: Plan, v: dict, log: Path, seconds: float) -> list[str]:
             finals.append(f"validation {x['lm_loss']:.4f} (pass {x.get('eval_pass')}, {when})")
     run_arg = run_dir.name if run_dir.parent == REPO / "runs" else _show(run_dir)
     rd = _show(run_dir)
+    total = p.train.train_iters
+    # where this start ended: its last checkpoint (a stop at the time limit or --exit-interval
+    # saves one and exits 0 before ITERS)
+    reached = int(latest) if latest.isdigit() else (last or total)
+    resumed = ""
+    if resumed_from:
+        trained = reached - resumed_from
+        resumed = f" ({trained} trained in this start, resumed from iteration {resumed_from})"
+    head = (
+        f"{total} iterations" if reached >= total else f"stopped at iteration {reached} of {total}"
+    )
     return [
-        f"done in {seconds / 60:.1f} min: {p.train.train_iters} iterations of {rd}",
+        f"done in {seconds / 60:.1f} min: {head} of {rd}{resumed}",
         f"  checkpoints  {rd}/checkpoints (latest iteration {latest})",
         f"  metrics      {rd}/metrics.jsonl, TensorBoard {rd}/tensorboard, W&B {rd}/wandb",
         f"  logs         {_show(log)}, arguments {rd}/arguments.txt",

@@ -71,7 +71,15 @@ def gpu_flags(p: Plan) -> list[str]:
     """bf16, TE or local spec, FP8, and the H200 throughput options (README "Throughput")."""
     flags = ["--bf16", "--distributed-timeout-minutes", str(DIST_TIMEOUT_MINUTES)]
     if p.use_te:
-        flags += ["--transformer-impl", "transformer_engine"]
+        # cuDNN fused attention, chosen rather than left to TE: with the default (auto) TE may
+        # fall back to its unfused attention for a shape cuDNN declines, silently several times
+        # slower; chosen, it fails loudly instead (Megatron sets NVTE_FUSED_ATTN=1 and the other
+        # two to 0: language_module.py:131). flash-attn is not in the lock.
+        flags += ["--transformer-impl", "transformer_engine", "--attention-backend", "fused"]
+        if not p.grad_accum_fusion:
+            # Megatron's own output layer (ColumnParallelLinear, also under TE) raises at
+            # construction without Apex's fused wgrad kernel (tensor_parallel/layers.py:1070)
+            flags.append("--no-gradient-accumulation-fusion")
         if p.fp8 == "hybrid":
             flags += ["--fp8-format", "hybrid", "--fp8-recipe", "tensorwise"]
     else:

@@ -67,6 +67,15 @@ class _Watch(Protocol):
     def finish(self, rc: int) -> tuple[int, str]: ...
 
 
+def stop_message(signum: int) -> str:
+    """What the launcher prints the moment a stop signal arrives (named as it arrived)."""
+    name = signal.Signals(signum).name + (" (Ctrl-C)" if signum == signal.SIGINT else "")
+    return (
+        f"{name} received: the run stops after its current iteration and saves a checkpoint "
+        "first (a large model takes a minute); the same command resumes from it"
+    )
+
+
 def run_logged(
     cmd: list[str],
     env: dict[str, str],
@@ -110,6 +119,8 @@ def run_logged(
         if now - last_forward.get(signum, -REPEAT_S) < REPEAT_S:
             return
         last_forward[signum] = now
+        if signum not in forwarded:  # at once: the checkpoint save takes a while, silently
+            print(stop_message(signum), file=out, flush=True)
         forwarded.add(signum)
         try:
             os.killpg(proc.pid, signum)

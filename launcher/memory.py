@@ -1,4 +1,5 @@
-"""Rough training-memory estimate for a CPU run, so ``make pretrain`` refuses what cannot fit.
+"""Rough training-memory estimates: a CPU run's, so ``make pretrain`` refuses what cannot fit,
+and a GPU's activations (``gpu_activations``: the figures README "Throughput settings" states).
 
 A CPU machine trains in fp32 with Adam, without activation recompute unless asked: per parameter
 4 (weights) + 4 (main gradients) + 8 (Adam moments) bytes, and per layer and micro batch the
@@ -75,6 +76,40 @@ def estimate(
     activations = (layer_stack + logits) / tp
     params = num_parameters(model, vocab) * BYTES_PER_PARAM / (tp * pp)
     return MemoryEstimate(params_and_optimizer=int(params), activations=int(activations))
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuActivations:
+    """Activation bytes of one GPU (stage 0) in bf16 training on the size's GPU layout."""
+
+    layers: int
+    """Kept for backward by the transformer layers, all micro batches in flight."""
+    pinned_stage_outputs: int
+    """JREG with PP > 1: the stage outputs the pipeline cannot free (see ``gpu_activations``)."""
+
+    @property
+    def total(self) -> int:
+        return self.layers + self.pinned_stage_outputs
+
+
+def gpu_activations(model: LlamaConfig, *, micro_batch_size: int, tp: int = 1,
+                    pp: int = 1) -> GpuActivations:  # fmt: skip
+    """Per-GPU activations of bf16 training with fused attention and sequence parallelism:
+    Korthikanti et al.'s ``34 s b h`` bytes per layer and micro batch, split over TP (SP); in
+    1F1B stage 0 holds PP micro batches of L/PP layers, L layers' worth. At the model's own
+    sequence length (8b: 8192). Logits come on top (the launcher's fused cross entropy).
+
+    JREG adds one term with PP > 1: the fused displacement saves the layer output ``h_out`` for
+    its backward, and the tensor a stage sends on is a viewless alias of it
+    (megatron_ext/layer.py), so Megatron's ``deallocate_output_tensor`` (schedules.py), which
+    frees a sent output's storage, frees nothing: one ``[s/tp, b, h]`` bf16 tensor per micro batch
+    in flight stays (PP of them on stage 0). Under 1% of the layers' figure (2 against 34 x L/PP
+    bytes per token and h), so it is counted rather than worked around.
+    """
+    s, b, h = model.seq_length, micro_batch_size, model.hidden_size
+    layers = 34 * s * b * h * model.num_layers // tp
+    pinned = 2 * s * b * h * pp // tp if pp > 1 else 0
+    return GpuActivations(layers=layers, pinned_stage_outputs=pinned)
 
 
 def available_memory() -> int:

@@ -15,9 +15,17 @@ from pathlib import Path
 from common.files import run_dir as resolve_run_dir
 from common.settings import DEFAULT_REG, DEFAULT_SEED, DEFAULT_SIZE, DEFAULT_WEIGHTS, flag_on
 from launcher.checks import check_faults, check_resume, flag_value, jreg_incompatible
+from launcher.gpu import fit_batch, te_choice
 from launcher.settings import LaunchError, int_var, lambda_var, reg_names, time_limit_minutes
 from megatron_ext import faults
-from megatron_ext.config import LlamaConfig, ParallelConfig, TrainConfig, te_available
+from megatron_ext.config import (
+    LlamaConfig,
+    ParallelConfig,
+    TrainConfig,
+    apex_wgrad_available,
+    te_available,
+    te_import_error,
+)
 from megatron_ext.device import cluster_without_gpu
 from megatron_ext.resume import last_checkpoint
 from megatron_ext.schedules import parse_schedule
@@ -50,7 +58,13 @@ class Plan:
     num_gpus: int
     """GPUs visible (or planned with PLAN_GPUS); 0 on a CPU machine."""
     use_te: bool
-    """Transformer Engine spec (GPUs with TE installed)."""
+    """Transformer Engine spec (GPUs where TE imports; launcher.gpu.te_choice)."""
+    te_problem: str | None
+    """Why TE is not used on GPUs (not installed, failed import, TE=0); None when it is."""
+    preview: bool
+    """Planned for GPUs this machine lacks (PLAN_GPUS): the command a GPU node would run."""
+    grad_accum_fusion: bool
+    """Megatron's gradient-accumulation fusion: only with Apex's kernel (apex_wgrad_available)."""
     fp8: str
     """``off`` or ``hybrid``."""
     data: Path
@@ -67,8 +81,8 @@ class Plan:
     """SEED."""
     extra: list[str]
     """ARGS, split into words (passed to Megatron last)."""
-    asked_batch: int
-    """The recipe's global batch before it was fitted to DP."""
+    asked_micro_batch: int
+    """The recipe's micro batch before it was fitted to DP (launcher.gpu.fit_batch)."""
     fallback: tuple | None
     """CKPT_FALLBACK: (unreadable iteration, readable iteration, problem), else None."""
     collective_timeout: int
@@ -138,7 +152,17 @@ def plan(v: dict) -> Plan:
         refusal = cluster_without_gpu(0, nnodes, os.environ, torch.version.cuda)
         if refusal:
             raise LaunchError(refusal)
-    use_te = bool(num_gpus) and te_available()
+    preview = bool(os.environ.get("PLAN_GPUS"))
+    te_problem = None
+    if num_gpus:
+        if v.get("TE") == "0":
+            te_problem = "TE=0"
+        elif preview:
+            te_problem = None if te_available() else "transformer_engine is not installed here"
+        else:
+            te_problem = te_import_error()
+    use_te = te_choice(v.get("TE", "auto"), num_gpus=num_gpus, capability=capability,
+                       problem=te_problem, preview=preview)  # fmt: skip
     defaults = parallel_defaults(size, num_gpus)
     try:
         layout = dataclasses.replace(
@@ -168,16 +192,13 @@ def plan(v: dict) -> Plan:
         save_interval=int_var(v, "SAVE_INTERVAL", train.save_interval),
         log_interval=int_var(v, "LOG_INTERVAL", train.log_interval),
     )
+    extra = shlex.split(v.get("ARGS", ""))
     dp = nproc * nnodes // layout.model_parallel_size
-    asked_batch = train.global_batch_size
-    if train.global_batch_size % (train.micro_batch_size * dp):
-        fitted = train.micro_batch_size * dp * max(
-            1, train.global_batch_size // (train.micro_batch_size * dp))  # fmt: skip
-        train = train.replace(global_batch_size=fitted)
+    asked_micro = train.micro_batch_size
+    train = _fit_batch(train, dp, extra)
     run_dir = resolve_run_dir(v.get("RUN", f"{size}-{reg}"))
     data, manifest, fallback = check_faults(v, run_dir)
     data_vocab = int(manifest["tokenizer"]["vocab_size"])
-    extra = shlex.split(v.get("ARGS", ""))
     refusal = jreg_incompatible(extra, use_te)
     if refusal:
         raise LaunchError(refusal)
@@ -192,14 +213,30 @@ def plan(v: dict) -> Plan:
                  overriding="--override-opt_param-scheduler" in extra)  # fmt: skip
     return Plan(
         size=size, reg=reg, lam=lam, weights=weights, model=model, train=train, layout=layout,
-        nproc=nproc, nnodes=nnodes, num_gpus=num_gpus, use_te=use_te, fp8=fp8, data=data,
+        nproc=nproc, nnodes=nnodes, num_gpus=num_gpus, use_te=use_te,
+        te_problem=None if use_te else te_problem, preview=preview,
+        grad_accum_fusion=bool(num_gpus) and apex_wgrad_available(), fp8=fp8, data=data,
         manifest=manifest, data_vocab=data_vocab, model_vocab=model_vocab, run_dir=run_dir,
-        seed=int_var(v, "SEED", DEFAULT_SEED), extra=extra, asked_batch=asked_batch,
+        seed=int_var(v, "SEED", DEFAULT_SEED), extra=extra, asked_micro_batch=asked_micro,
         fallback=fallback,
         collective_timeout=int_var(v, "COLLECTIVE_TIMEOUT", faults.DEFAULT_COLLECTIVE_TIMEOUT_S),
         time_limit=time_limit_minutes(v),
         defaults_used=not any(k in v for k in ("TP", "PP", "VPP", "CP")),
     )  # fmt: skip
+
+
+def _fit_batch(train: TrainConfig, dp: int, extra: list[str]) -> TrainConfig:
+    """The schedule's batch over ``dp`` ranks (launcher.gpu.fit_batch), from the ARGS batch
+    sizes when given (they reach Megatron last and win): a micro batch given there is kept."""
+    global_batch = int(flag_value(extra, "--global-batch-size") or train.global_batch_size)
+    asked_micro = flag_value(extra, "--micro-batch-size")
+    if asked_micro and global_batch % (int(asked_micro) * dp):
+        raise LaunchError(
+            f"ARGS --micro-batch-size {asked_micro} x DP {dp} does not divide the global batch of "
+            f"{global_batch} sequences; drop it (the launcher picks one that does) or change it"
+        )
+    micro, global_batch = fit_batch(global_batch, int(asked_micro or train.micro_batch_size), dp)
+    return train.replace(micro_batch_size=micro, global_batch_size=global_batch)
 
 
 def completed_iteration(p: Plan) -> int | None:

@@ -44,6 +44,8 @@ VARIABLES = {
     "NNODES": "nodes (default 1)", "NODE_RANK": "this node's rank",
     "MASTER_ADDR": "rendezvous host", "MASTER_PORT": "rendezvous port",
     "FP8": "off | hybrid (default hybrid on Hopper+ with Transformer Engine)",
+    "TE": "auto | 1 | 0: Transformer Engine on GPUs (auto: required from Hopper on; 0: the slower "
+          "bf16 local spec)",
     "ARGS": "extra Megatron-LM flags, passed through last (they win)",
     "DRY_RUN": "1: print the command and exit",
     "COLLECTIVE_TIMEOUT": "seconds a collective may wait once training runs (default "

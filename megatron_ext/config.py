@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
@@ -13,8 +16,46 @@ to the device, eval/ stacks them)."""
 
 def te_available() -> bool:
     """True when Transformer Engine is installed (GPU machines with the ``gpu`` extra). A presence
-    check, cheap enough for the launcher; the layer spec and the launcher decide the same way."""
+    check, cheap enough for any machine; ``te_import_error`` is the real test on a GPU node."""
     return importlib.util.find_spec("transformer_engine") is not None
+
+
+def te_import_error() -> str | None:
+    """None when ``transformer_engine.pytorch`` imports, else why not (one line). Installed is not
+    enough: a TE built for another torch or CUDA is found by ``te_available`` and then fails at
+    the trainer's first TE import (or, with a presence check alone, trains on the slow path).
+    Tried in a child process: a TE whose libraries crash the interpreter becomes a message, and
+    the launcher (alive for the whole run) holds none of TE's CUDA state."""
+    if not te_available():
+        return "transformer_engine is not installed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    try:
+        proc = subprocess.run([sys.executable, "-c", "import transformer_engine.pytorch"],
+                              capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return "import transformer_engine.pytorch did not finish in 600 s"
+    if proc.returncode == 0:
+        return None
+    lines = [x for x in proc.stderr.strip().splitlines() if x.strip()]
+    why = lines[-1].strip() if lines else f"exit code {proc.returncode}"
+    return f"import transformer_engine.pytorch failed: {why}"[:300]
+
+
+def apex_wgrad_available() -> bool:
+    """True when Apex's fused weight-gradient kernel imports. Megatron's own ColumnParallelLinear
+    (the output layer, with the TE spec too: gpt_model.py:264) raises at construction when
+    gradient_accumulation_fusion is on and it does not (tensor_parallel/layers.py:1070); Megatron
+    turns the fusion on by default, so the launcher passes --no-gradient-accumulation-fusion
+    unless this is True."""
+    if importlib.util.find_spec("fused_weight_gradient_mlp_cuda") is None:
+        return False
+    import torch  # noqa: F401  (the extension links against it: import it first)
+
+    try:
+        import fused_weight_gradient_mlp_cuda  # noqa: F401
+    except Exception:
+        return False
+    return True
 
 
 def _check_positive_ints(cfg, *names: str, label=lambda name: name) -> None:

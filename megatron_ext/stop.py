@@ -17,6 +17,7 @@ stopped, where its checkpoint is and how to resume, and the exit code:
 
 from __future__ import annotations
 
+import os
 import signal
 
 from megatron_ext.console import say
@@ -34,6 +35,11 @@ def install_sigint() -> None:
         if not callable(megatron_handler):  # start-up: nothing to save yet
             raise KeyboardInterrupt
         _sigint_received = True
+        if os.environ.get("RANK", "0") == "0":
+            # the run log's record of what arrived: Megatron's own line at the exit says SIGTERM
+            # whatever the signal (training.py:3260), as SIGINT goes through its SIGTERM handler
+            print("received SIGINT (Ctrl-C): saving a checkpoint after the current iteration, "
+                  "then exiting", flush=True)  # fmt: skip
         megatron_handler(signal.SIGTERM, frame)
 
     signal.signal(signal.SIGINT, on_sigint)

@@ -1,9 +1,10 @@
 """Per-GPU checks, one process per local GPU (``torchrun -m preflight.node``).
 
 Rank 0 writes every check to ``--out`` as JSON. Checks: each rank sees its own GPU; the driver
-runs the wheels' CUDA; NCCL all-reduce across all local GPUs (bus bandwidth); Transformer Engine
-importable (version); FP8 available on this GPU; the bf16 matmul peak (the MFU reference of the
-throughput runs); norm gains 1 after init and the TE-spec model == the local-spec model.
+runs the wheels' CUDA; NCCL all-reduce across all local GPUs (bus bandwidth against NVLink's);
+Transformer Engine importable (version); FP8 available on this GPU; every rank's bf16 matmul
+against the median and the datasheet peak (``preflight.limits``; the median is the MFU reference
+of the throughput runs); norm gains 1 after init and the TE-spec model == the local-spec model.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import time
 import torch
 import torch.distributed as dist
 
+from preflight.limits import busbw_check, internode_check, matmul_check
 from preflight.table import Check, dump
 
 MATMUL_N = 8192
 ALLREDUCE_BYTES = 256 * 2**20
-MIN_BUSBW_GBS = 50.0  # NVLink gives hundreds of GB/s; PCIe-only or a broken link gives less
 
 
 def timed(fn, repeats: int) -> float:
@@ -53,32 +54,36 @@ def device_checks(rank: int, world: int, local_rank: int) -> list[Check]:
     ]  # fmt: skip
 
 
-def nccl_check(world: int) -> Check:
+def allreduce(world: int) -> tuple[float, bool]:
+    """(bus bandwidth GB/s of a 256 MiB bf16 all-reduce over all ranks, result exact)."""
     numel = ALLREDUCE_BYTES // 2
     buf = torch.ones(numel, dtype=torch.bfloat16, device="cuda")
     seconds = timed(lambda: dist.all_reduce(buf), repeats=10)
     busbw = ALLREDUCE_BYTES / seconds * 2 * (world - 1) / world / 1e9 if world > 1 else 0.0
     buf.fill_(1.0)
     dist.all_reduce(buf)
-    exact = bool((buf == world).all())
-    ok = exact and (world == 1 or busbw >= MIN_BUSBW_GBS)
-    return Check(
-        name="nccl all-reduce", ok=ok,
-        value=(f"{world} GPUs, 256 MiB bf16: bus bandwidth {busbw:.0f} GB/s "
-               f"(>= {MIN_BUSBW_GBS:.0f})" if world > 1 else "1 GPU, no peers to measure")
-        + f", result {'exact' if exact else 'WRONG'}",
-    )  # fmt: skip
+    return busbw, bool((buf == world).all())
+
+
+def nccl_check(world: int) -> Check:
+    return busbw_check(*allreduce(world), device_name=torch.cuda.get_device_name(), world=world)
 
 
 def te_checks() -> tuple[bool, list[Check]]:
-    """(TE usable, checks). TE missing is reported, not failed: the local spec runs without it."""
-    try:
-        import transformer_engine
-        import transformer_engine.pytorch as te
-    except ImportError as err:
-        return False, [Check(name="transformer engine", ok=True,
-                             value=f"not installed ({err.__class__.__name__}): local spec, bf16, "
-                             "no FP8/CP (make setup EXTRAS=gpu)")]  # fmt: skip
+    """(TE usable, checks). From Hopper on a TE that does not import FAILS: the launcher refuses
+    such a node (launcher.gpu.te_choice) unless TE=0; before Hopper it is reported only."""
+    from megatron_ext.config import te_import_error
+
+    problem = te_import_error()
+    if problem is not None:
+        hopper = torch.cuda.get_device_capability()[0] >= 9
+        return False, [Check(name="transformer engine", ok=not hopper,
+                             value=f"{problem}: " + ("make pretrain refuses this node unless TE=0 "
+                             "(make setup GPU=1 installs it)" if hopper else "local spec, bf16, no "
+                             "FP8/CP"))]  # fmt: skip
+    import transformer_engine
+    import transformer_engine.pytorch as te
+
     checks = [
         Check(name="transformer engine", ok=True, value=f"version {transformer_engine.__version__}")
     ]
@@ -96,28 +101,40 @@ def fp8_support(te) -> tuple[bool, str]:
     return fp8.check_fp8_support()
 
 
-def matmul_peak() -> tuple[float, Check]:
+def matmul_peak(world: int) -> tuple[float, Check]:
+    """(median bf16 TFLOP/s over the ranks: the MFU reference, the every-rank check)."""
     a = torch.randn(MATMUL_N, MATMUL_N, dtype=torch.bfloat16, device="cuda")
     b = torch.randn_like(a)
     seconds = timed(lambda: a @ b, repeats=20)
-    tflops = 2 * MATMUL_N**3 / seconds / 1e12
-    return tflops, Check(name="bf16 matmul peak", ok=tflops > 0,
-                         value=f"{tflops:.0f} TFLOP/s ({MATMUL_N}^3, median of 20)")  # fmt: skip
+    mine = torch.tensor([2 * MATMUL_N**3 / seconds / 1e12], device="cuda")
+    every = [torch.zeros_like(mine) for _ in range(world)]
+    dist.all_gather(every, mine)
+    per_rank = [float(t) for t in every]
+    check = matmul_check(per_rank, torch.cuda.get_device_name())
+    return sorted(per_rank)[len(per_rank) // 2], check
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
+    parser.add_argument("--allreduce-nodes", type=int, default=0,
+                        help="only the all-reduce, across this many nodes (NODES=2 mode)")  # fmt: skip
     args = parser.parse_args()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
     rank, world = dist.get_rank(), dist.get_world_size()
+    if args.allreduce_nodes:
+        check = internode_check(*allreduce(world), nodes=args.allreduce_nodes, world=world)
+        if rank == 0:
+            dump([check], args.out)
+        dist.destroy_process_group()
+        return
     checks = device_checks(rank, world, local_rank)
     checks.append(nccl_check(world))
     has_te, te_list = te_checks()
     checks += te_list
-    peak, peak_check = matmul_peak()
+    peak, peak_check = matmul_peak(world)
     checks.append(peak_check)
 
     from megatron.core import parallel_state as ps

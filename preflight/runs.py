@@ -6,7 +6,9 @@ numbers come from its ``metrics.jsonl`` (LM loss, D_l, step time) and Megatron's
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from preflight.table import Check
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]  # the checkout (preflight/ is top-level)
 LAUNCH = [sys.executable, "-m", "launcher"]
 RUN_TIMEOUT_S = 300
 # the 1b shape with fewer layers: the per-layer cost of the real model, a short start-up
@@ -25,6 +27,9 @@ THROUGHPUT_ITERS = 8
 # bf16 over different layouts: reductions in another order, ~1e-3 relative on the loss
 LAYOUT_TOLERANCE = {"loss": 2e-2, "D": 5e-2}
 _MAX_ALLOCATED = re.compile(r"max allocated: ([0-9.]+)")
+# TE logs the attention it runs with NVTE_DEBUG=1 NVTE_DEBUG_LEVEL=2 ("Running with
+# FusedAttention backend (sub-backend 1)"); the launcher pins cuDNN fused attention.
+DEBUG_ENV = {"NVTE_DEBUG": "1", "NVTE_DEBUG_LEVEL": "2"}
 
 
 def build_data(root: Path) -> tuple[Path | None, str]:
@@ -48,12 +53,27 @@ def _last_line(text: str) -> str:
     return lines[-1][:200] if lines else "no output"
 
 
+def run_log(run_dir: Path) -> str:
+    """The run's full output (every rank; the console shows only the launcher's view of it):
+    Megatron's memory report and TE's attention-backend lines are there."""
+    return "".join(p.read_text(errors="replace") for p in sorted(run_dir.glob("logs/*.log")))
+
+
+@functools.cache
+def _without_te() -> list[str]:
+    """TE=0 where TE does not import: the launcher would refuse every run on a Hopper node (the
+    node checks report TE's failure once); the runs then measure the local spec."""
+    from megatron_ext.config import te_import_error
+
+    return [] if te_import_error() is None else ["TE=0"]
+
+
 def launch(run_dir: Path, data: Path, settings: list[str]) -> tuple[list[dict] | None, str]:
     """Run the launcher; (train lines of metrics.jsonl, its output) or (None, the error)."""
-    cmd = [*LAUNCH, f"RUN={run_dir}", f"DATA={data}", "LOG_INTERVAL=1", *settings]
+    cmd = [*LAUNCH, f"RUN={run_dir}", f"DATA={data}", "LOG_INTERVAL=1", *_without_te(), *settings]
     try:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                              timeout=RUN_TIMEOUT_S)  # fmt: skip
+                              env={**os.environ, **DEBUG_ENV}, timeout=RUN_TIMEOUT_S)  # fmt: skip
     except subprocess.TimeoutExpired:
         return None, f"timed out after {RUN_TIMEOUT_S} s"
     out = proc.stdout + proc.stderr
@@ -102,7 +122,7 @@ def throughput(root: Path, data: Path, ngpu: int, peak_tflops: float, fp8: bool)
         tflops = flops_per_token(THROUGHPUT_LAYERS, model.hidden_size, model.ffn_hidden_size,
                                  model.num_attention_heads, model.num_query_groups,
                                  model.seq_length, 1024) * tokens_gpu / 1e12  # fmt: skip
-        mem = [float(m) for m in _MAX_ALLOCATED.findall(out)]
+        mem = [float(m) for m in _MAX_ALLOCATED.findall(run_log(root / f"tput-{precision}-{reg}"))]
         results[reg] = step
         checks.append(Check(
             name=name, ok=finite and bool(steps),
@@ -141,3 +161,114 @@ def layouts(root: Path, data: Path, ngpu: int, te: bool) -> list[Check]:
             continue
         checks.append(compare(f"1 -> 2 GPUs {label}", ref[0], got[0], LAYOUT_TOLERANCE))
     return checks
+
+
+_BACKEND = re.compile(r"Running with (\w+) backend(?: \(([^)]*)\))?")
+
+
+def attention_backend(log: str, te: bool) -> Check:
+    """Which attention ran in a training run: the launcher's choice (FusedAttention) or not."""
+    if not te:
+        return Check(name="attention backend", ok=True, value="local spec (no TE): torch attention")
+    seen = sorted({m[1] + (f" ({m[2]})" if m[2] else "") for m in _BACKEND.finditer(log)})
+    ok = bool(seen) and all(x.startswith("FusedAttention") for x in seen)
+    return Check(name="attention backend", ok=ok,
+                 value=", ".join(seen) + " (want FusedAttention: --attention-backend fused)"
+                 if seen else "TE logged no attention backend (NVTE_DEBUG=1 NVTE_DEBUG_LEVEL=2)")  # fmt: skip
+
+
+def sizes(root: Path, data: Path, ngpu: int, fp8: bool, names=("1b", "3b", "8b")) -> list[Check]:
+    """Each SIZE's real shape, layout, micro batch and a 128k vocabulary (the logits are most of
+    1b's activation memory) for 3 iterations of one micro batch per GPU: its peak memory against
+    the GPU's, next to the estimate of launcher.memory.gpu_activations."""
+    import torch
+
+    from launcher.memory import gpu_activations
+    from recipes import SIZES
+
+    total_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+    checks = []
+    for name in names:
+        entry = SIZES[name]
+        layout, model, train = entry.gpu_layout, entry.model(), entry.train()
+        if ngpu % layout.model_parallel_size:
+            continue
+        dp = ngpu // layout.model_parallel_size
+        args = (f"--vocab-size 128256 --global-batch-size {train.micro_batch_size * dp} "
+                "--eval-iters 1")  # fmt: skip
+        run_dir = root / f"size-{name}"
+        lines, out = launch(run_dir, data, [
+            f"SIZE={name}", "REG=jreg", "ITERS=3", "SAVE_INTERVAL=100000", f"NPROC={ngpu}",
+            f"FP8={'hybrid' if fp8 else 'off'}", f"ARGS={args}",
+        ])  # fmt: skip
+        label = f"{name} real shape ({model.num_layers}L, seq {model.seq_length}, 128k vocab)"
+        if lines is None:
+            checks.append(Check(name=label, ok=False, value=out))
+            continue
+        mem = [float(m) / 1024 for m in _MAX_ALLOCATED.findall(run_log(run_dir))]
+        peak = max(mem) if mem else float("nan")
+        est = gpu_activations(model, micro_batch_size=train.micro_batch_size, tp=layout.tp)
+        finite = all(_finite(x["lm_loss"]) for x in lines)
+        checks.append(Check(
+            name=label, ok=finite and bool(mem) and peak < 0.95 * total_gib,
+            value=f"peak {peak:.1f} of {total_gib:.0f} GiB (micro batch {train.micro_batch_size}, "
+            f"TP={layout.tp}; activation estimate {est.total / 2**30:.0f} GiB), loss finite={finite}",
+        ))  # fmt: skip
+    return checks
+
+
+def continuation_check(full: list[dict], resumed: list[dict], first_after: int) -> Check:
+    """The resumed run's first iteration after the checkpoint equals the uninterrupted run's
+    bit for bit (weights, optimizer and data position restored); the next within 1e-3 (its
+    backward may use nondeterministic kernels)."""
+    a = {x["iteration"]: x for x in full}
+    b = {x["iteration"]: x for x in resumed}
+    it = first_after
+    if it not in a or it not in b or it + 1 not in a or it + 1 not in b:
+        return Check(name="checkpoint save -> resume", ok=False,
+                     value=f"iterations {it} and {it + 1} missing from a run")  # fmt: skip
+    exact = a[it]["lm_loss"] == b[it]["lm_loss"] and a[it]["D"] == b[it]["D"]
+    x, y = a[it + 1]["lm_loss"], b[it + 1]["lm_loss"]
+    drift = abs(x - y) / max(abs(x), abs(y), 1e-12)
+    return Check(name="checkpoint save -> resume", ok=exact and drift <= 1e-3,
+                 value=f"iteration {it}: loss {a[it]['lm_loss']:.6f} vs {b[it]['lm_loss']:.6f} "
+                 f"({'bit-identical' if exact else 'DIFFERENT'}), iteration {it + 1} rel "
+                 f"{drift:.1e} (<= 1e-3)")  # fmt: skip
+
+
+def resume(root: Path, data: Path) -> list[Check]:
+    """tiny for 4 iterations straight, and stopped at 2 (checkpoint) then resumed: the same."""
+    base = ["SIZE=tiny", "REG=jreg", "ITERS=4", "SAVE_INTERVAL=2", "NPROC=1", "FP8=off"]
+    full, out = launch(root / "resume-full", data, base)
+    if full is None:
+        return [Check(name="checkpoint save -> resume", ok=False, value=f"straight run: {out}")]
+    split = root / "resume-split"
+    first, out = launch(split, data, [*base, "ARGS=--exit-interval 2"])
+    resumed, out2 = launch(split, data, base) if first is not None else (None, out)
+    if resumed is None:
+        return [Check(name="checkpoint save -> resume", ok=False, value=f"stop/resume: {out2}")]
+    return [continuation_check(full, resumed, first_after=3)]
+
+
+def pytest_check(name: str, code: int, output: str) -> Check:
+    """A pytest run as a check: its summary line."""
+    summary = next((x for x in reversed(output.splitlines()) if " passed" in x or " failed" in x
+                    or " error" in x), _last_line(output))  # fmt: skip
+    ran = " passed" in summary and "skipped" not in summary and "deselected" not in summary
+    return Check(name=name, ok=code == 0 and ran, value=summary.strip("= ")[:200])
+
+
+def compiled_kernel(root: Path) -> Check:
+    """The fused JREG Triton kernels compiled for this GPU (not interpreted) against eager:
+    values and gradients (tests/megatron_ext/jreg_triton_cases.py)."""
+    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+           "tests/megatron_ext/jreg_triton_cases.py"]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=RUN_TIMEOUT_S)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return Check(name="triton kernels compiled vs eager", ok=False,
+                     value=f"timed out after {RUN_TIMEOUT_S} s")  # fmt: skip
+    (root / "kernel_cases.log").write_text(proc.stdout + proc.stderr)
+    return pytest_check("triton kernels compiled vs eager", proc.returncode, proc.stdout)

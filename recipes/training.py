@@ -45,10 +45,10 @@ def large_mbs(micro_batch_size: int):
     """``large`` with the micro-batch size that suits an H200 (141 GB) for one size.
 
     Activations are ~34 x seq x hidden bytes per layer and sequence (Korthikanti et al., bf16,
-    flash attention, no recompute; / TP with SP). At seq 4096: 1b (16 x 2048) ~4.6 GB per
-    sequence, so mbs 8 ~37 GB; 3b (28 x 3072) ~12 GB per sequence, mbs 4 ~48 GB; 8b (32 x 4096,
-    TP=2+SP) ~9 GB per sequence per GPU, mbs 2 ~18 GB next to ~36 GB of bf16 weights, fp32
-    gradients and the DP-sharded Adam state. Larger GEMMs per step, fewer microbatches; all leave
+    flash attention, no recompute; / TP with SP; ``launcher.memory.gpu_activations``). 1b (16 x
+    2048, seq 4096) ~4.6 GB per sequence, so mbs 8 ~37 GB; 3b (28 x 3072, seq 4096) ~12 GB per
+    sequence, mbs 4 ~48 GB; 8b (32 x 4096, seq 8192, TP=2+SP) ~18 GB per sequence per GPU, mbs 2
+    ~37 GB next to ~36 GB of bf16 weights, fp32 gradients and the DP-sharded Adam state. Larger GEMMs per step, fewer microbatches; all leave
     room for the [s, b, vocab] logits of a 128k vocabulary. Untested on an H200 so far: `make
     preflight` measures the peak memory of the 1b shape.
     """

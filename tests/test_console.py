@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 
 import pytest
 
@@ -29,9 +30,29 @@ def test_plan_prints_resolved_layer_weights(tmp_path, smoke_data, weights, sched
     assert code == 0, out
     plan = out.splitlines()[0]
     match = re.search(r"WEIGHTS=\S+ \[w_1\.\.w_4: ([^\]]+)\]", plan)
+    if schedule == "uniform":  # all equal: the name alone
+        assert match is None and f"WEIGHTS={weights} on " in plan, plan
+        return
     assert match, plan
-    printed = [float(x) for x in match[1].split()]
+    printed = []  # runs of equal values are written "v xN"
+    for word in match[1].split(", "):
+        value, _, count = word.partition(" x")
+        printed += [float(value)] * int(count or 1)
     assert printed == pytest.approx(layer_weights(4, schedule, **kw).tolist(), abs=5e-5)
+
+
+def test_plan_line_abbreviates_many_layer_weights():
+    from launcher.cli import describe_weights
+    from recipes import model_recipe
+
+    def short(weights):
+        p = types.SimpleNamespace(reg="jreg", weights=weights, model=model_recipe("1b"))
+        return describe_weights(p)
+
+    assert short("uniform") == ""
+    assert short("last_k:4") == " [w_1..w_16: 0 x12, 0.25 x4]"
+    exp = short("exp:0.25")
+    assert exp.startswith(" [w_1..w_16: ") and ", ..., " in exp and len(exp) < 80, exp
 
 
 def test_plan_has_no_weights_without_regulariser(tmp_path, smoke_data):
@@ -126,7 +147,10 @@ def test_signal_to_launcher_reaches_the_trainer_once(tmp_path, sig):
     finally:
         proc.kill()
     assert proc.returncode == 7
-    assert out.splitlines()[0] == f"caught {int(sig)}"
+    # at once, the signal named as it arrived; then the trainer's own lines
+    name = "SIGINT (Ctrl-C)" if sig == signal.SIGINT else "SIGTERM"
+    assert out.splitlines()[0].startswith(f"{name} received: the run stops after its current")
+    assert out.splitlines()[1] == f"caught {int(sig)}"
     assert (tmp_path / "s.log").read_text().count("caught") == 1
 
 
@@ -168,3 +192,21 @@ def test_one_ctrl_c_is_forwarded_once(tmp_path):
     proc.send_signal(signal.SIGINT)  # a deliberate second Ctrl-C
     proc.wait(timeout=60)
     assert got.read_text() == "xx"
+
+
+def test_summary_after_a_resume_says_what_this_start_trained(tmp_path):
+    """A resumed run's summary said "200 iterations" when this start trained 176."""
+    from launcher.cli import summary
+
+    run = tmp_path / "r"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("200")
+    p = types.SimpleNamespace(run_dir=run, train=types.SimpleNamespace(train_iters=200))
+    first = summary(p, {}, run / "x.log", 60.0, resumed_from=24)[0]
+    assert first.endswith("200 iterations of " + str(run) + " (176 trained in this start, "
+                          "resumed from iteration 24)"), first  # fmt: skip
+    assert summary(p, {}, run / "x.log", 60.0)[0].endswith(f"200 iterations of {run}")
+    # a stop with a checkpoint before ITERS (time limit, --exit-interval) exits 0 too
+    (run / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("120")
+    first = summary(p, {}, run / "x.log", 60.0, resumed_from=24)[0]
+    assert f"stopped at iteration 120 of 200 of {run} (96 trained in this start" in first, first

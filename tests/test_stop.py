@@ -150,3 +150,23 @@ def test_time_limit_saves_and_exits_0(tmp_path, smoke_data):
     expected = (f"stopped by its time limit (1 min) at iteration {n} of 100000: checkpoint "
                 f"{run_dir}/checkpoints/iter_{n:07d}; run the same command again to resume")  # fmt: skip
     assert expected in out.splitlines(), out[-3000:]
+
+
+def test_sigint_is_named_in_the_run_log_and_goes_to_megatrons_handler(capsys, monkeypatch):
+    """Megatron's exit line says SIGTERM for a Ctrl-C (training.py:3260): rank 0's log says
+    which signal arrived, the moment it arrives."""
+    from megatron_ext import stop
+
+    got = []
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(stop, "_sigint_received", False)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+        stop.install_sigint()
+        os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    assert got == [signal.SIGTERM] and stop._sigint_received
+    assert capsys.readouterr().out.startswith("received SIGINT (Ctrl-C): saving a checkpoint")

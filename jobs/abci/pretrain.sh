@@ -87,7 +87,7 @@ printf '%s slots=1\n' "${hosts[@]}" >"$hostfile"
 exports=()
 for name in $(compgen -e); do
   if [[ $name == CUDA_VISIBLE_DEVICES ]]; then continue; fi
-  if [[ $name =~ ^(PATH|LD_LIBRARY_PATH|VIRTUAL_ENV|LAUNCH_PYTHON|PYTHON.*|OMP_NUM_THREADS|ALLOW_CPU|CUDA_.*|NCCL_.*|TORCH_.*|NVTE_.*|UCX_.*|HF_.*|WANDB_.*)$ ]]; then
+  if [[ $name =~ ^(PATH|LD_LIBRARY_PATH|VIRTUAL_ENV|LAUNCH_PYTHON|PYTHON.*|OMP_NUM_THREADS|ALLOW_CPU|CUDA_.*|NCCL_.*|TORCH_.*|TRITON_CACHE_DIR|TORCHINDUCTOR_CACHE_DIR|NVTE_.*|UCX_.*|HF_.*|WANDB_.*)$ ]]; then
     exports+=(-x "$name")
   fi
 done

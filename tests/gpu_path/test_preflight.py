@@ -85,7 +85,10 @@ def test_throughput_numbers_from_run_outputs(monkeypatch, tmp_path):
         seen.append(settings)
         lines = [{"iteration": i, "lm_loss": 7.0, "D": [0.1] * 4, "step_time_s": step[reg]}
                  for i in range(1, 9)]  # fmt: skip
-        return lines, "... | max allocated: 20480.0 | reserved: ..."
+        # Megatron's memory report is in the run's log, not on the console
+        (run_dir / "logs").mkdir(parents=True)
+        (run_dir / "logs" / "1.log").write_text("... | max allocated: 20480.0 | reserved: ...\n")
+        return lines, "iter 8/8 | ..."
 
     monkeypatch.setattr(runs, "launch", fake_launch)
     checks = runs.throughput(tmp_path, tmp_path, ngpu=1, peak_tflops=800.0, fp8=False)

@@ -13,12 +13,13 @@ JOBS = REPO / "jobs"
 # Variables a job reads: none may leak in from the shell running the tests.
 JOB_VARS = {
     "RUN", "SIZE", "REG", "LAMBDA", "WEIGHTS", "ITERS", "SAVE_INTERVAL", "LOG_INTERVAL", "SEED",
-    "DATA", "TP", "PP", "VPP", "CP", "FP8", "ARGS", "DRY_RUN", "NPROC", "NNODES", "NODE_RANK",
+    "DATA", "TP", "PP", "VPP", "CP", "FP8", "TE", "ARGS", "DRY_RUN", "NPROC", "NNODES", "NODE_RANK",
     "MASTER_ADDR", "MASTER_PORT", "GPUS_PER_NODE", "JOB_REPO", "LAUNCH_PYTHON", "PLAN_GPUS",
     "MODULES", "CUDA_MODULE", "CUDNN_MODULE", "NCCL_MODULE", "HPCX_MODULE", "CLUSTER", "NODES",
     "GROUP", "WALLTIME", "QUEUE", "PARTITION", "SUBMIT", "ALLOW_CPU",
     "TIME_LIMIT", "STOP_MARGIN", "GPUS", "ITER", "TASKS", "NUM_FEWSHOT", "LIMIT", "BATCH",
-    "DTYPE", "DOCS", "KEEP_EXPORTS", "OUT",
+    "DTYPE", "DOCS", "KEEP_EXPORTS", "OUT", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR",
+    "PBS_LOCALDIR", "TMPDIR",
 }  # fmt: skip
 
 # Each fake records its arguments, one call a line, in $FAKE_LOG. mpirun/srun then start the
@@ -40,7 +41,8 @@ FAKES = {
     "mpirun": RECORD + PER_NODE.format(rank="OMPI_COMM_WORLD_RANK", count="-np"),
     "srun": RECORD + PER_NODE.format(rank="SLURM_NODEID", count="--nodes"),
     # stands in for the launcher's python: prints what it was asked to run
-    "fake-python": """printf 'LAUNCH'; printf ' %q' "$@"; printf '\\n'\n""",
+    "fake-python": """printf 'LAUNCH'; printf ' %q' "$@"; printf '\\n'
+echo "CACHES ${TRITON_CACHE_DIR:-unset} ${TORCHINDUCTOR_CACHE_DIR:-unset}"\n""",
 }
 
 

@@ -37,7 +37,7 @@ def cluster_env(tmp_path, scheduler: str, **extra):
                         PBS_JOBID="123456.pbs1", **extra)  # fmt: skip
         return JOBS / "abci" / "pretrain.sh", env, str(10000 + 123456 % 50000)
     env = clean_env(tmp_path, SLURM_JOB_NODELIST="hnode[001-003],hnode004", SLURM_JOB_ID="98765",
-                    **extra)  # fmt: skip
+                    SLURM_CPUS_ON_NODE="96", **extra)  # fmt: skip
     return JOBS / "slurm" / "pretrain.sbatch", env, str(10000 + 98765 % 50000)
 
 
@@ -89,9 +89,31 @@ def test_real_path_starts_the_printed_command_once_per_node(tmp_path, scheduler)
                 "LAUNCH_PYTHON", "PATH", "VIRTUAL_ENV"} <= exported  # fmt: skip
     else:
         srun = made[0]
-        assert srun[:5] == ["srun", "--nodes=4", "--ntasks=4", "--ntasks-per-node=1",
-                            "--cpu-bind=none"]  # fmt: skip
+        # the node's 96 cores for its one task (current Slurm gives a step 1 core otherwise)
+        assert srun[:6] == ["srun", "--nodes=4", "--ntasks=4", "--ntasks-per-node=1",
+                            "--cpus-per-task=96", "--cpu-bind=none"]  # fmt: skip
         assert len(made) == 1  # no modules by default on Slurm
+        assert "#SBATCH --mem=0\n" in script.read_text()
+
+
+@pytest.mark.parametrize("scheduler", ["pbs", "slurm"])
+def test_kernel_caches_are_node_local(tmp_path, scheduler):
+    """Item 8: Triton/Inductor caches defaulted to $HOME (the shared file system) for every rank;
+    the job puts them under PBS's per-job local dir (ABCI) or $TMPDIR, and mpirun passes them."""
+    local = tmp_path / ("pbs-local" if scheduler == "pbs" else "tmpdir")
+    where = {"PBS_LOCALDIR": local} if scheduler == "pbs" else {"TMPDIR": local}
+    script, env, _ = cluster_env(tmp_path, scheduler, SIZE="8b", RUN=tmp_path / "run",
+                                 LAUNCH_PYTHON=tmp_path / "bin" / "fake-python", **where)  # fmt: skip
+    proc = run([script], env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    user = env.get("USER") or str(os.getuid())
+    caches = [x.split()[1:] for x in proc.stdout.splitlines() if x.startswith("CACHES ")]
+    root = local / f"jreg-cache-{user}"
+    assert caches == [[str(root / "triton"), str(root / "inductor")]] * 4, proc.stdout
+    if scheduler == "pbs":
+        mpirun = next(c for c in calls(tmp_path) if c[0] == "mpirun")
+        exported = {mpirun[i + 1] for i, w in enumerate(mpirun) if w == "-x"}
+        assert {"TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR"} <= exported
 
 
 def test_node_command_is_torchrun_with_the_rendezvous(tmp_path, smoke_data):
@@ -121,8 +143,14 @@ def test_make_submit_prints_qsub_and_submits_only_with_submit(tmp_path, smoke_da
             f"DATA={smoke_data}", f"RUN={tmp_path / 'run'}", f"ARGS={ARGS}"]  # fmt: skip
     proc = run(base, env)
     assert proc.returncode == 0, proc.stderr
-    # the launcher's plan for 4 nodes of 8 GPUs (8b's default TP=2 on GPUs)
-    assert "8 GPU(s), 4 node(s) x 8 proc: TP=2" in proc.stdout
+    # the launcher's plan for 4 nodes of 8 GPUs (8b's default TP=2 on GPUs): the total, and why
+    # FP8 and SP are off (no Transformer Engine on this machine)
+    assert "32 GPU(s) (4 node(s) x 8) [preview of a GPU node's command" in proc.stdout
+    assert (
+        "TP=2" in proc.stdout
+        and "FP8=off (no FP8/SP without Transformer Engine: transformer_engine is not installed here"
+        in proc.stdout
+    )
     qsub = submit_line(proc.stdout, "qsub")
     vlist = f"RUN={tmp_path / 'run'},SIZE=8b,REG=jreg,DATA={smoke_data},ARGS={ARGS}"
     assert qsub == ["qsub", "-P", "gtest", "-l", "select=4", "-l", "walltime=24:00:00",
@@ -142,7 +170,10 @@ def test_submit_slurm_passes_settings_with_export(tmp_path, smoke_data):
                 "GROUP=acct", f"RUN={run_dir}", "SIZE=tiny", f"DATA={smoke_data}", "SUBMIT=1"],
                env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "2 node(s) x 4 proc" in proc.stdout
+    assert (
+        "8 GPU(s) (2 node(s) x 4)" in proc.stdout
+        and "micro batch 1 (recipe's 4 lowered" in proc.stdout
+    )
     sbatch = submit_line(proc.stdout, "sbatch")
     assert sbatch == ["sbatch", "--nodes=2", "--time=24:00:00", "--gpus-per-node=4",
                       "--account=acct", "--partition=gpu",
