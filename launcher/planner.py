@@ -15,6 +15,7 @@ from pathlib import Path
 from common.files import run_dir as resolve_run_dir
 from common.settings import DEFAULT_REG, DEFAULT_SEED, DEFAULT_SIZE, DEFAULT_WEIGHTS, flag_on
 from launcher.checks import check_faults, check_resume, flag_value, jreg_incompatible
+from launcher.data import Dataset, check_args
 from launcher.settings import LaunchError, int_var, lambda_var, reg_names, time_limit_minutes
 from megatron_ext import faults
 from megatron_ext.config import LlamaConfig, ParallelConfig, TrainConfig, te_available
@@ -52,8 +53,10 @@ class Plan:
     """Transformer Engine spec (GPUs with TE installed)."""
     fp8: str
     """``off`` or ``hybrid``."""
+    datasets: list[Dataset]
+    """DATA: the prepared dataset, or a weighted blend's members (``launcher.data``)."""
     data: Path
-    """The prepared dataset folder."""
+    """The dataset whose tokenizer the run uses: DATA's folder, a blend's first member."""
     manifest: dict
     """Its ``manifest.json``."""
     data_vocab: int
@@ -174,9 +177,11 @@ def plan(v: dict) -> Plan:
             1, train.global_batch_size // (train.micro_batch_size * dp))  # fmt: skip
         train = train.replace(global_batch_size=fitted)
     run_dir = resolve_run_dir(v.get("RUN", f"{size}-{reg}"))
-    data, manifest, fallback = check_faults(v, run_dir)
-    data_vocab = int(manifest["tokenizer"]["vocab_size"])
     extra = shlex.split(v.get("ARGS", ""))
+    check_args(extra)
+    datasets, fallback = check_faults(v, run_dir)
+    data, manifest = datasets[0].path, datasets[0].manifest
+    data_vocab = int(manifest["tokenizer"]["vocab_size"])
     refusal = jreg_incompatible(extra, use_te)
     if refusal:
         raise LaunchError(refusal)
@@ -191,7 +196,8 @@ def plan(v: dict) -> Plan:
                  overriding="--override-opt_param-scheduler" in extra)  # fmt: skip
     return Plan(
         size=size, reg=reg, lam=lam, weights=weights, model=model, train=train, layout=layout,
-        nproc=nproc, nnodes=nnodes, num_gpus=num_gpus, use_te=use_te, fp8=fp8, data=data,
+        nproc=nproc, nnodes=nnodes, num_gpus=num_gpus, use_te=use_te, fp8=fp8, datasets=datasets,
+        data=data,
         manifest=manifest, data_vocab=data_vocab, model_vocab=model_vocab, run_dir=run_dir,
         seed=int_var(v, "SEED", DEFAULT_SEED), extra=extra, asked_batch=asked_batch,
         fallback=fallback,
