@@ -116,6 +116,7 @@ def test_report_from_files(tmp_path):
         (["ITERS=x"], "ITERS must be an integer"),
         (["COLOUR=red"], "unknown setting 'COLOUR=red'"),
         (["PILOTS=/nowhere"], "PILOTS: /nowhere is not a folder"),
+        (["DATA=0:data/a,1:data/b"], "weight '0' of '0:data/a' is not a positive number"),
     ],
 )
 def test_bad_settings(argv, message):
@@ -131,6 +132,13 @@ def test_changed_settings_refused(tmp_path):
     check_run_record(s, run)  # same settings: continues
     (tmp_path / "data").symlink_to(s.data)  # the same dataset through a link (another checkout)
     check_run_record(parse([f"ROOT={tmp_path}", "LAMBDA=0.1", f"DATA={tmp_path / 'data'}"]), run)
+    blend = parse([f"ROOT={tmp_path}", "LAMBDA=0.1", f"DATA=3:{s.data},1:{tmp_path}/other"])
+    assert blend.data == f"0.75:{s.data},0.25:{tmp_path}/other"
+    (tmp_path / blend.runs()[1].name / "study_run.json").write_text(json.dumps(run.record(blend)))
+    linked = f"DATA=0.75:{tmp_path / 'data'},0.25:{tmp_path}/other"
+    check_run_record(parse([f"ROOT={tmp_path}", "LAMBDA=0.1", linked]), run)
+    with pytest.raises(StudyError, match=r"data '0.75:.*' -> '0.5:"):
+        check_run_record(parse([f"ROOT={tmp_path}", "LAMBDA=0.1", f"DATA=1:{s.data},1:{tmp_path}/other"]), run)  # fmt: skip
     with pytest.raises(StudyError, match=r"lam 0.1 -> 0.3.*ROOT= another folder"):
         check_run_record(parse([f"ROOT={tmp_path}", "LAMBDA=0.3"]), parse(
             [f"ROOT={tmp_path}", "LAMBDA=0.3"]).runs()[1])  # fmt: skip
