@@ -22,6 +22,7 @@ from data_prep.corpus import (
     HFRef,
     Shard,
     check_text_field,
+    input_bytes,
     iter_texts,
     parse_corpus,
     plan_shards,
@@ -153,7 +154,7 @@ def auto_shard_bytes(sources: list, workers: int, shard_mb: float | None) -> int
     """`shard_mb`, or ~4 shards per worker (1-64 MB) so the pool stays busy to the end."""
     if shard_mb:
         return int(shard_mb * 2**20)
-    total = sum(Path(f).stat().st_size for s in sources for f in s.files)
+    total = sum(input_bytes(f) for s in sources for f in s.files)
     return int(min(max(total / (4 * workers), 2**20), 64 * 2**20))
 
 
@@ -304,8 +305,8 @@ def _build(
     log.info("tokenizing %d of %d shards with %d workers", len(tasks), len(shards), cfg.workers)
     t = time.perf_counter()
     total = (
-        None
-        if any(s.kind == "hf" for s in shards)
+        None  # unknown text size: streamed, compressed or Arrow input
+        if any(s.kind in ("hf", "jsonl-z", "arrow") for s in shards)
         else sum(_shard_bytes(s) for s in (t.shard for t in tasks))
     )
     run_tasks(

@@ -35,7 +35,7 @@ def _default_name(corpus: list[str]) -> str:
             f for f in [first[3:].split(":")[0].rstrip("/"), *first.split(":")[2:3]] if f
         )
     parts = [p for p in first.split("/") if p and not glob.has_magic(p)]
-    stem = Path(parts[-1]).stem if parts and "." in parts[-1] else (parts[-1] if parts else "")
+    stem = parts[-1].split(".")[0] if parts else ""  # docs.jsonl.gz -> docs
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in stem).strip("-_") or "corpus"
 
 
