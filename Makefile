@@ -19,7 +19,7 @@ RUNPY := $(UV) run --locked python
 #> make test                                 the whole test suite (what .ci/run runs)
 #> make test-fast                            the suite without the tests marked slow
 #> make lint                                 ruff check + ruff format --check
-#> make data [CORPUS= NAME= VOCAB= TOKENIZER= TEXT_FIELD= FORCE=1 WORKERS=]   tokenizer + Megatron dataset in data/<NAME>
+#> make data [CORPUS= NAME= VOCAB= TOKENIZER= TEXT_FIELD= SPLIT= OUT_ROOT= FORCE=1 WORKERS= ADOPT=]   tokenizer + Megatron dataset in data/<NAME> (ADOPT=<prefix>,...: existing .bin/.idx)
 #> make data-validate [NAME=default]         check a prepared dataset
 #> make pretrain [RUN= SIZE= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= NPROC= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= FP8= ARGS= DRY_RUN=1 COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 FORCE_CPU=1 TIME_LIMIT=]   train or resume runs/<RUN>
 #> make submit NODES= GROUP= [CLUSTER=abci|slurm WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE= CUDA_MODULE= CUDNN_MODULE= NCCL_MODULE= HPCX_MODULE= SUBMIT=1 RUN= SIZE= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= FP8= ARGS= COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 TIME_LIMIT= STOP_MARGIN=]   check, print (and submit) a cluster job
@@ -66,8 +66,13 @@ pretrain: setup
 # Data prep (data_prep/): `make data` builds the embedded default corpus into data/default/ and is a
 # fast no-op when that output is already complete. Variables map onto `python -m data_prep build`:
 # CORPUS (default | embedded:a+b | fineweb-edu | hf:REPO[:CONFIG[:SPLIT]] | files/globs), NAME, VOCAB,
-# TOKENIZER (.model | HF dir | tiktoken file), TEXT_FIELD, FORCE=1, WORKERS.
+# TOKENIZER (.model | HF dir | tiktoken file), TEXT_FIELD (title,text: joined by a blank line),
+# SPLIT (train,valid,test fractions, default 98,1,1), OUT_ROOT (default data), FORCE=1, WORKERS.
+# ADOPT=<prefix>[,...] with TOKENIZER= runs `python -m data_prep adopt` instead (no re-tokenizing).
 CORPUS ?= default
+ADOPT ?=
+SPLIT ?=
+OUT_ROOT ?=
 NAME ?=
 VOCAB ?=
 TOKENIZER ?=
@@ -76,14 +81,22 @@ FORCE ?=
 WORKERS ?=
 DATA_PREP_FLAGS = --corpus '$(CORPUS)' --text-field '$(TEXT_FIELD)' $(if $(NAME),--name '$(NAME)') \
 	$(if $(VOCAB),--vocab-size $(VOCAB)) $(if $(TOKENIZER),--tokenizer '$(TOKENIZER)') \
-	$(if $(filter 1 true yes,$(FORCE)),--force) $(if $(WORKERS),--workers $(WORKERS))
+	$(if $(filter 1 true yes,$(FORCE)),--force) $(if $(WORKERS),--workers $(WORKERS)) \
+	$(DATA_OUT_FLAGS)
+DATA_OUT_FLAGS = $(if $(SPLIT),--split '$(SPLIT)') $(if $(OUT_ROOT),--out-root '$(OUT_ROOT)')
+ADOPT_FLAGS = --prefix '$(ADOPT)' $(if $(TOKENIZER),--tokenizer '$(TOKENIZER)') $(if $(NAME),--name '$(NAME)') \
+	$(if $(filter 1 true yes,$(FORCE)),--force) $(DATA_OUT_FLAGS)
 
 .PHONY: data-validate
 data: setup
+ifneq ($(ADOPT),)
+	$(RUNPY) -m data_prep adopt $(ADOPT_FLAGS)
+else
 	$(RUNPY) -m data_prep build $(DATA_PREP_FLAGS)
+endif
 
 data-validate: setup
-	$(RUNPY) -m data_prep validate data/$(or $(NAME),default)
+	$(RUNPY) -m data_prep validate $(or $(OUT_ROOT),data)/$(or $(NAME),default)
 
 # Multi-node jobs (jobs/, README "Run on ABCI"): check the settings here, print the qsub line, and
 # submit it only with SUBMIT=1.

@@ -1,11 +1,12 @@
 """The run's data: ``DATA=`` (a folder or a weighted blend, ``common.datablend``) checked before
 anything starts. Each member is validated (``python -m data_prep validate``), every split must hold
-a document (Megatron cannot memory-map an empty ``.bin``) and a blend's members must share one
-tokenizer. Data flags in ``ARGS`` are refused: the launcher derives them from ``DATA``, the run's
+a document (Megatron cannot memory-map an empty ``.bin``) and a blend's members must give the
+same token ids (one tokenizer). Data flags in ``ARGS`` are refused: the launcher derives them from ``DATA``, the run's
 records and its resume check. Each failure is a ``LaunchError`` (one line, exit 2)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -90,14 +91,24 @@ def _validated(path: Path) -> dict:
     return json.loads((path / "manifest.json").read_text())
 
 
-def _tokenizer_key(manifest: dict) -> tuple:
-    tok = manifest["tokenizer"]
-    return tok.get("sha256"), tok.get("vocab_size"), tok.get("eod_id")
+def _tokenizer_key(d: Dataset) -> tuple:
+    """What decides the token ids: the vocabulary/merges, normalizer, pre-tokenizer and added
+    tokens of ``tokenizer.json`` (not its post-processor or decoder: a tokenizer exported again,
+    e.g. ``make data TOKENIZER=data/a/tokenizer``, gives the same ids with another file hash),
+    the vocabulary size and the EOD id."""
+    tok = d.manifest["tokenizer"]
+    try:
+        spec = json.loads((d.tokenizer_dir / tok.get("file", "tokenizer.json")).read_text())
+        ids = {k: spec.get(k) for k in ("model", "normalizer", "pre_tokenizer", "added_tokens")}
+        digest = hashlib.sha256(json.dumps(ids, sort_keys=True).encode()).hexdigest()
+    except (OSError, ValueError, AttributeError):
+        digest = tok.get("sha256")
+    return digest, tok.get("vocab_size"), tok.get("eod_id")
 
 
 def check_tokenizers(datasets: list[Dataset]) -> None:
     """A blend's members share one tokenizer (file hash, vocabulary, EOD id): the odd one named."""
-    keys = [_tokenizer_key(d.manifest) for d in datasets]
+    keys = [_tokenizer_key(d) for d in datasets]
     counts = Counter(keys)
     if len(counts) < 2:
         return
@@ -108,7 +119,7 @@ def check_tokenizers(datasets: list[Dataset]) -> None:
     tok, ref_tok = odd.manifest["tokenizer"], ref.manifest["tokenizer"]
     raise LaunchError(
         f"DATA: {odd.path} uses another tokenizer ({tok.get('kind')}, vocab {tok.get('vocab_size')}, "
-        f"sha256 {str(tok.get('sha256'))[:12]}) than {ref.path} ({ref_tok.get('kind')}, vocab "
-        f"{ref_tok.get('vocab_size')}, sha256 {str(ref_tok.get('sha256'))[:12]}); a blend needs one "
-        f"tokenizer: rebuild it with make data TOKENIZER={ref.tokenizer_dir}"
+        f"EOD {tok.get('eod_id')}) than {ref.path} ({ref_tok.get('kind')}, vocab "
+        f"{ref_tok.get('vocab_size')}, EOD {ref_tok.get('eod_id')}); a blend needs one tokenizer: "
+        f"rebuild it with make data TOKENIZER={ref.tokenizer_dir}"
     )
