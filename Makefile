@@ -64,36 +64,17 @@ pretrain: setup
 	UV='$(UV)' $(CURDIR)/jobs/local.sh $(foreach v,$(PRETRAIN_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
 
 # Data prep (data_prep/): `make data` builds the embedded default corpus into data/default/ and is a
-# fast no-op when that output is already complete. Variables map onto `python -m data_prep build`:
-# CORPUS (default | embedded:a+b | fineweb-edu | hf:REPO[:CONFIG[:SPLIT]] | files/globs), NAME, VOCAB,
-# TOKENIZER (.model | HF dir | tiktoken file), TEXT_FIELD (title,text: joined by a blank line),
-# SPLIT (train,valid,test fractions, default 98,1,1), OUT_ROOT (default data), FORCE=1, WORKERS.
-# ADOPT=<prefix>[,...] with TOKENIZER= runs `python -m data_prep adopt` instead (no re-tokenizing).
-CORPUS ?= default
-ADOPT ?=
-SPLIT ?=
-OUT_ROOT ?=
+# fast no-op when that output is already complete. The variables (CORPUS NAME VOCAB TOKENIZER
+# TEXT_FIELD SPLIT OUT_ROOT FORCE WORKERS ADOPT) go to `python -m data_prep make`, which maps them
+# onto `python -m data_prep build` (or `adopt` with ADOPT=; data_prep/settings.py, also used by the
+# data-prep job jobs/data.sh).
+DATA_VARS = CORPUS NAME VOCAB TOKENIZER TEXT_FIELD SPLIT OUT_ROOT FORCE WORKERS ADOPT
 NAME ?=
-VOCAB ?=
-TOKENIZER ?=
-TEXT_FIELD ?= text
-FORCE ?=
-WORKERS ?=
-DATA_PREP_FLAGS = --corpus '$(CORPUS)' --text-field '$(TEXT_FIELD)' $(if $(NAME),--name '$(NAME)') \
-	$(if $(VOCAB),--vocab-size $(VOCAB)) $(if $(TOKENIZER),--tokenizer '$(TOKENIZER)') \
-	$(if $(filter 1 true yes,$(FORCE)),--force) $(if $(WORKERS),--workers $(WORKERS)) \
-	$(DATA_OUT_FLAGS)
-DATA_OUT_FLAGS = $(if $(SPLIT),--split '$(SPLIT)') $(if $(OUT_ROOT),--out-root '$(OUT_ROOT)')
-ADOPT_FLAGS = --prefix '$(ADOPT)' $(if $(TOKENIZER),--tokenizer '$(TOKENIZER)') $(if $(NAME),--name '$(NAME)') \
-	$(if $(filter 1 true yes,$(FORCE)),--force) $(DATA_OUT_FLAGS)
+OUT_ROOT ?=
 
 .PHONY: data-validate
 data: setup
-ifneq ($(ADOPT),)
-	$(RUNPY) -m data_prep adopt $(ADOPT_FLAGS)
-else
-	$(RUNPY) -m data_prep build $(DATA_PREP_FLAGS)
-endif
+	$(RUNPY) -m data_prep make $(foreach v,$(DATA_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
 
 data-validate: setup
 	$(RUNPY) -m data_prep validate $(or $(OUT_ROOT),data)/$(or $(NAME),default)

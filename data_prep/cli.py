@@ -1,4 +1,5 @@
-"""`python -m data_prep build|adopt|validate|bench|fetch`: thin argparse over the library.
+"""`python -m data_prep build|adopt|validate|bench|fetch`: thin argparse over the library;
+`python -m data_prep make KEY=value ...` takes `make data`'s settings (data_prep.settings).
 
 User errors (DataError, invalid settings) print one line `error: ...` on stderr and exit 2,
 without a traceback; an interrupted build exits 130 and says how to resume.
@@ -159,6 +160,14 @@ def _build(args: argparse.Namespace, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["make"]:
+        from data_prep.settings import to_argv
+
+        try:
+            argv = to_argv(argv[1:])
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     args = _parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("data_prep: %(message)s"))
