@@ -37,7 +37,7 @@ SETTINGS = {
     "WEIGHTS": "layer weights of the jreg runs (default uniform; jreg-final uses final)",
     "SEED": f"seed of the three main runs (default {DEFAULT_SEED})",
     "SEEDS": "extra seeds of none and jreg, comma list (default 1235,1236; none: no extra)",
-    "DATA": f"prepared dataset (default {DEFAULT_DATA})",
+    "DATA": f"prepared dataset or weighted blend 0.7:data/a,0.3:data/b (default {DEFAULT_DATA})",
     "ARGS": "extra Megatron flags for every run",
     "ROOT": "folder of the study's runs (default runs/study)",
     "DOC": "the report (default docs/study.md; figures in docs/study/)",

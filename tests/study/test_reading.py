@@ -147,3 +147,23 @@ def test_changed_settings_refused(tmp_path):
 def test_bad_setting_one_line():
     code, out = run_checked([sys.executable, "-m", "study", "LAMBDA=-1"], timeout=120)
     assert code == 2 and out.strip() == "error: LAMBDA must be a number >= 0, got -1.0", out
+
+
+def test_report_describes_a_blend_runs_data(tmp_path):
+    from study.collect import setup
+
+    for name, tokens in (("ja", 1000), ("en", 500)):
+        (tmp_path / name).mkdir()
+        manifest = {"name": name, "splits": {"train": {"num_tokens": tokens}},
+                    "tokenizer": {"vocab_size": 512}}  # fmt: skip
+        (tmp_path / name / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "command.txt").write_text(
+        f"python -m megatron_ext.train --train-data-path 0.7 {tmp_path}/ja/train_text_document "
+        f"0.3 {tmp_path}/en/train_text_document --seq-length 8\n"
+    )
+    out = setup(tmp_path / "run")
+    assert out["data"] == (
+        f"a blend of weight 0.7: ja ({tmp_path}/ja): 1,000 training tokens, 512-token tokenizer; "
+        f"weight 0.3: en ({tmp_path}/en): 500 training tokens, 512-token tokenizer"
+    )
