@@ -31,6 +31,8 @@ def parse_data(text: str, root: Path) -> list[Member]:
     weights, paths = [], []
     for entry in entries:
         head, sep, rest = entry.partition(":")
+        if sep and rest and not _is_number(head) and _exists(entry, root):
+            sep = ""  # a folder whose name holds a colon
         if sep and rest:
             try:
                 weight = float(head)
@@ -68,6 +70,19 @@ def parse_data(text: str, root: Path) -> list[Member]:
             raise ValueError(f"DATA={text}: {m.path} appears twice; give each dataset once")
         seen.add(m.path.resolve())
     return members
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _exists(entry: str, root: Path) -> bool:
+    path = Path(entry).expanduser()
+    return (path if path.is_absolute() else root / path).exists()
 
 
 def format_data(members: list[Member]) -> str:

@@ -24,6 +24,8 @@ def test_weights_are_normalised_and_bad_ones_are_one_line(tmp_path):
     assert parse_data("7:a,2:b,1:/c", tmp_path) == [
         Member(0.7, tmp_path / "a"), Member(0.2, tmp_path / "b"), Member(0.1, Path("/c"))]  # fmt: skip
     assert parse_data("data/x/manifest.json", tmp_path) == [Member(1.0, tmp_path / "data/x")]
+    (tmp_path / "ja:2025").mkdir()  # a folder name with a colon is a folder, not a weight
+    assert parse_data("ja:2025", tmp_path) == [Member(1.0, tmp_path / "ja:2025")]
     for bad, needle in [("0:a,1:b", "not a positive number"), ("x:a,1:b", "not a number"),
                         ("-1:a,2:b", "not a positive number"), ("a,1:b", "has no weight"),
                         ("1:a,1:a", "appears twice"), ("1:a,,1:b", "empty entry"),
