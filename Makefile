@@ -19,7 +19,7 @@ RUNPY := $(UV) run --locked python
 #> make test                                 the whole test suite (what .ci/run runs)
 #> make test-fast                            the suite without the tests marked slow
 #> make lint                                 ruff check + ruff format --check
-#> make data [CORPUS= NAME= VOCAB= TOKENIZER= TEXT_FIELD= FORCE=1 WORKERS=]   tokenizer + Megatron dataset in data/<NAME>
+#> make data [CORPUS= NAME= VOCAB= TOKENIZER= TEXT_FIELD= SPLIT= OUT_ROOT= FORCE=1 WORKERS= ADOPT=]   tokenizer + Megatron dataset in data/<NAME> (ADOPT=<prefix>,...: existing .bin/.idx)
 #> make data-validate [NAME=default]         check a prepared dataset
 #> make pretrain [RUN= SIZE= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= NPROC= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= FP8= TE= ARGS= DRY_RUN=1 PLAN_GPUS= COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 FORCE_CPU=1 TIME_LIMIT=]   train or resume runs/<RUN>
 #> make submit NODES= GROUP= [CLUSTER=abci|slurm WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE= CUDA_MODULE= CUDNN_MODULE= NCCL_MODULE= HPCX_MODULE= SUBMIT=1 RUN= SIZE= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= FP8= TE= ARGS= COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 TIME_LIMIT= STOP_MARGIN=]   check, print (and submit) a cluster job
@@ -74,26 +74,20 @@ pretrain: setup
 	UV='$(UV)' $(CURDIR)/jobs/local.sh $(foreach v,$(PRETRAIN_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
 
 # Data prep (data_prep/): `make data` builds the embedded default corpus into data/default/ and is a
-# fast no-op when that output is already complete. Variables map onto `python -m data_prep build`:
-# CORPUS (default | embedded:a+b | fineweb-edu | hf:REPO[:CONFIG[:SPLIT]] | files/globs), NAME, VOCAB,
-# TOKENIZER (.model | HF dir | tiktoken file), TEXT_FIELD, FORCE=1, WORKERS.
-CORPUS ?= default
+# fast no-op when that output is already complete. The variables (CORPUS NAME VOCAB TOKENIZER
+# TEXT_FIELD SPLIT OUT_ROOT FORCE WORKERS ADOPT) go to `python -m data_prep make`, which maps them
+# onto `python -m data_prep build` (or `adopt` with ADOPT=; data_prep/settings.py, also used by the
+# data-prep job jobs/data.sh).
+DATA_VARS = CORPUS NAME VOCAB TOKENIZER TEXT_FIELD SPLIT OUT_ROOT FORCE WORKERS ADOPT
 NAME ?=
-VOCAB ?=
-TOKENIZER ?=
-TEXT_FIELD ?= text
-FORCE ?=
-WORKERS ?=
-DATA_PREP_FLAGS = --corpus '$(CORPUS)' --text-field '$(TEXT_FIELD)' $(if $(NAME),--name '$(NAME)') \
-	$(if $(VOCAB),--vocab-size $(VOCAB)) $(if $(TOKENIZER),--tokenizer '$(TOKENIZER)') \
-	$(if $(filter 1 true yes,$(FORCE)),--force) $(if $(WORKERS),--workers $(WORKERS))
+OUT_ROOT ?=
 
 .PHONY: data-validate
 data: setup
-	$(RUNPY) -m data_prep build $(DATA_PREP_FLAGS)
+	$(RUNPY) -m data_prep make $(foreach v,$(DATA_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
 
 data-validate: setup
-	$(RUNPY) -m data_prep validate data/$(or $(NAME),default)
+	$(RUNPY) -m data_prep validate $(or $(OUT_ROOT),data)/$(or $(NAME),default)
 
 # Multi-node jobs (jobs/, README "Run on ABCI"): check the settings here, print the qsub line, and
 # submit it only with SUBMIT=1.

@@ -20,6 +20,7 @@ import numpy as np
 from data_prep.build import auto_shard_bytes
 from data_prep.corpus import iter_texts, parse_corpus, plan_shards, resolve_sources
 from data_prep.encoders import EncoderSpec, make_encoder
+from data_prep.errors import DataError
 from data_prep.merge import import_builder, merge
 from data_prep.pool import run_tasks
 from data_prep.shards import ShardTask
@@ -55,6 +56,10 @@ def _pipeline(shards, manifest: dict, encoder: EncoderSpec, workers: int) -> Non
 def bench(path: Path, *, repeats: int = 3, workers: int | None = None, cache_dir: Path) -> dict:
     """Measure and return {tokens/s bare and pipeline, ratio, per-repeat times} for `path`."""
     manifest = validate_dataset(path)
+    if manifest.get("build", {}).get("adopted"):
+        raise DataError(
+            f"{path} was adopted from .bin/.idx (make data ADOPT=): no text to tokenize"
+        )
     workers = workers or num_cores()
     fp = manifest["fingerprint"]
     sources = resolve_sources(parse_corpus(manifest["corpus"]), cache_dir)

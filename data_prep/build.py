@@ -22,6 +22,7 @@ from data_prep.corpus import (
     HFRef,
     Shard,
     check_text_field,
+    input_bytes,
     iter_texts,
     parse_corpus,
     plan_shards,
@@ -30,7 +31,7 @@ from data_prep.corpus import (
 from data_prep.encoders import EncoderSpec
 from data_prep.errors import DataError
 from data_prep.manifest import heldout_samples, make_manifest
-from data_prep.merge import check_heldout, merge
+from data_prep.merge import check_heldout, fill_plan, merge, split_counts
 from data_prep.outdir import WORK, build_lock, prepare_output
 from data_prep.pool import run_tasks
 from data_prep.shards import ShardTask, committed_pieces
@@ -153,7 +154,7 @@ def auto_shard_bytes(sources: list, workers: int, shard_mb: float | None) -> int
     """`shard_mb`, or ~4 shards per worker (1-64 MB) so the pool stays busy to the end."""
     if shard_mb:
         return int(shard_mb * 2**20)
-    total = sum(Path(f).stat().st_size for s in sources for f in s.files)
+    total = sum(input_bytes(f) for s in sources for f in s.files)
     return int(min(max(total / (4 * workers), 2**20), 64 * 2**20))
 
 
@@ -304,8 +305,8 @@ def _build(
     log.info("tokenizing %d of %d shards with %d workers", len(tasks), len(shards), cfg.workers)
     t = time.perf_counter()
     total = (
-        None
-        if any(s.kind == "hf" for s in shards)
+        None  # unknown text size: streamed, compressed or Arrow input
+        if any(s.kind in ("hf", "jsonl-z", "arrow") for s in shards)
         else sum(_shard_bytes(s) for s in (t.shard for t in tasks))
     )
     run_tasks(
@@ -318,18 +319,18 @@ def _build(
     timings["tokenize_s"] = time.perf_counter() - t
 
     markers = [committed_pieces(d) for d in shard_dirs]
+    pieces = [len(m) for m in markers]
+    fill = fill_plan(split_counts(shard_dirs, pieces), cfg.split)
+    for name in fill:
+        log.warning(
+            "the %s split got no document by hash (the corpus is small for its %.1f%% share): "
+            "the last training document moves there",
+            name,
+            100 * cfg.split[SPLITS.index(name)] / sum(cfg.split),
+        )
     t = time.perf_counter()
-    splits = merge(shard_dirs, [len(m) for m in markers], out, work / "final", dtype)
+    splits = merge(shard_dirs, pieces, out, work / "final", dtype, fill)
     timings["merge_s"] = time.perf_counter() - t
-    if splits["train"]["num_docs"] == 0:
-        raise DataError("no training documents after the split; the corpus is too small")
-    for name in ("valid", "test"):
-        if splits[name]["num_docs"] == 0 and cfg.split[SPLITS.index(name)] > 0:
-            log.warning(
-                "the %s split is empty: the corpus is too small for its %.1f%% share",
-                name,
-                100 * cfg.split[SPLITS.index(name)] / sum(cfg.split),
-            )
     checked = check_heldout(
         out, heldout_samples(markers), encoder, tok_info["eod_id"], roundtrip=cfg.tokenizer is None
     )
@@ -361,6 +362,8 @@ def _build(
             **{k: round(v, 2) for k, v in timings.items()},
         },
     )
+    if fill:
+        manifest["split_rule"]["moved_from_train"] = fill
     write_json(out / "manifest.json", manifest)
     shutil.rmtree(work / "shards", ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""`python -m data_prep build|validate|bench|fetch`: thin argparse over the library.
+"""`python -m data_prep build|adopt|validate|bench|fetch`: thin argparse over the library;
+`python -m data_prep make KEY=value ...` takes `make data`'s settings (data_prep.settings).
 
 User errors (DataError, invalid settings) print one line `error: ...` on stderr and exit 2,
 without a traceback; an interrupted build exits 130 and says how to resume.
@@ -35,7 +36,7 @@ def _default_name(corpus: list[str]) -> str:
             f for f in [first[3:].split(":")[0].rstrip("/"), *first.split(":")[2:3]] if f
         )
     parts = [p for p in first.split("/") if p and not glob.has_magic(p)]
-    stem = Path(parts[-1]).stem if parts and "." in parts[-1] else (parts[-1] if parts else "")
+    stem = parts[-1].split(".")[0] if parts else ""  # docs.jsonl.gz -> docs
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in stem).strip("-_") or "corpus"
 
 
@@ -85,6 +86,18 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     b.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     b.add_argument("--stop-after-shards", type=int, help=argparse.SUPPRESS)  # resume tests
+
+    a = sub.add_parser(
+        "adopt",
+        help="existing Megatron .bin/.idx + their tokenizer -> data/<name>/ (no re-tokenizing)",
+    )
+    a.add_argument("--prefix", action="append", required=True, help="dataset prefix (repeatable)")
+    a.add_argument("--tokenizer", type=Path, help="the tokenizer the ids come from (required)")
+    a.add_argument("--name", help="output directory name (default: the first prefix's name)")
+    a.add_argument("--out-root", type=Path, default=Path("data"))
+    a.add_argument("--split", type=_split, default=(0.98, 0.01, 0.01), help="train,valid,test")
+    a.add_argument("--licence", help="licence to record")
+    a.add_argument("--force", action="store_true", help="overwrite an output made differently")
 
     v = sub.add_parser("validate", help="check data/<name>/ (what training runs first)")
     v.add_argument("path", type=Path)
@@ -147,6 +160,14 @@ def _build(args: argparse.Namespace, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["make"]:
+        from data_prep.settings import to_argv
+
+        try:
+            argv = to_argv(argv[1:])
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     args = _parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("data_prep: %(message)s"))
@@ -156,6 +177,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "build":
             _build(args, argv)
+        elif args.command == "adopt":
+            from data_prep.adopt import AdoptConfig, adopt
+
+            if args.tokenizer is None:
+                raise DataError("ADOPT needs TOKENIZER=<the tokenizer its token ids come from>")
+            prefixes = [Path(p) for v in args.prefix for p in v.split(",") if p]
+            adopt(
+                AdoptConfig(
+                    prefixes=prefixes, tokenizer=args.tokenizer, out_root=args.out_root,
+                    name=args.name
+                    or _default_name([str(prefixes[0]) if prefixes else ""]).removesuffix(
+                        "_text_document"
+                    ),
+                    split=args.split, force=args.force, licence=args.licence,
+                    created_by="python -m data_prep " + shlex.join(argv),
+                )
+            )  # fmt: skip
         elif args.command == "validate":
             from data_prep.validate import validate_dataset
 

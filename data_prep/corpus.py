@@ -2,24 +2,44 @@
 
 A corpus is one or more specs: `default` (the embedded corpus), `embedded:wiki+sotu`,
 `fineweb-edu` / `hf:REPO[:CONFIG[:SPLIT]]` (streamed with `datasets`), or local files, globs or
-directories of `.jsonl`/`.parquet`/`.txt`. Sources are cut into shards (byte ranges of jsonl or
-line-per-document txt, groups of whole-file txt documents, parquet row groups, or the
-`datasets` streaming shards) so a process pool can tokenize them independently. Concatenating
+directories of `.jsonl`/`.parquet`/`.txt`, compressed JSON lines and `save_to_disk` folders
+(`data_prep.formats`). Sources are cut into shards (byte ranges of jsonl or
+line-per-document txt, groups of whole-file txt documents, parquet row groups, whole compressed
+files, Arrow row ranges, or the `datasets` streaming shards) so a process pool can tokenize them independently. Concatenating
 the shards in index order reproduces the corpus order exactly, which is what makes the final
 dataset independent of worker count and of interruptions.
 """
 
 import glob
-import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from data_prep import embedded
+from data_prep import embedded, formats
 from data_prep.errors import DataError
 from data_prep.util import sha256_json
 
 FILE_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".txt": "txt"}
+KNOWN = ".jsonl, .jsonl.gz, .json.gz, .jsonl.zst, .parquet, .txt or a save_to_disk folder"
+
+
+def input_kind(path: str | Path) -> str | None:
+    """jsonl | jsonl-z (compressed) | parquet | txt | arrow (a save_to_disk folder) | None."""
+    path = Path(path)
+    if path.is_dir():
+        return "arrow" if formats.is_arrow_folder(path) else None
+    if formats.compression(path):
+        return "jsonl-z"
+    return FILE_KINDS.get(path.suffix)
+
+
+def input_bytes(path: str | Path) -> int:
+    """Bytes on disk of an input (a save_to_disk folder: its Arrow files)."""
+    if Path(path).is_dir():
+        return sum(Path(f).stat().st_size for f in formats.arrow_files(path))
+    return Path(path).stat().st_size
+
+
 ALIASES = {"fineweb-edu": ("hf:HuggingFaceFW/fineweb-edu:sample-10BT:train", "ODC-By 1.0")}
 
 
@@ -78,12 +98,13 @@ class Shard:
     index: int
     source: int
     kind: str
-    """jsonl | txt-line | txt-file | parquet | hf"""
+    """jsonl | jsonl-z | txt-line | txt-file | parquet | arrow | hf"""
     paths: tuple[str, ...] = ()
     start: int = 0
-    """Byte offset (jsonl, txt-line), first row group (parquet) or shard index (hf)."""
+    """Byte offset (jsonl, txt-line), first row group (parquet), first row (arrow) or shard
+    index (hf)."""
     end: int = 0
-    """End byte, end row group, or number of hf shards."""
+    """End byte, end row group, end row, or number of hf shards."""
     limit: int | None = None
     """Read at most this many records (set by max_docs)."""
     hf: HFRef | None = None
@@ -91,13 +112,14 @@ class Shard:
 
 def _expand(pattern: str) -> list[Path]:
     path = Path(pattern).expanduser()
-    if path.is_dir():
-        found = [p for p in sorted(path.rglob("*")) if p.suffix in FILE_KINDS and p.is_file()]
+    if path.is_dir() and input_kind(path) is None:
+        found = [p for p in sorted(path.rglob("*")) if p.is_file() and input_kind(p)]
         if not found:
-            raise DataError(f"directory {pattern} holds no .jsonl/.parquet/.txt files")
+            raise DataError(f"directory {pattern} holds no {KNOWN} files")
         return found
     if glob.has_magic(pattern):
-        found = [Path(p) for p in sorted(glob.glob(str(path), recursive=True)) if Path(p).is_file()]
+        found = [Path(p) for p in sorted(glob.glob(str(path), recursive=True))
+                 if Path(p).is_file() or input_kind(p)]  # fmt: skip
         if not found:
             raise DataError(f"no files match {pattern}")
         return found
@@ -138,16 +160,14 @@ def parse_corpus(values: list[str], licence: str | None = None) -> list[CorpusSp
         else:
             files = _expand(entry)
             for p in files:
-                if p.suffix not in FILE_KINDS:
-                    raise DataError(
-                        f"unsupported corpus file {p} (expected .jsonl, .parquet or .txt)"
-                    )
+                if input_kind(p) is None:
+                    raise DataError(f"unsupported corpus file {p} (expected {KNOWN})")
             specs.append(
                 CorpusSpec(
                     text=entry,
                     kind="files",
                     files=tuple(str(p.resolve()) for p in files),
-                    file_bytes=tuple(p.stat().st_size for p in files),
+                    file_bytes=tuple(input_bytes(p) for p in files),
                     licence=lic,
                 )
             )
@@ -203,38 +223,36 @@ def load_hf(ref: HFRef):
 
 
 def _file_kind(path: str, txt_docs: str) -> str:
-    kind = FILE_KINDS[Path(path).suffix]
+    kind = input_kind(path)
     return f"txt-{txt_docs}" if kind == "txt" else kind
-
-
-def _json_record(line, path, offset: int):
-    """One jsonl record; a DataError naming the file and byte offset if it is not JSON."""
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: invalid JSON in the line at byte {offset} ({e.msg})") from e
 
 
 def check_text_field(sources: list[Source], text_field: str) -> None:
     """Fail before any heavy work if the first record of a file lacks the text field."""
+    fields = formats.fields_of(text_field)
     for src in sources:
         for path in src.files:
-            kind = FILE_KINDS[Path(path).suffix]
-            if kind == "jsonl":
-                for offset, line in _iter_lines(path, 0, Path(path).stat().st_size):
-                    _text_of(_json_record(line, path, offset), text_field, path)
+            kind, names = input_kind(path), None
+            if kind in ("jsonl", "jsonl-z"):
+                for offset, line in formats.lines(path, kind, 0, Path(path).stat().st_size):
+                    formats.text_of(formats.json_record(line, path, offset), text_field, path)
                     break
             elif kind == "parquet":
                 import pyarrow.parquet as pq
 
                 names = pq.ParquetFile(path).schema_arrow.names
-                if text_field not in names:
-                    raise DataError(
-                        f"{path} has no column {text_field!r} (columns: {', '.join(names)}); set TEXT_FIELD="
-                    )
+            elif kind == "arrow":
+                path = formats.arrow_files(path)[0]
+                names = formats.arrow_columns(path)
+            missing = [f for f in fields if names is not None and f not in names]
+            if missing:
+                raise DataError(
+                    f"{path} has no column {missing[0]!r} (columns: {', '.join(names)}); "
+                    "set TEXT_FIELD="
+                )
         if src.hf is not None:
             for example in load_hf(src.hf).take(1):
-                _text_of(example, text_field, src.name)
+                formats.text_of(example, text_field, src.name)
 
 
 def plan_shards(
@@ -255,13 +273,22 @@ def plan_shards(
         group: list[str] = []
         group_bytes = 0
         for path in src.files:
-            kind, size = _file_kind(path, txt_docs), Path(path).stat().st_size
+            kind, size = _file_kind(path, txt_docs), input_bytes(path)
             if kind == "txt-file":
                 group.append(path)
                 group_bytes += size
                 if group_bytes >= shard_bytes:
                     add(source=si, kind=kind, paths=tuple(group))
                     group, group_bytes = [], 0
+            elif kind == "jsonl-z":  # a compressed stream has no byte offsets: one shard
+                add(source=si, kind=kind, paths=(path,), start=0, end=size)
+            elif kind == "arrow":
+                for file in formats.arrow_files(path):
+                    rows = formats.arrow_rows(file)
+                    n = max(1, min(rows, round(Path(file).stat().st_size / shard_bytes)))
+                    cuts = [rows * i // n for i in range(n + 1)]
+                    for a, b in zip(cuts, cuts[1:], strict=False):
+                        add(source=si, kind=kind, paths=(file,), start=a, end=b)
             elif kind == "parquet":
                 import pyarrow.parquet as pq
 
@@ -301,54 +328,31 @@ def _apply_max_docs(shards: list[Shard], max_docs: int) -> list[Shard]:
 
 
 def _count_records(shard: Shard) -> int:
-    if shard.kind in ("jsonl", "txt-line"):
-        return sum(1 for _ in _iter_lines(shard.paths[0], shard.start, shard.end))
+    if shard.kind in ("jsonl", "jsonl-z", "txt-line"):
+        return sum(1 for _ in formats.lines(shard.paths[0], shard.kind, shard.start, shard.end))
     if shard.kind == "txt-file":
         return len(shard.paths)
+    if shard.kind == "arrow":
+        return shard.end - shard.start
     import pyarrow.parquet as pq
 
     meta = pq.ParquetFile(shard.paths[0]).metadata
     return sum(meta.row_group(i).num_rows for i in range(shard.start, shard.end))
 
 
-def _iter_lines(path: str, start: int, end: int) -> Iterator[tuple[int, bytes]]:
-    """(offset, line) of non-blank lines that *start* in [start, end): each line belongs to
-    exactly one range."""
-    with open(path, "rb") as f:
-        if start > 0:
-            f.seek(start - 1)
-            f.readline()  # finish the line that straddles `start` (owned by the previous range)
-        pos = f.tell()
-        while pos < end:
-            line = f.readline()
-            if not line:
-                break
-            if line.strip():
-                yield pos, line
-            pos += len(line)
-
-
-def _text_of(record: object, text_field: str, where: str) -> str | None:
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: records must be JSON objects with a {text_field!r} field")
-    if text_field not in record:
-        fields = ", ".join(list(record)[:10])
-        raise DataError(
-            f"{where}: no field {text_field!r} in records (fields: {fields}); set TEXT_FIELD="
-        )
-    text = record[text_field]
-    if text is not None and not isinstance(text, str):
-        raise DataError(f"{where}: field {text_field!r} is {type(text).__name__}, not text")
-    return text
-
-
 def _iter_records(shard: Shard, text_field: str) -> Iterator[str | None]:
-    if shard.kind == "jsonl":
+    if shard.kind in ("jsonl", "jsonl-z"):
         path = shard.paths[0]
-        for offset, line in _iter_lines(path, shard.start, shard.end):
-            yield _text_of(_json_record(line, path, offset), text_field, path)
+        for where, line in formats.lines(path, shard.kind, shard.start, shard.end):
+            yield formats.text_of(
+                formats.json_record(line, path, where, shard.kind), text_field, path
+            )
+    elif shard.kind == "arrow":
+        yield from formats.iter_arrow(
+            shard.paths[0], shard.start, shard.end, formats.fields_of(text_field)
+        )
     elif shard.kind == "txt-line":
-        for _, line in _iter_lines(shard.paths[0], shard.start, shard.end):
+        for _, line in formats.iter_lines(shard.paths[0], shard.start, shard.end):
             yield line.decode("utf-8").rstrip("\r\n")
     elif shard.kind == "txt-file":
         for path in shard.paths:
@@ -356,15 +360,17 @@ def _iter_records(shard: Shard, text_field: str) -> Iterator[str | None]:
     elif shard.kind == "parquet":
         import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(shard.paths[0])
+        pf, fields = pq.ParquetFile(shard.paths[0]), formats.fields_of(text_field)
         for rg in range(shard.start, shard.end):
-            yield from pf.read_row_group(rg, columns=[text_field]).column(0).to_pylist()
+            table = pf.read_row_group(rg, columns=fields)
+            columns = [table.column(f).to_pylist() for f in fields]
+            yield from (formats.join_fields(list(v)) for v in zip(*columns, strict=True))
     else:
         ds = load_hf(shard.hf)
         if shard.limit is None:
             ds = ds.shard(num_shards=shard.end, index=shard.start)
         for example in ds:
-            yield _text_of(example, text_field, shard.hf.path)
+            yield formats.text_of(example, text_field, shard.hf.path)
 
 
 def iter_texts(shard: Shard, text_field: str, skip: int = 0) -> Iterator[str | None]:

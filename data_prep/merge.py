@@ -34,13 +34,58 @@ def import_builder():
     return IndexedDatasetBuilder
 
 
+def split_counts(shard_dirs: list[Path], pieces: list[int]) -> dict[str, int]:
+    """Documents per split in the shard pieces (their length files only)."""
+    counts = dict.fromkeys(SPLITS, 0)
+    for shard_dir, n in zip(shard_dirs, pieces, strict=True):
+        for piece in range(n):
+            for split in SPLITS:
+                counts[split] += piece_files(shard_dir, piece, split)[1].stat().st_size // 4
+    return counts
+
+
+def fill_plan(counts: dict[str, int], fractions: tuple[float, float, float]) -> list[str]:
+    """The held-out splits (share > 0) the hash rule left empty: each gets one training document.
+
+    A small corpus can hash no document into a 1% split; Megatron cannot read an empty split
+    (`cannot mmap an empty file`). The last training documents in corpus order move there, which
+    depends only on the corpus and the split rule, never on sharding. Raises DataError when the
+    corpus has fewer documents than the splits that must hold one.
+    """
+    wanted = [s for s, f in zip(SPLITS, fractions, strict=True) if f > 0]
+    total = sum(counts.values())
+    if total < len(wanted):
+        rule = ",".join(f"{f:g}" for f in fractions)
+        raise DataError(
+            f"the corpus has {total} document(s); the split {rule} needs at least {len(wanted)} "
+            f"(one per split): add documents"
+        )
+    empty = [s for s in wanted if s != "train" and counts[s] == 0]
+    if counts["train"] - len(empty) < 1:
+        raise DataError(
+            f"the corpus has {total} document(s) and only {counts['train']} in the training "
+            f"split; it needs at least {len(empty) + 1} there: add documents"
+        )
+    return empty
+
+
 def merge(
-    shard_dirs: list[Path], pieces: list[int], out_dir: Path, tmp_dir: Path, dtype: np.dtype
+    shard_dirs: list[Path],
+    pieces: list[int],
+    out_dir: Path,
+    tmp_dir: Path,
+    dtype: np.dtype,
+    fill: list[str] = (),
 ) -> dict:
-    """Write `<split>_text_document.bin/.idx` into out_dir; returns per-split doc/token counts."""
+    """Write `<split>_text_document.bin/.idx` into out_dir; returns per-split doc/token counts.
+
+    `fill` (from `fill_plan`): splits that get one of the last training documents each, in order.
+    """
     builder_cls = import_builder()
     tmp_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
+    keep = split_counts(shard_dirs, pieces)["train"] - len(fill)  # train docs that stay
+    moved: list[np.ndarray] = []
     for split in SPLITS:
         tmp_prefix = tmp_dir / f"{split}_text_document"
         builder = builder_cls(f"{tmp_prefix}.bin", dtype=dtype.type)
@@ -56,10 +101,19 @@ def merge(
                     )
                 start = 0
                 for length in lengths.tolist():
-                    builder.add_document(tokens[start : start + length], [length])
+                    doc = tokens[start : start + length]
                     start += length
-                num_docs += len(lengths)
-                num_tokens += len(tokens)
+                    if split == "train" and num_docs >= keep:
+                        moved.append(doc)
+                        continue
+                    builder.add_document(doc, [length])
+                    num_docs += 1
+                    num_tokens += length
+        if split in fill:
+            doc = moved[list(fill).index(split)]
+            builder.add_document(doc, [len(doc)])
+            num_docs += 1
+            num_tokens += len(doc)
         builder.finalize(f"{tmp_prefix}.idx")
         counts[split] = {
             "prefix": f"{split}_text_document",

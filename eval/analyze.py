@@ -121,7 +121,7 @@ def buckets(run: RunDir) -> torch.Tensor:
     from eval.depth import bucket_table
     from eval.sequences import token_counts
 
-    return bucket_table(token_counts(run.prefixes["train"]), run.vocab_size)
+    return bucket_table(token_counts(run.prefixes("train")), run.vocab_size)
 
 
 def measure(

@@ -127,10 +127,10 @@ class RunDir:
         """Padded model vocabulary (rows of the embedding and output layer)."""
         return self.config.vocab_size
 
-    @property
-    def prefixes(self) -> dict[str, str]:
-        """``train``/``valid``/``test`` -> dataset prefix (``.bin``/``.idx`` without suffix)."""
-        return self.config.data.prefixes
+    def prefixes(self, split: str) -> list[str]:
+        """``split``'s dataset prefixes (``.bin``/``.idx`` without suffix): one, or a blend's
+        members in order (their weights: ``config.data.split_blend``)."""
+        return self.config.data.split_blend(split)[0]
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -276,9 +276,13 @@ def load_run(name: str) -> RunDir:
         eval_interval=train.eval_interval, eval_iters=train.eval_iters,
     )  # fmt: skip
     for split in ("train", "valid", "test"):
-        prefix = cfg.data.prefixes.get(split)
-        if not prefix or not Path(prefix + ".idx").is_file():
-            raise EvalError(f"dataset {prefix}.idx (from the run config) is missing")
+        try:
+            prefixes = cfg.data.split_blend(split)[0]
+        except KeyError:
+            raise EvalError(f"the run config names no {split} dataset") from None
+        for prefix in prefixes:
+            if not Path(prefix + ".idx").is_file():
+                raise EvalError(f"dataset {prefix}.idx (from the run config) is missing")
     if not Path(cfg.data.tokenizer_dir).is_dir():
         raise EvalError(
             f"tokenizer folder {cfg.data.tokenizer_dir} (from the run config) is missing"

@@ -50,7 +50,7 @@ def run_dataset(run: RunDir, split: str, num_samples: int):
     tokenizer = MegatronTokenizer.from_pretrained(
         tokenizer_path=str(run.tokenizer_dir), metadata_path={"library": "huggingface"}
     )
-    blend = [([run.prefixes[s]], None) if s == split else None for s in _SPLITS]
+    blend = [data.split_blend(s) if s == split else None for s in _SPLITS]
     config = GPTDatasetConfig(
         random_seed=run.schedule.seed, sequence_length=run.model.seq_length,
         blend_per_split=blend, tokenizer=tokenizer, create_attention_mask=False,
@@ -76,16 +76,18 @@ def _indexed(prefix: str):
         raise EvalError(f"cannot read dataset {prefix}: {err}") from None
 
 
-def token_counts(prefix: str, limit: int = COUNT_LIMIT) -> np.ndarray:
-    """Counts per token id of the first ``limit`` tokens of an indexed dataset."""
-    tokens = _indexed(prefix).tokens
+def token_counts(prefixes: str | list[str], limit: int = COUNT_LIMIT) -> np.ndarray:
+    """Counts per token id of the first ``limit`` tokens of an indexed dataset (of each, for a
+    blend's members: their counts added)."""
     counts = np.zeros(0, dtype=np.int64)
-    for start in range(0, min(len(tokens), limit), 1 << 24):
-        part = np.bincount(np.asarray(tokens[start : min(start + (1 << 24), limit)]))
-        grown = np.zeros(max(len(counts), len(part)), dtype=np.int64)
-        grown[: len(counts)] += counts
-        grown[: len(part)] += part
-        counts = grown
+    for prefix in [prefixes] if isinstance(prefixes, str) else prefixes:
+        tokens = _indexed(prefix).tokens
+        for start in range(0, min(len(tokens), limit), 1 << 24):
+            part = np.bincount(np.asarray(tokens[start : min(start + (1 << 24), limit)]))
+            grown = np.zeros(max(len(counts), len(part)), dtype=np.int64)
+            grown[: len(counts)] += counts
+            grown[: len(part)] += part
+            counts = grown
     return counts
 
 
@@ -128,7 +130,8 @@ def from_run(run: RunDir, split: str, samples: int) -> Sequences:
     ds = run_dataset(run, split, samples)
     return Sequences(
         description=f"run {run.path} split {split}, GPTDataset seed {run.schedule.seed}",
-        counts=token_counts(run.prefixes["train"]), freq_source=f"{run.prefixes['train']}.bin",
+        counts=token_counts(run.prefixes("train")),
+        freq_source=" + ".join(f"{p}.bin" for p in run.prefixes("train")),
         dataset=ds, num_samples=samples,
     )  # fmt: skip
 

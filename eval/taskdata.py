@@ -60,19 +60,21 @@ def _norm(word: str) -> str:
 
 
 def documents(run: RunDir, split: str = "test", num_docs: int | None = None) -> list[str]:
-    """The first ``num_docs`` non-empty documents of ``split``, detokenized."""
+    """The first ``num_docs`` non-empty documents of ``split``, detokenized (a blend: its
+    members' documents one member after the other)."""
     from megatron.core.datasets.indexed_dataset import IndexedDataset
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(run.tokenizer_dir))
-    ds = IndexedDataset(run.prefixes[split])
     texts = []
-    for i in range(len(ds)):
-        text = tokenizer.decode(ds[i].tolist(), skip_special_tokens=True)
-        if text.strip():
-            texts.append(text)
-        if num_docs is not None and len(texts) >= num_docs:
-            break
+    for prefix in run.prefixes(split):
+        ds = IndexedDataset(prefix)
+        for i in range(len(ds)):
+            if num_docs is not None and len(texts) >= num_docs:
+                return texts
+            text = tokenizer.decode(ds[i].tolist(), skip_special_tokens=True)
+            if text.strip():
+                texts.append(text)
     return texts
 
 

@@ -1,61 +1,45 @@
-"""What the launcher checks before anything starts: the dataset, the latest checkpoint, a
-resumed run's settings and Megatron options JREG cannot use (a CPU machine's memory:
+"""What the launcher checks before anything starts: the data (``launcher.data``), the latest
+checkpoint, a resumed run's settings and Megatron options JREG cannot use (a CPU machine's memory:
 ``launcher.memory``). Each
 failure is a ``LaunchError`` (one line, exit 2)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from common.files import REPO, TRACKER, read_json
-from common.settings import DEFAULT_DATA, flag_on
+from common.files import TRACKER, read_json
+from common.settings import flag_on
+from launcher.data import Dataset, load_data
 from launcher.settings import LaunchError
 from megatron_ext import faults
 
 
-def load_dataset(v: dict) -> tuple[Path, dict]:
-    """Validate the prepared dataset (building the default one if missing); return its manifest."""
-    data = Path(v.get("DATA", DEFAULT_DATA))
-    data = data if data.is_absolute() else REPO / data
-    if data.name == "manifest.json":
-        data = data.parent
-    if "DATA" not in v and not (data / "manifest.json").exists():
-        print(f"{data} is missing: building the default corpus first (make data)", flush=True)
-        if subprocess.run(["make", "-C", str(REPO), "data"]).returncode:
-            raise LaunchError("make data failed; see its output above")
-    proc = subprocess.run(
-        [sys.executable, "-m", "data_prep", "validate", str(data)],
-        cwd=REPO, capture_output=True, text=True,
-    )  # fmt: skip
-    if proc.returncode:
-        lines = (proc.stderr or proc.stdout).strip().splitlines() or ["validation failed"]
-        raise LaunchError(lines[-1].removeprefix("error: "))
-    return data, json.loads((data / "manifest.json").read_text())
-
-
-def check_faults(v: dict, run_dir: Path) -> tuple[Path, dict, tuple | None]:
-    """The dataset (refused if it vanished or changed under a resumed run) and the latest
-    checkpoint (refused if unreadable, unless CKPT_FALLBACK=1: then what to set aside; also for a
-    finished run, so that a damaged final checkpoint is named before anything reads it)."""
+def check_faults(v: dict, run_dir: Path) -> tuple[list[Dataset], tuple | None]:
+    """The data (refused if it vanished or changed under a resumed run; ``launcher.data``) and the
+    latest checkpoint (refused if unreadable, unless CKPT_FALLBACK=1: then what to set aside; also
+    for a finished run, so that a damaged final checkpoint is named before anything reads it)."""
     old = read_json(run_dir / "launch.json")
     try:
-        data, manifest = load_dataset(v)
+        datasets = load_data(v)
     except LaunchError as err:
         raise LaunchError(f"{err}{faults.missing_data_hint(old)}") from None
     resuming = faults.last_checkpoint(run_dir / "checkpoints") is not None
     try:
         if resuming:
-            faults.check_data(old, data, manifest, run=str(run_dir),
+            faults.check_data(old, members(datasets), run=str(run_dir),
                               allow=flag_on(v, faults.ALLOW_DATA_CHANGE))  # fmt: skip
         fallback = faults.check_checkpoint(
             run_dir / "checkpoints", fallback=flag_on(v, faults.CKPT_FALLBACK)
         )
     except faults.FaultError as err:
         raise LaunchError(str(err)) from None
-    return data, manifest, fallback
+    return datasets, fallback
+
+
+def members(datasets: list[Dataset]) -> faults.Members:
+    """The data as ``megatron_ext.faults`` records and checks it."""
+    return [(d.weight, d.path, d.manifest) for d in datasets]
 
 
 def flag_value(flags: list[str], name: str) -> str | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from common.files import REPO, TRACKER, atomic_write_text, read_json, read_jsonl
 from common.settings import flag_on
+from launcher.checks import members
 from launcher.command import command, run_env
 from launcher.console import run_logged
 from launcher.memory import available_memory, check_cpu_memory
@@ -27,7 +28,7 @@ from launcher.settings import LaunchError, parse_vars
 from launcher.watch import TorchrunWatch
 from megatron_ext import faults
 from megatron_ext.resume import last_checkpoint
-from megatron_ext.runconfig import RUN_CONFIG, DataConfig, RunConfig, with_args
+from megatron_ext.runconfig import RUN_CONFIG, DataConfig, RunConfig, RunConfigError, with_args
 from megatron_ext.schedules import parse_schedule, weights
 
 
@@ -76,8 +77,16 @@ def describe(p: Plan, dry_run: bool = False) -> str:
         f"{describe_weights(p)} on {where}: TP={layout.tp} PP={layout.pp} "
         f"VPP={layout.vpp or 1} CP={layout.cp} SP={'on' if layout.sequence_parallel else 'off'} "
         f"distributed-optimizer={'on' if layout.distributed_optimizer else 'off'} FP8={p.fp8}"
-        f"{why}{picked}, global batch {train.global_batch_size}{micro}; run dir {p.run_dir}"
+        f"{why}{picked}, global batch {train.global_batch_size}{micro}; data {describe_data(p)}; "
+        f"run dir {p.run_dir}"
     )
+
+
+def describe_data(p: Plan) -> str:
+    """DATA as the plan line shows it: the folder, or each member's weight and folder."""
+    if len(p.datasets) == 1:
+        return _show(p.data)
+    return "blend " + " + ".join(f"{d.weight:.3g} {_show(d.path)}" for d in p.datasets)
 
 
 def run_config(p: Plan) -> RunConfig:
@@ -87,10 +96,12 @@ def run_config(p: Plan) -> RunConfig:
     name, kw = parse_schedule(p.weights)
     reg = JregConfig(reg=p.reg, lam=p.lam, schedule=name, schedule_k=kw.get("k"),
                      num_layers=p.model.num_layers)  # fmt: skip
-    splits = p.manifest["splits"]
+    blend = len(p.datasets) > 1
     data = DataConfig(
-        path=str(p.data), prefixes={s: str(p.data / splits[s]["prefix"]) for s in ("train", "valid", "test")},
-        tokenizer_dir=str(p.data / p.manifest["tokenizer"]["path"]),
+        path=str(p.data), prefixes={} if blend else p.datasets[0].prefixes(),
+        tokenizer_dir=str(p.datasets[0].tokenizer_dir),
+        members=[{"path": str(d.path), "weight": d.weight, "prefixes": d.prefixes()}
+                 for d in p.datasets] if blend else [],
     )  # fmt: skip
     base = RunConfig(
         size=p.size, model=p.model, train=p.train, parallel=p.layout, reg=reg, seed=p.seed,
@@ -109,7 +120,7 @@ def write_records(p: Plan, cmd: list[str]) -> None:
         "size": p.size,
         "train_iters": p.train.train_iters,
         "vocab": p.model_vocab,
-        **faults.data_record(old_record, p.data, p.manifest),
+        **faults.data_record(old_record, members(p.datasets)),
     }
     atomic_write_text(p.run_dir / "launch.json", json.dumps(record) + "\n")
     atomic_write_text(p.run_dir / RUN_CONFIG, run_config(p).to_json())
@@ -121,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("PLAN_GPUS") and not flag_on(v, "DRY_RUN"):
             raise LaunchError("PLAN_GPUS only plans for other machines; add DRY_RUN=1 or unset it")
         p = plan(v)
-    except LaunchError as err:
+        run_config(p)  # ARGS that the run's records cannot hold: refused now, not at the start
+    except (LaunchError, RunConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     cmd = command(p, v)

@@ -7,6 +7,7 @@ import sys
 
 from common.files import REPO
 from launcher import wandb_run
+from launcher.data import SPLITS, Dataset
 from launcher.planner import Plan
 from megatron_ext.config import megatron_flags
 
@@ -30,16 +31,13 @@ DIST_TIMEOUT_MINUTES = 60
 
 def megatron_args(p: Plan) -> list[str]:
     """The full flag list for ``python -m megatron_ext.train``."""
-    model, layout, run_dir, data = p.model, p.layout, p.run_dir, p.data
-    splits = p.manifest["splits"]
-    tok_dir = data / p.manifest["tokenizer"]["path"]
+    model, layout, run_dir = p.model, p.layout, p.run_dir
+    tok_dir = p.datasets[0].tokenizer_dir
     flags = (
         megatron_flags(model) + p.train.megatron_flags() + layout.megatron_flags(model.num_layers)
     )
+    flags += data_flags(p.datasets)
     flags += [
-        "--train-data-path", str(data / splits["train"]["prefix"]),
-        "--valid-data-path", str(data / splits["valid"]["prefix"]),
-        "--test-data-path", str(data / splits["test"]["prefix"]),
         "--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", str(tok_dir),
         "--vocab-size", str(p.model_vocab),
         "--make-vocab-size-divisible-by", "1",
@@ -65,6 +63,20 @@ def megatron_args(p: Plan) -> list[str]:
             "--no-bias-dropout-fusion",
         ]  # fmt: skip
     return flags + p.extra
+
+
+def data_flags(datasets: list[Dataset]) -> list[str]:
+    """``--{train,valid,test}-data-path``: the prefix, or for a blend Megatron's per-split
+    ``W1 PREFIX1 W2 PREFIX2 ...`` (``get_blend_from_list``, megatron/core/datasets/utils.py:49;
+    its BlendedDataset draws each split's samples from the members in these proportions)."""
+    flags = []
+    for split in SPLITS:
+        if len(datasets) == 1:
+            words = [datasets[0].prefixes()[split]]
+        else:
+            words = [w for d in datasets for w in (f"{d.weight:.6g}", d.prefixes()[split])]
+        flags += [f"--{split}-data-path", *words]
+    return flags
 
 
 def gpu_flags(p: Plan) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from common.files import run_dir as resolve_run_dir
 from common.settings import DEFAULT_REG, DEFAULT_SEED, DEFAULT_SIZE, DEFAULT_WEIGHTS, flag_on
 from launcher.checks import check_faults, check_resume, flag_value, jreg_incompatible
+from launcher.data import Dataset, check_args
 from launcher.gpu import fit_batch, te_choice
 from launcher.settings import LaunchError, int_var, lambda_var, reg_names, time_limit_minutes
 from megatron_ext import faults
@@ -67,8 +68,10 @@ class Plan:
     """Megatron's gradient-accumulation fusion: only with Apex's kernel (apex_wgrad_available)."""
     fp8: str
     """``off`` or ``hybrid``."""
+    datasets: list[Dataset]
+    """DATA: the prepared dataset, or a weighted blend's members (``launcher.data``)."""
     data: Path
-    """The prepared dataset folder."""
+    """The dataset whose tokenizer the run uses: DATA's folder, a blend's first member."""
     manifest: dict
     """Its ``manifest.json``."""
     data_vocab: int
@@ -193,11 +196,13 @@ def plan(v: dict) -> Plan:
         log_interval=int_var(v, "LOG_INTERVAL", train.log_interval),
     )
     extra = shlex.split(v.get("ARGS", ""))
+    check_args(extra)
     dp = nproc * nnodes // layout.model_parallel_size
     asked_micro = train.micro_batch_size
     train = _fit_batch(train, dp, extra)
     run_dir = resolve_run_dir(v.get("RUN", f"{size}-{reg}"))
-    data, manifest, fallback = check_faults(v, run_dir)
+    datasets, fallback = check_faults(v, run_dir)
+    data, manifest = datasets[0].path, datasets[0].manifest
     data_vocab = int(manifest["tokenizer"]["vocab_size"])
     refusal = jreg_incompatible(extra, use_te)
     if refusal:
@@ -215,7 +220,8 @@ def plan(v: dict) -> Plan:
         size=size, reg=reg, lam=lam, weights=weights, model=model, train=train, layout=layout,
         nproc=nproc, nnodes=nnodes, num_gpus=num_gpus, use_te=use_te,
         te_problem=None if use_te else te_problem, preview=preview,
-        grad_accum_fusion=bool(num_gpus) and apex_wgrad_available(), fp8=fp8, data=data,
+        grad_accum_fusion=bool(num_gpus) and apex_wgrad_available(), fp8=fp8, datasets=datasets,
+        data=data,
         manifest=manifest, data_vocab=data_vocab, model_vocab=model_vocab, run_dir=run_dir,
         seed=int_var(v, "SEED", DEFAULT_SEED), extra=extra, asked_micro_batch=asked_micro,
         fallback=fallback,

@@ -37,7 +37,8 @@ VARIABLES = {
     "SAVE_INTERVAL": "iterations between checkpoints",
     "LOG_INTERVAL": "iterations between log lines",
     "SEED": f"seed of weights and data order (default {DEFAULT_SEED})",
-    "DATA": f"prepared dataset dir or its manifest.json (default {DEFAULT_DATA})",
+    "DATA": f"prepared dataset dir or its manifest.json (default {DEFAULT_DATA}), or a weighted "
+            "blend 0.7:data/ja,0.3:data/en",
     "TP": "tensor parallel", "PP": "pipeline parallel", "VPP": "virtual pipeline stages per rank",
     "CP": "context parallel",
     "NPROC": "processes per node (default: GPUs, or 1 on CPU)",

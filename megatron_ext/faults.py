@@ -148,17 +148,53 @@ def data_fingerprint(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def check_data(record: dict, data: Path, manifest: dict, *, run: str, allow: bool) -> None:
-    """Refuse to resume ``run`` on a dataset whose fingerprint differs from the one it was
-    trained on (``record``: its launch.json), unless ``allow``. Records without one pass."""
+Members = list[tuple[float, Path, dict]]
+"""A run's data: (normalised weight, dataset folder, manifest) per member; one member alone."""
+
+
+def blend_fingerprint(members: Members) -> str:
+    """A single dataset's ``data_fingerprint``; for a blend, 16 hex digits over its members'
+    weights and fingerprints (another weight is another token stream)."""
+    if len(members) == 1:
+        return data_fingerprint(members[0][2])
+    key = [[round(w, 6), data_fingerprint(m)] for w, _, m in members]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+
+def _describe(members: Members) -> str:
+    if len(members) == 1:
+        return str(members[0][1])
+    return ",".join(f"{w:.6g}:{p}" for w, p, _ in members)
+
+
+def _member_change(record: dict, members: Members) -> str:
+    """What changed in a blend, when both the record and DATA are blends: one member or weights."""
+    old = record.get("data_members")
+    if not old or len(members) < 2:
+        return ""
+    if len(old) != len(members) or any(
+        abs(o["weight"] - w) > 1e-6 for o, (w, _, _) in zip(old, members, strict=True)
+    ):
+        return " (the members or their weights differ)"
+    for o, (_, path, manifest) in zip(old, members, strict=True):
+        fp = data_fingerprint(manifest)
+        if o["data_fingerprint"] != fp:
+            return f" (member {path} has fingerprint {fp}, it was {o['data_fingerprint']})"
+    return ""
+
+
+def check_data(record: dict, members: Members, *, run: str, allow: bool) -> None:
+    """Refuse to resume ``run`` on data whose fingerprint differs from the one it was trained on
+    (``record``: its launch.json), unless ``allow``; a blend is checked member by member. Records
+    without one pass."""
     old = record.get("data_fingerprint")
-    new = data_fingerprint(manifest)
+    new = blend_fingerprint(members)
     if old is None or old == new or allow:
         return
     raise FaultError(
         f"the dataset changed under {run}: it was trained on {record.get('data')} (fingerprint "
-        f"{old}), DATA={data} has fingerprint {new}; use the original data, or add "
-        f"{ALLOW_DATA_CHANGE}=1 if the change is intended"
+        f"{old}), DATA={_describe(members)} has fingerprint {new}{_member_change(record, members)}; "
+        f"use the original data, or add {ALLOW_DATA_CHANGE}=1 if the change is intended"
     )
 
 
@@ -171,13 +207,19 @@ def missing_data_hint(record: dict) -> str:
     )
 
 
-def data_record(old: dict, data: Path, manifest: dict) -> dict:
-    """launch.json entries for the data; an earlier, different dataset moves to data_history."""
-    fp = data_fingerprint(manifest)
+def data_record(old: dict, members: Members) -> dict:
+    """launch.json entries for the data (a blend: also each member's weight and fingerprint); an
+    earlier, different dataset moves to data_history."""
+    fp = blend_fingerprint(members)
     history = list(old.get("data_history", []))
     if old.get("data_fingerprint") not in (None, fp):
         history.append({"data": old.get("data"), "data_fingerprint": old["data_fingerprint"]})
-    entry = {"data": str(data), "data_fingerprint": fp}
+    entry = {"data": _describe(members), "data_fingerprint": fp}
+    if len(members) > 1:
+        entry["data_members"] = [
+            {"data": str(p), "weight": w, "data_fingerprint": data_fingerprint(m)}
+            for w, p, m in members
+        ]
     return {**entry, "data_history": history} if history else entry
 
 

@@ -61,14 +61,20 @@ class RunConfigError(ValueError):
 
 @dataclass(kw_only=True)
 class DataConfig:
-    """What the run reads: the prepared dataset and how Megatron's GPTDataset samples it."""
+    """What the run reads: the prepared dataset (or a weighted blend of several) and how
+    Megatron's GPTDataset samples it. Read a split's datasets with ``split_blend``."""
 
     path: str | None
-    """The prepared dataset folder (with ``manifest.json``); None for runs recorded before it."""
+    """The prepared dataset folder (with ``manifest.json``; a blend's first member); None for
+    runs recorded before it."""
     prefixes: dict[str, str]
-    """``train``/``valid``/``test`` -> indexed-dataset prefix (``.bin``/``.idx`` without suffix)."""
+    """``train``/``valid``/``test`` -> indexed-dataset prefix (``.bin``/``.idx`` without suffix);
+    empty for a blend (``members``)."""
     tokenizer_dir: str
-    """The tokenizer folder (loads with ``AutoTokenizer``)."""
+    """The tokenizer folder (loads with ``AutoTokenizer``; a blend's members share it)."""
+    members: list[dict] = field(default_factory=list)
+    """A weighted blend (``DATA=0.7:data/a,0.3:data/b``): per member ``path``, ``weight``
+    (normalised) and ``prefixes`` per split; empty for one dataset."""
     reset_position_ids: bool = False
     """Megatron ``--reset-position-ids``."""
     eod_mask_loss: bool = False
@@ -77,6 +83,20 @@ class DataConfig:
     """Megatron ``--data-cache-path``."""
     mmap_bin_files: bool = True
     """False with Megatron ``--no-mmap-bin-files``."""
+
+    def __post_init__(self) -> None:
+        if self.members and self.prefixes:
+            raise RunConfigError("data: a blend has members, not prefixes")
+        for m in self.members:
+            if set(m) != {"path", "weight", "prefixes"} or not m["weight"] > 0:
+                raise RunConfigError(f"data: bad blend member {m}")
+
+    def split_blend(self, split: str) -> tuple[list[str], list[float] | None]:
+        """``split``'s prefixes and weights as Megatron's ``blend_per_split`` takes them (weights
+        None for one dataset)."""
+        if not self.members:
+            return [self.prefixes[split]], None
+        return [m["prefixes"][split] for m in self.members], [m["weight"] for m in self.members]
 
 
 @dataclass(kw_only=True)
@@ -199,8 +219,37 @@ def _jreg(flags: dict, num_layers: int, base: dict) -> JregConfig:
 def _data(flags: dict, base: DataConfig | None, path: str | None) -> DataConfig:
     kw = dataclasses.asdict(base if base else DataConfig(path=path, prefixes={}, tokenizer_dir=""))
     for split in ("train", "valid", "test"):
-        if f"--{split}-data-path" in flags:
-            kw["prefixes"][split] = _one(flags, f"--{split}-data-path")
+        flag = f"--{split}-data-path"
+        if flag not in flags:
+            continue
+        values = flags[flag]
+        if len(values) == 1:
+            kw["prefixes"][split] = values[0]
+            continue
+        pairs = list(zip(values[::2], values[1::2], strict=False))
+        if (
+            len(values) % 2
+            or kw["prefixes"]
+            or (kw["members"] and len(kw["members"]) != len(pairs))
+        ):
+            raise RunConfigError(f"{flag} {' '.join(values)} is not a blend of the other splits'")
+        if not kw["members"]:
+            kw["members"] = [{"path": None, "weight": 0.0, "prefixes": {}} for _ in pairs]
+        for member, (weight, prefix) in zip(kw["members"], pairs, strict=True):
+            try:
+                member["weight"] = float(weight)
+            except ValueError:
+                raise RunConfigError(f"{flag}: blend weight {weight!r} is not a number") from None
+            member["prefixes"][split] = prefix
+    if kw["members"] and kw["prefixes"]:
+        raise RunConfigError(
+            "the data paths mix a weighted blend and a single dataset; a blend must be given "
+            "for all three splits"
+        )
+    if kw["members"]:
+        total = sum(m["weight"] for m in kw["members"])
+        for m in kw["members"]:
+            m["weight"] /= total
     if "--tokenizer-model" in flags:
         kw["tokenizer_dir"] = _one(flags, "--tokenizer-model")
     kw["reset_position_ids"] |= "--reset-position-ids" in flags

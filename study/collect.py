@@ -127,12 +127,22 @@ def setup(run_dir: Path) -> dict:
         )
     except ValueError:
         out["tokens"] = None
-    manifest = Path(out["train_data_path"]).parent / "manifest.json"
-    if manifest.is_file():
+    paths = flags.get("--train-data-path", [])
+    pairs = list(zip(paths[::2], paths[1::2], strict=False)) if len(paths) > 1 else [
+        ("1", p) for p in paths]  # fmt: skip
+    out["train_data_path"] = " + ".join(f"{w} {p}" if len(pairs) > 1 else p for w, p in pairs)
+    described = []
+    for weight, prefix in pairs:
+        manifest = Path(prefix).parent / "manifest.json"
+        if not manifest.is_file():
+            break
         m = json.loads(manifest.read_text())
-        out["data"] = (f"{m.get('name')} ({manifest.parent}): "
-                       f"{m['splits']['train']['num_tokens']:,} training tokens, "
-                       f"{m['tokenizer']['vocab_size']}-token tokenizer")  # fmt: skip
+        described.append((f"weight {weight}: " if len(pairs) > 1 else "")
+                         + f"{m.get('name')} ({manifest.parent}): "
+                         f"{m['splits']['train']['num_tokens']:,} training tokens, "
+                         f"{m['tokenizer']['vocab_size']}-token tokenizer")  # fmt: skip
+    if pairs and len(described) == len(pairs):
+        out["data"] = ("a blend of " if len(pairs) > 1 else "") + "; ".join(described)
     return out
 
 

@@ -15,6 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from common.datablend import format_data, parse_data
 from common.files import REPO
 from common.settings import (
     DEFAULT_DATA,
@@ -36,7 +37,7 @@ SETTINGS = {
     "WEIGHTS": "layer weights of the jreg runs (default uniform; jreg-final uses final)",
     "SEED": f"seed of the three main runs (default {DEFAULT_SEED})",
     "SEEDS": "extra seeds of none and jreg, comma list (default 1235,1236; none: no extra)",
-    "DATA": f"prepared dataset (default {DEFAULT_DATA})",
+    "DATA": f"prepared dataset or weighted blend 0.7:data/a,0.3:data/b (default {DEFAULT_DATA})",
     "ARGS": "extra Megatron flags for every run",
     "ROOT": "folder of the study's runs (default runs/study)",
     "DOC": "the report (default docs/study.md; figures in docs/study/)",
@@ -102,8 +103,8 @@ class StudySettings:
     """Seed of the main runs."""
     seeds: list[int] = field(default_factory=lambda: [1235, 1236])
     """Extra seeds."""
-    data: Path = REPO / "data" / "default"
-    """Dataset folder."""
+    data: str = str(REPO / "data" / "default")
+    """DATA: a dataset folder or a weighted blend (``common.datablend``), absolute paths."""
     args: str = ""
     """Extra Megatron flags."""
     root: Path = REPO / "runs" / "study"
@@ -182,6 +183,26 @@ def _path(text: str) -> Path:
     return path if path.is_absolute() else REPO / path
 
 
+def _data(text: str) -> str:
+    """DATA with its paths made absolute (a blend's weights normalised)."""
+    try:
+        return format_data(parse_data(text, REPO))
+    except ValueError as err:
+        raise StudyError(str(err)) from None
+
+
+def _same_data(old: str, new: str) -> bool:
+    """The same datasets and weights: a path that resolves to the same folder (a symlinked data/
+    in another checkout) is the same."""
+    try:
+        a, b = parse_data(old, REPO), parse_data(new, REPO)
+    except ValueError:
+        return False
+    return [(round(m.weight, 6), os.path.realpath(m.path)) for m in a] == [
+        (round(m.weight, 6), os.path.realpath(m.path)) for m in b
+    ]
+
+
 def parse(argv: list[str]) -> StudySettings:
     """``KEY=value`` arguments -> settings; StudyError for anything malformed or unknown."""
     v = parse_settings(argv, SETTINGS, StudyError, strip=True)
@@ -201,7 +222,7 @@ def parse(argv: list[str]) -> StudySettings:
         size=v.get("SIZE", "study"), iters=_int(v, "ITERS", None),
         save_interval=_int(v, "SAVE_INTERVAL", None), lam=lam,
         weights=v.get("WEIGHTS", DEFAULT_WEIGHTS), seed=_int(v, "SEED", DEFAULT_SEED), seeds=seeds,
-        data=_path(v.get("DATA", DEFAULT_DATA)), args=v.get("ARGS", ""),
+        data=_data(v.get("DATA", DEFAULT_DATA)), args=v.get("ARGS", ""),
         root=_path(v.get("ROOT", "runs/study")), doc=_path(v.get("DOC", "docs/study.md")),
         pilots=pilots, samples=_int(v, "SAMPLES", 64), tasks=v.get("TASKS", ""),
         limit=_int(v, "LIMIT", None), docs=_int(v, "DOCS", None),
@@ -216,7 +237,7 @@ def check_run_record(s: StudySettings, run: RunSpec) -> None:
     if not path.is_file():
         return
     old, new = json.loads(path.read_text()), run.record(s)
-    same_data = os.path.realpath(old.get("data", "")) == os.path.realpath(new["data"])
+    same_data = _same_data(old.get("data", ""), new["data"])
     diff = [k for k in new if old.get(k) != new[k] and not (k == "data" and same_data)]
     if diff:
         changes = ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in diff)

@@ -162,9 +162,9 @@ def test_changed_dataset_refused_with_both_fingerprints(tmp_path, trained, smoke
 def test_data_record_keeps_history():
     old = {"data": "/a", "data_fingerprint": "1111"}
     manifest = {"fingerprint": {"x": 1}, "splits": {}, "tokenizer": {"sha256": "s"}}
-    new = faults.data_record(old, Path("/b"), manifest)
+    new = faults.data_record(old, [(1.0, Path("/b"), manifest)])
     assert new["data"] == "/b" and new["data_history"] == [old]
-    assert faults.data_record(new, Path("/b"), manifest) == new
+    assert faults.data_record(new, [(1.0, Path("/b"), manifest)]) == new
 
 
 # ---- no space left -------------------------------------------------------------------------

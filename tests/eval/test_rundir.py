@@ -69,7 +69,7 @@ def test_load_run_reads_model_schedule_and_regulariser(tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [("--qk-layernorm", "QK layernorm"), ("--normalization LayerNorm", "RMSNorm"),
-     ("--train-data-path 0.5 a 0.5 b", "one value"), ("--kv-channels 16", "kv-channels")],
+     ("--train-data-path 0.5 a 0.5 b", "mix a weighted blend"), ("--kv-channels 16", "kv-channels")],
 )  # fmt: skip
 def test_unsupported_runs_are_refused(tmp_path, extra, message):
     with pytest.raises(EvalError, match=message):
@@ -168,6 +168,8 @@ def test_run_config_json_replaces_command_txt(tmp_path):
     (path / RUN_CONFIG).write_text(load_run_config(path).to_json())
     (path / "command.txt").unlink()
     new = load_run(str(path))
-    assert (new.model, new.schedule, new.vocab_size, new.prefixes, new.tokenizer_dir) == (
-        old.model, old.schedule, old.vocab_size, old.prefixes, old.tokenizer_dir)  # fmt: skip
+    assert (new.model, new.schedule, new.vocab_size, new.tokenizer_dir) == (
+        old.model, old.schedule, old.vocab_size, old.tokenizer_dir)  # fmt: skip
+    assert [new.prefixes(s) for s in ("train", "valid", "test")] == [
+        old.prefixes(s) for s in ("train", "valid", "test")]  # fmt: skip
     assert (new.reg, new.lam, new.weights, new.bf16) == ("l2rel", 0.5, "exp:0.5", False)

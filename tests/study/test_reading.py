@@ -116,6 +116,7 @@ def test_report_from_files(tmp_path):
         (["ITERS=x"], "ITERS must be an integer"),
         (["COLOUR=red"], "unknown setting 'COLOUR=red'"),
         (["PILOTS=/nowhere"], "PILOTS: /nowhere is not a folder"),
+        (["DATA=0:data/a,1:data/b"], "weight '0' of '0:data/a' is not a positive number"),
     ],
 )
 def test_bad_settings(argv, message):
@@ -131,6 +132,13 @@ def test_changed_settings_refused(tmp_path):
     check_run_record(s, run)  # same settings: continues
     (tmp_path / "data").symlink_to(s.data)  # the same dataset through a link (another checkout)
     check_run_record(parse([f"ROOT={tmp_path}", "LAMBDA=0.1", f"DATA={tmp_path / 'data'}"]), run)
+    blend = parse([f"ROOT={tmp_path}", "LAMBDA=0.1", f"DATA=3:{s.data},1:{tmp_path}/other"])
+    assert blend.data == f"0.75:{s.data},0.25:{tmp_path}/other"
+    (tmp_path / blend.runs()[1].name / "study_run.json").write_text(json.dumps(run.record(blend)))
+    linked = f"DATA=0.75:{tmp_path / 'data'},0.25:{tmp_path}/other"
+    check_run_record(parse([f"ROOT={tmp_path}", "LAMBDA=0.1", linked]), run)
+    with pytest.raises(StudyError, match=r"data '0.75:.*' -> '0.5:"):
+        check_run_record(parse([f"ROOT={tmp_path}", "LAMBDA=0.1", f"DATA=1:{s.data},1:{tmp_path}/other"]), run)  # fmt: skip
     with pytest.raises(StudyError, match=r"lam 0.1 -> 0.3.*ROOT= another folder"):
         check_run_record(parse([f"ROOT={tmp_path}", "LAMBDA=0.3"]), parse(
             [f"ROOT={tmp_path}", "LAMBDA=0.3"]).runs()[1])  # fmt: skip
@@ -139,3 +147,23 @@ def test_changed_settings_refused(tmp_path):
 def test_bad_setting_one_line():
     code, out = run_checked([sys.executable, "-m", "study", "LAMBDA=-1"], timeout=120)
     assert code == 2 and out.strip() == "error: LAMBDA must be a number >= 0, got -1.0", out
+
+
+def test_report_describes_a_blend_runs_data(tmp_path):
+    from study.collect import setup
+
+    for name, tokens in (("ja", 1000), ("en", 500)):
+        (tmp_path / name).mkdir()
+        manifest = {"name": name, "splits": {"train": {"num_tokens": tokens}},
+                    "tokenizer": {"vocab_size": 512}}  # fmt: skip
+        (tmp_path / name / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "command.txt").write_text(
+        f"python -m megatron_ext.train --train-data-path 0.7 {tmp_path}/ja/train_text_document "
+        f"0.3 {tmp_path}/en/train_text_document --seq-length 8\n"
+    )
+    out = setup(tmp_path / "run")
+    assert out["data"] == (
+        f"a blend of weight 0.7: ja ({tmp_path}/ja): 1,000 training tokens, 512-token tokenizer; "
+        f"weight 0.3: en ({tmp_path}/en): 500 training tokens, 512-token tokenizer"
+    )
