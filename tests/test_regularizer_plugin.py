@@ -30,7 +30,7 @@ def {name}(h_in, h_out):
 '''
 
 
-def reference_values(h_in: torch.Tensor, h_out: torch.Tensor) -> torch.Tensor:
+def plugin_formula(h_in: torch.Tensor, h_out: torch.Tensor) -> torch.Tensor:
     """The plug-in's formula, written again here in float64 (per token)."""
     return ((h_out - h_in).norm(dim=-1) / h_in.norm(dim=-1)).square()
 
@@ -77,7 +77,7 @@ def test_dropped_in_regulariser_trains_over_tp2_and_pp2(
     hidden = torch.load(hidden_path)
     num_layers = len(hidden[0]) - 1
     r_ref = [
-        float(torch.stack([reference_values(h[i], h[i + 1]).mean() for h in hidden]).mean())
+        float(torch.stack([plugin_formula(h[i], h[i + 1]).mean() for h in hidden]).mean())
         for i in range(num_layers)
     ]
     expected = sum(r / num_layers for r in r_ref)  # WEIGHTS=uniform

@@ -12,8 +12,8 @@ from study.reading import fmt
 from tests.helpers import REPO, run_checked
 
 # 15 processes (five trainings, analyses and lm-eval runs), each paying Megatron's or lm-eval's
-# start-up: longer than the suite's 900 s default timeout on a busy machine
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+# start-up: longer than the suite's 300 s default timeout
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 RUNS = ["none", "jreg", "jreg-final", "none-seed1235", "jreg-seed1235"]
 
 
@@ -25,7 +25,7 @@ def test_study_smoke_all_stages_then_resume(tmp_path, smoke_data):
     root, doc = tmp_path / "runs", tmp_path / "docs" / "study.md"
     settings = ["SIZE=tiny", "ITERS=4", "SAVE_INTERVAL=2", "SEEDS=1235", "SAMPLES=4",
                 "LIMIT=2", "DOCS=20", f"DATA={smoke_data}", f"ROOT={root}", f"DOC={doc}"]  # fmt: skip
-    code, out = run_checked(["make", "-s", "-C", str(REPO), "study", *settings], timeout=3000)
+    code, out = run_checked(["make", "-s", "-C", str(REPO), "study", *settings], timeout=1200)
     assert code == 0, out[-5000:]
     for name in RUNS:
         run = root / name
@@ -53,7 +53,7 @@ def test_study_smoke_all_stages_then_resume(tmp_path, smoke_data):
 
     # again, with a pilot: nothing is retrained, analysed or evaluated a second time
     code, out = run_checked([sys.executable, "-m", "study", *settings, f"PILOTS={root / 'none'}"],
-                            timeout=900)  # fmt: skip
+                            timeout=240)  # fmt: skip
     assert code == 0, out[-5000:]
     for name in RUNS:
         assert f"study: train {name}: finished at iteration 4, not redone" in out
