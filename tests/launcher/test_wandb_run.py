@@ -54,5 +54,6 @@ def test_two_starts_write_into_one_wandb_run(tmp_path):
     seen = [x.split()[2:4] for x in out.splitlines() if x.startswith("wandb run")]
     stored = (run_dir / "wandb" / "run_id").read_text().strip()
     assert seen == [[stored, "proj"], [stored, "proj"]]
-    offline = sorted(p.name for p in (run_dir / "wandb" / "wandb").glob("offline-run-*"))
-    assert len(offline) == 2 and all(name.endswith(f"-{stored}") for name in offline)
+    # two starts in one second get folders <time>-<id> and <time>-<id>-1: the run file names the id
+    offline = sorted((run_dir / "wandb" / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and all((p / f"run-{stored}.wandb").is_file() for p in offline)
