@@ -19,6 +19,7 @@ from pathlib import Path
 
 from common.files import REPO, TRACKER, atomic_write_text, read_json, read_jsonl
 from common.settings import flag_on
+from launcher import wandb_run
 from launcher.checks import members
 from launcher.command import command, run_env
 from launcher.console import run_logged
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"resuming from iter_{good:07d}, the newest readable checkpoint", flush=True)
         write_records(p, cmd)
     log = log_path(p.run_dir, v)
+    if (why := wandb_run.off_reason(dict(os.environ))) and why != "WANDB_MODE=disabled":
+        print(f"W&B off: {why}; TensorBoard logs in {_show(p.run_dir / 'tensorboard')}")
     print(f"log: {_show(log)} (all output; arguments: {_show(p.run_dir / 'arguments.txt')})")
     started = time.time()
     resumed_from = p.fallback[1] if p.fallback else last_checkpoint(p.run_dir / "checkpoints")

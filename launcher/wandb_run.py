@@ -8,11 +8,15 @@ on the first start, ``WANDB_RUN_ID`` if the user set one, else random; created e
 nodes of a multi-node job agree) and ``allow`` (resume that run if W&B has it, else create it).
 Offline, every start writes ``runs/<RUN>/wandb/wandb/offline-run-<time>-<id>``; ``wandb sync`` of
 them all lands in the one run. ``WANDB_PROJECT`` (default ``jreg``) and ``WANDB_ENTITY`` name where
-it goes.
+it goes. With ``WANDB_MODE=disabled``, or where the ``wandb`` package is not installed, no W&B
+flag reaches Megatron: its ``_set_wandb_writer`` (``global_vars.py:238``) imports wandb whenever
+``--wandb-project`` is given, whatever the mode, and a node without the package died there with a
+traceback (seen on an H200 image, 2026-12-04); TensorBoard still records everything.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import secrets
@@ -40,8 +44,24 @@ def run_id(run_dir: Path, wanted: str | None = None) -> str:
     return path.read_text().strip()
 
 
+def installed() -> bool:
+    return importlib.util.find_spec("wandb") is not None
+
+
+def off_reason(env: dict[str, str]) -> str | None:
+    """Why W&B is off for this run (None when it is on)."""
+    if env.get("WANDB_MODE") == "disabled":
+        return "WANDB_MODE=disabled"
+    if not installed():
+        return "the wandb package is not installed (uv sync installs it)"
+    return None
+
+
 def flags(run_dir: Path, env: dict[str, str]) -> list[str]:
-    """Megatron's W&B flags: project and entity from the environment, the run's name and dir."""
+    """Megatron's W&B flags: project and entity from the environment, the run's name and dir;
+    none when W&B is off (``off_reason``)."""
+    if off_reason(env):
+        return []
     out = ["--wandb-project", env.get("WANDB_PROJECT") or DEFAULT_PROJECT,
            "--wandb-exp-name", run_dir.name, "--wandb-save-dir", str(run_dir / "wandb")]  # fmt: skip
     if env.get("WANDB_ENTITY"):

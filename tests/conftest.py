@@ -31,6 +31,19 @@ REPO_CACHE_TESTS = ("tests/data_prep/test_embedded.py", "tests/data_prep/test_to
                     "tests/test_pretrain.py::test_default_pretrain_path")  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Each test gets the session's environment back: code a test runs in-process may set
+    variables that every later child process would inherit (Megatron's model build exports
+    NVTE_FLASH_ATTN=0 for --attention-backend fused; under xdist that broke every later training
+    run on the worker: its auto backend asserts NVTE_FLASH_ATTN is unset or 1)."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
     """``build(folder)`` once per test session, whichever xdist worker asks first; the others
     wait for it (a file lock) and get the same result. Only for what no test modifies."""

@@ -269,8 +269,15 @@ def _output(proc: subprocess.Popen) -> str:
 
 
 def _kill(proc: subprocess.Popen) -> None:
-    for p in psutil.Process(proc.pid).children(recursive=True):
-        p.kill()
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:  # it ended on its own
+        children = []
+    for p in children:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
     proc.kill()
     proc.wait()
 

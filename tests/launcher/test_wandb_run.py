@@ -26,6 +26,11 @@ for start in range(2):
     run.log({"lm_loss": 1.0 + start})
     print("wandb run", run.id, run.project, run.dir)
     global_vars.get_wandb_writer().finish()
+# W&B off (no --wandb-project: the launcher's flags are empty): Megatron must not import wandb
+sys.modules["wandb"] = None
+global_vars._GLOBAL_WANDB_WRITER = None
+global_vars._set_wandb_writer(types.SimpleNamespace(**{**vars(args), "wandb_project": ""}))
+print("off", global_vars.get_wandb_writer())
 """
 
 
@@ -42,6 +47,16 @@ def test_run_id_is_made_once_and_flags_follow_the_environment(tmp_path):
         "WANDB_RUN_ID": first, "WANDB_RESUME": "allow"}  # fmt: skip
 
 
+def test_no_wandb_flags_when_disabled_or_not_installed(tmp_path, monkeypatch):
+    """Megatron imports wandb whenever --wandb-project is given (an H200 image without the
+    package died there): W&B off means no flag, and the launcher says why."""
+    assert wandb_run.off_reason({}) is None
+    assert wandb_run.flags(tmp_path, {"WANDB_MODE": "disabled"}) == []
+    monkeypatch.setattr(wandb_run, "installed", lambda: False)
+    assert wandb_run.flags(tmp_path, {"WANDB_MODE": "offline"}) == []
+    assert "not installed" in wandb_run.off_reason({})
+
+
 def test_two_starts_write_into_one_wandb_run(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -54,6 +69,7 @@ def test_two_starts_write_into_one_wandb_run(tmp_path):
     seen = [x.split()[2:4] for x in out.splitlines() if x.startswith("wandb run")]
     stored = (run_dir / "wandb" / "run_id").read_text().strip()
     assert seen == [[stored, "proj"], [stored, "proj"]]
+    assert "off None" in out  # no flag: Megatron's setup returned without importing wandb
     # two starts in one second get folders <time>-<id> and <time>-<id>-1: the run file names the id
     offline = sorted((run_dir / "wandb" / "wandb").glob("offline-run-*"))
     assert len(offline) == 2 and all((p / f"run-{stored}.wandb").is_file() for p in offline)
