@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.errors import DataError
+from data_prep.outdir import build_lock
 from data_prep.util import atomic_write_text, sha256_file
 
 log = logging.getLogger("data_prep")
@@ -224,7 +225,14 @@ def _unpack(files: list[Path], root: Path) -> None:
 
 
 def fetch(src: EmbeddedSource, cache_dir: Path) -> tuple[Path, dict]:
-    """Return `(jsonl path, info)` for `src`, fetching and extracting it on first use."""
+    """Return `(jsonl path, info)` for `src`, fetching and extracting it on first use; one process
+    at a time (two `make data` calls, or a test beside a default training, would otherwise delete
+    each other's half-downloaded files: pip then fails with FileNotFoundError)."""
+    with build_lock(cache_dir / "embedded" / src.name):
+        return _fetch(src, cache_dir)
+
+
+def _fetch(src: EmbeddedSource, cache_dir: Path) -> tuple[Path, dict]:
     home = cache_dir / "embedded" / src.name
     jsonl, meta_path = home / f"{src.name}.jsonl", home / f"{src.name}.json"
     origin = f"{src.tool.split('-')[0]}: {' '.join(src.packages)}"

@@ -72,7 +72,7 @@ def describe(p: Plan, dry_run: bool = False) -> str:
     micro = ""
     if train.micro_batch_size != p.asked_micro_batch:
         micro = (f", micro batch {train.micro_batch_size} (recipe's {p.asked_micro_batch} "
-                 f"lowered to split the batch over DP)")  # fmt: skip
+                 f"lowered {p.micro_reason})")  # fmt: skip
     return (
         f"pretrain SIZE={p.size} REG={p.reg} LAMBDA={p.lam} WEIGHTS={p.weights}"
         f"{describe_weights(p)} on {where}: TP={layout.tp} PP={layout.pp} "

@@ -10,6 +10,7 @@ sequences per step), changing the tokens per step the recipe's schedule was tune
 from __future__ import annotations
 
 from launcher.settings import LaunchError
+from megatron_ext.config import LlamaConfig, num_parameters
 
 TE_SETTINGS = ("auto", "1", "0")
 
@@ -57,4 +58,46 @@ def fit_batch(global_batch: int, micro_batch: int, dp: int) -> tuple[int, int]:
         f"ranks (micro batch 1 x DP {dp} must divide it); use fewer nodes or processes, a "
         f"model-parallel layout (TP/PP) that leaves a DP dividing {global_batch}, or "
         "--global-batch-size in ARGS (this changes the tokens per step)"
+    )
+
+
+GIB = 1024**3
+GPU_OVERHEAD = 4 * GIB  # CUDA context, NCCL and cuBLAS workspaces, allocator fragmentation
+GPU_USABLE = 0.9  # of the GPU's memory
+
+
+def local_spec_bytes(model: LlamaConfig, *, micro: int, vocab: int, tp: int, pp: int, cp: int,
+                     dp: int, distributed_optimizer: bool) -> int:  # fmt: skip
+    """Per-GPU memory of bf16 training on Megatron's local spec (no TE): per parameter 2 (bf16
+    weights) + 4 (fp32 main gradients) + 12 (fp32 master weights and Adam moments, split over DP
+    with the distributed optimizer) bytes; per layer and micro batch Korthikanti et al.'s
+    ``s b h (34 + 5 a s / h)`` bytes (the second term is the unfused attention's scores and
+    probabilities; no SP on the local spec), L layers' worth in flight on stage 0; the logits
+    with their fp32 softmax and gradient, 10 bytes each. Deliberately rough (within ~1.5x)."""
+    s, h, a = model.seq_length // cp, model.hidden_size, model.num_attention_heads
+    optimizer = 12 / dp if distributed_optimizer else 12
+    params = num_parameters(model, vocab) / (tp * pp) * (2 + 4 + optimizer)
+    layers = model.num_layers * s * micro * h * (34 + 5 * a * s / h) / tp
+    logits = 10 * s * micro * vocab / tp
+    return int(params + layers + logits) + GPU_OVERHEAD
+
+
+def local_attention_micro_batch(model: LlamaConfig, *, micro: int, global_batch: int, dp: int,
+                                gpu_bytes: int, **layout) -> int:  # fmt: skip
+    """The largest micro batch <= ``micro`` whose ``local_spec_bytes`` fit the GPU and whose
+    micro x DP divides the global batch (more accumulation steps, the same tokens per step);
+    LaunchError (one line) when micro batch 1 does not fit either."""
+    usable = GPU_USABLE * gpu_bytes
+    for m in range(micro, 0, -1):
+        if (
+            global_batch % (m * dp) == 0
+            and local_spec_bytes(model, micro=m, dp=dp, **layout) <= usable
+        ):
+            return m
+    need = local_spec_bytes(model, micro=1, dp=dp, **layout)
+    raise LaunchError(
+        f"without Transformer Engine (local spec, unfused attention) even micro batch 1 needs "
+        f"~{need / GIB:.0f} GiB per GPU of {gpu_bytes / GIB:.0f} GiB: install TE (make setup "
+        "GPU=1), or use more TP/PP, or ARGS='--recompute-granularity full --recompute-method "
+        "uniform --recompute-num-layers 1'"
     )

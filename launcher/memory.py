@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from launcher.checks import flag_value
 from launcher.planner import Plan
 from launcher.settings import LaunchError
-from megatron_ext.config import LlamaConfig
+from megatron_ext.config import LlamaConfig, num_parameters
 from recipes import SIZES, model_recipe, train_recipe
 
 GiB = 1024**3
@@ -26,16 +26,6 @@ BYTES_PER_PARAM = 16  # fp32 weights + fp32 main grads + Adam exp_avg + exp_avg_
 # Python, torch, Megatron and data-loader state per rank: the tiny default run's trainer peaked at
 # 1.37 GiB resident (of which ~0.1 GiB model and activations)
 PROCESS_OVERHEAD = 3 * GiB // 2
-
-
-def num_parameters(model: LlamaConfig, vocab: int) -> int:
-    """Parameters of the untied Llama model (embedding, layers, final norm, output layer)."""
-    h, heads, groups = model.hidden_size, model.num_attention_heads, model.num_query_groups
-    head_dim = h // heads
-    attention = h * (heads + 2 * groups) * head_dim + heads * head_dim * h
-    mlp = 3 * h * model.ffn_hidden_size  # SwiGLU: gate, up, down
-    per_layer = attention + mlp + 2 * h  # two RMSNorms
-    return model.num_layers * per_layer + 2 * vocab * h + h
 
 
 @dataclass(frozen=True, kw_only=True)

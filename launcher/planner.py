@@ -16,7 +16,7 @@ from common.files import run_dir as resolve_run_dir
 from common.settings import DEFAULT_REG, DEFAULT_SEED, DEFAULT_SIZE, DEFAULT_WEIGHTS, flag_on
 from launcher.checks import check_faults, check_resume, flag_value, jreg_incompatible
 from launcher.data import Dataset, check_args
-from launcher.gpu import fit_batch, te_choice
+from launcher.gpu import fit_batch, local_attention_micro_batch, te_choice
 from launcher.settings import LaunchError, int_var, lambda_var, reg_names, time_limit_minutes
 from megatron_ext import faults
 from megatron_ext.config import (
@@ -94,6 +94,8 @@ class Plan:
     """TIME_LIMIT in minutes, or None."""
     defaults_used: bool
     """No TP/PP/VPP/CP given: the size's layout."""
+    micro_reason: str = "to split the batch over DP"
+    """Why the micro batch differs from the recipe's (when it does)."""
 
     @property
     def world_size(self) -> int:
@@ -118,6 +120,13 @@ def gpu_info() -> tuple[int, int]:
     if not torch.cuda.is_available():
         return 0, 0
     return torch.cuda.device_count(), torch.cuda.get_device_capability(0)[0]
+
+
+def gpu_memory() -> int:
+    """Bytes of memory of GPU 0."""
+    import torch
+
+    return torch.cuda.get_device_properties(0).total_memory
 
 
 def padded_vocab(vocab_size: int, tp: int) -> int:
@@ -214,6 +223,10 @@ def plan(v: dict) -> Plan:
             f"the dataset's tokenizer has {data_vocab} tokens but the model's vocabulary is "
             f"{model_vocab}; drop --vocab-size from ARGS or raise it to at least {data_vocab}"
         )
+    micro_reason = "to split the batch over DP"
+    # on the node itself: a login node's preview lacks TE where the compute nodes have it
+    if num_gpus and not use_te and not preview:
+        train, micro_reason = _fit_local_attention(model, train, extra, dp, layout, model_vocab)
     check_resume(run_dir, size=size, train_iters=train.train_iters, vocab=model_vocab,
                  overriding="--override-opt_param-scheduler" in extra)  # fmt: skip
     return Plan(
@@ -228,6 +241,7 @@ def plan(v: dict) -> Plan:
         collective_timeout=int_var(v, "COLLECTIVE_TIMEOUT", faults.DEFAULT_COLLECTIVE_TIMEOUT_S),
         time_limit=time_limit_minutes(v),
         defaults_used=not any(k in v for k in ("TP", "PP", "VPP", "CP")),
+        micro_reason=micro_reason,
     )  # fmt: skip
 
 
@@ -243,6 +257,24 @@ def _fit_batch(train: TrainConfig, dp: int, extra: list[str]) -> TrainConfig:
         )
     micro, global_batch = fit_batch(global_batch, int(asked_micro or train.micro_batch_size), dp)
     return train.replace(micro_batch_size=micro, global_batch_size=global_batch)
+
+
+def _fit_local_attention(model, train: TrainConfig, extra: list[str], dp: int, layout,
+                         vocab: int) -> tuple[TrainConfig, str]:  # fmt: skip
+    """GPUs without TE: the micro batch lowered until unfused attention fits the GPU
+    (launcher.gpu.local_attention_micro_batch); ARGS' micro batch or recompute is left alone."""
+    reason = "to split the batch over DP"
+    if any(flag_value(extra, f) for f in ("--micro-batch-size", "--recompute-granularity")):
+        return train, reason
+    seq = flag_value(extra, "--seq-length")
+    fitted = local_attention_micro_batch(
+        model.replace(seq_length=int(seq)) if seq else model, micro=train.micro_batch_size,
+        global_batch=train.global_batch_size, dp=dp, gpu_bytes=gpu_memory(), vocab=vocab,
+        tp=layout.tp, pp=layout.pp, cp=layout.cp, distributed_optimizer=layout.distributed_optimizer,
+    )  # fmt: skip
+    if fitted == train.micro_batch_size:
+        return train, reason
+    return train.replace(micro_batch_size=fitted), "to fit unfused attention (no TE) in GPU memory"
 
 
 def completed_iteration(p: Plan) -> int | None:

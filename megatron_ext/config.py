@@ -274,3 +274,13 @@ class ParallelConfig:
         if self.distributed_optimizer:
             flags.append("--use-distributed-optimizer")
         return flags
+
+
+def num_parameters(model: LlamaConfig, vocab: int) -> int:
+    """Parameters of the untied Llama model (embedding, layers, final norm, output layer)."""
+    h, heads, groups = model.hidden_size, model.num_attention_heads, model.num_query_groups
+    head_dim = h // heads
+    attention = h * (heads + 2 * groups) * head_dim + heads * head_dim * h
+    mlp = 3 * h * model.ffn_hidden_size  # SwiGLU: gate, up, down
+    per_layer = attention + mlp + 2 * h  # two RMSNorms
+    return model.num_layers * per_layer + 2 * vocab * h + h

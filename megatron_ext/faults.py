@@ -28,6 +28,7 @@ EXIT_NAN = 3  # NaN/inf in the loss or gradients (train.py)
 EXIT_DISK_FULL = 4  # no space left while saving a checkpoint or writing logs
 EXIT_RANK_DIED = 5  # a rank was killed or crashed; torchrun stopped the others
 EXIT_COLLECTIVE_TIMEOUT = 6  # a collective waited longer than COLLECTIVE_TIMEOUT
+EXIT_OUT_OF_MEMORY = 7  # a GPU ran out of memory (torch.OutOfMemoryError)
 DEFAULT_COLLECTIVE_TIMEOUT_S = 600
 CKPT_FALLBACK = "CKPT_FALLBACK"
 ALLOW_DATA_CHANGE = "ALLOW_DATA_CHANGE"
@@ -251,11 +252,26 @@ _TIMEOUT = re.compile(r"timed out|timeout|watchdog", re.IGNORECASE)
 
 
 def report_failure(
-    exc: BaseException, *, save_dir: str | None, loading: bool, timeout_s: float | None
+    exc: BaseException,
+    *,
+    save_dir: str | None,
+    loading: bool,
+    timeout_s: float | None,
+    memory_hint: str = "",
 ) -> int | None:
-    """Print one ``error:`` line for a fault we know and return its exit code; None otherwise."""
+    """Print one ``error:`` line for a fault we know and return its exit code; None otherwise.
+    ``memory_hint``: what the run holds and how to hold less (for an out-of-memory error)."""
     chain = list(_chain(exc))
     last = last_saved(save_dir)
+    oom = next((e for e in chain if type(e).__name__ == "OutOfMemoryError"), None)
+    if oom is not None:
+        asked = re.search(r"Tried to allocate ([0-9.]+ [KMG]iB)", str(oom))
+        return _print(
+            f"a GPU ran out of memory{f' (asking for {asked.group(1)} more)' if asked else ''}: "
+            f"{memory_hint or 'lower the micro batch with ARGS=--micro-batch-size N'}. Last "
+            f"checkpoint: {last}; the same command with less memory resumes from it.",
+            EXIT_OUT_OF_MEMORY,
+        )
     what = _disk_full(chain, save_dir)
     if what is not None:
         line = (

@@ -9,7 +9,9 @@ dataset provider. ``launcher`` (``make pretrain``) builds the command line.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from common.settings import DEFAULT_LAMBDA, DEFAULT_REG, DEFAULT_WEIGHTS
@@ -227,6 +229,21 @@ def main() -> int:
     return 0
 
 
+def memory_hint(args) -> str:
+    """What an out-of-memory run held per micro batch, and the settings that hold less."""
+    unfused = (
+        "; without Transformer Engine attention is unfused and keeps micro batch x heads x seq^2 "
+        "scores per layer"
+        if args.transformer_impl == "local"
+        else ""
+    )
+    return (
+        f"micro batch {args.micro_batch_size} x {args.seq_length} tokens{unfused}; lower it with "
+        "ARGS='--micro-batch-size 1' (the global batch stays), or recompute with "
+        "ARGS='--recompute-granularity full --recompute-method uniform --recompute-num-layers 1'"
+    )
+
+
 def main_reporting_faults() -> int:
     """``main()``; a fault ``megatron_ext.faults`` knows (disk full, a collective timeout, an
     unloadable checkpoint) ends in its one ``error:`` line and exit code instead of a traceback."""
@@ -241,16 +258,36 @@ def main_reporting_faults() -> int:
             raise exc from None
         code = report_failure(
             exc, save_dir=args.save, loading=not hasattr(args, "curr_iteration"),
-            timeout_s=args.distributed_timeout_seconds_after_init,
+            timeout_s=args.distributed_timeout_seconds_after_init, memory_hint=memory_hint(args),
         )  # fmt: skip
         if code is None:
             raise
         return code
 
 
+def end(code: int) -> None:
+    """Exit with ``code``. A failed run on a GPU skips the interpreter's teardown: on an H200
+    (2026-12-04, docs/benchmarks.md) a run that had printed its out-of-memory traceback was still
+    running minutes later, in the teardown of its NCCL process groups (which, destroyed outside
+    ``destroy_process_group``, abort their communicators). Nothing is pending then: checkpoints are
+    saved synchronously and every line is flushed first."""
+    import torch
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if code and torch.cuda.is_initialized():
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
     try:
-        sys.exit(main_reporting_faults())
+        end(main_reporting_faults())
     except KeyboardInterrupt:  # Ctrl-C during start-up, before there is anything to save
         say("interrupted during start-up; nothing was trained or saved")
-        sys.exit(128 + 2)
+        end(128 + 2)
+    except SystemExit:
+        raise
+    except BaseException:  # an unknown fault: its traceback, then the same exit
+        traceback.print_exc()
+        end(1)

@@ -207,11 +207,13 @@ def sizes(root: Path, data: Path, ngpu: int, fp8: bool, names=("1b", "3b", "8b")
             continue
         mem = [float(m) / 1024 for m in _MAX_ALLOCATED.findall(run_log(run_dir))]
         peak = max(mem) if mem else float("nan")
-        est = gpu_activations(model, micro_batch_size=train.micro_batch_size, tp=layout.tp)
+        # the launcher lowers the micro batch without TE (launcher.gpu.local_attention_micro_batch)
+        micro = json.loads((run_dir / "run_config.json").read_text())["train"]["micro_batch_size"]
+        est = gpu_activations(model, micro_batch_size=micro, tp=layout.tp)
         finite = all(_finite(x["lm_loss"]) for x in lines)
         checks.append(Check(
             name=label, ok=finite and bool(mem) and peak < 0.95 * total_gib,
-            value=f"peak {peak:.1f} of {total_gib:.0f} GiB (micro batch {train.micro_batch_size}, "
+            value=f"peak {peak:.1f} of {total_gib:.0f} GiB (micro batch {micro}, "
             f"TP={layout.tp}; activation estimate {est.total / 2**30:.0f} GiB), loss finite={finite}",
         ))  # fmt: skip
     return checks

@@ -235,6 +235,32 @@ def test_disk_full_writing_metrics_is_one_line(tmp_path, capsys):
     assert "none saved yet" in err
 
 
+def test_out_of_gpu_memory_is_one_line_with_the_fix(tmp_path, capsys):
+    """What an H200 run without TE raised (2026-12-04, docs/benchmarks.md), as torch raises it:
+    one line with the size asked for, what the run held and the settings that hold less."""
+    import types
+
+    import torch
+
+    from megatron_ext.train import memory_hint
+
+    exc = torch.OutOfMemoryError(
+        "CUDA out of memory. Tried to allocate 8.00 GiB. GPU 0 has a total capacity of 139.80 GiB "
+        "of which 7.92 GiB is free."
+    )  # fmt: skip
+    args = types.SimpleNamespace(micro_batch_size=8, seq_length=4096, transformer_impl="local")
+    try:
+        raise RuntimeError("forward step failed") from exc
+    except RuntimeError as err:
+        code = faults.report_failure(err, save_dir=str(tmp_path), loading=False, timeout_s=600,
+                                     memory_hint=memory_hint(args))  # fmt: skip
+    assert code == faults.EXIT_OUT_OF_MEMORY
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # (after the import's warnings)
+    assert err.startswith("error: a GPU ran out of memory (asking for 8.00 GiB more): ")
+    assert "micro batch 8 x 4096 tokens; without Transformer Engine attention is unfused" in err
+    assert "ARGS='--micro-batch-size 1'" in err and "Last checkpoint: none saved yet" in err
+
+
 # ---- a dead or stopped rank (TP=2) -----------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from megatron_ext.wandb_ckpt import safe_hook, wait_for_tracker
 from tests.helpers import run_checked
-from tests.test_pretrain import launch
+from tests.test_pretrain import LAUNCH
 
 
 def test_safe_hook_waits_for_the_tracker_and_never_raises(tmp_path, capsys):
@@ -44,8 +44,11 @@ def test_checkpoint_save_survives_late_tracker_write(tmp_path, smoke_data, layou
     run_dir = tmp_path / "race"
     settings = dict(RUN=run_dir, DATA=smoke_data, ITERS=2, SAVE_INTERVAL=1, LOG_INTERVAL=1,
                     ARGS="--eval-iters 1", **layout)  # fmt: skip
-    code, out = launch(60, DRY_RUN=1, **settings)
+    # W&B on when the command is planned (the launcher gives Megatron no W&B flag when it is off)
+    dry = LAUNCH + [f"{k}={v}" for k, v in settings.items()] + ["DRY_RUN=1"]
+    code, out = run_checked(dry, 60, WANDB_MODE="offline")
     assert code == 0, out
+    assert "--wandb-project" in out
     cmd = shlex.split(out.strip().splitlines()[-1])
     cmd[cmd.index("megatron_ext.train")] = "tests.slow_tracker_train"
     assert cmd[0] == sys.executable

@@ -69,6 +69,9 @@ def test_interrupted_process_then_resume_is_identical(built, corpus, tmp_path, s
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # an xdist worker ignores SIGINT, and an ignored signal stays ignored across exec: Python
+        # then installs no KeyboardInterrupt handler and the build ran on through the Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 60

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import torch
 
 from launcher.memory import gpu_activations
@@ -74,3 +75,43 @@ def _graph(fn):
         seen.append(node)
         todo += [n for n, _ in node.next_functions]
     return seen
+
+
+def test_without_te_the_micro_batch_fits_unfused_attention(monkeypatch, smoke_data):
+    """Seen on an H200 (2026-12-04, docs/benchmarks.md): SIZE=1b with TE=0 kept the recipe's
+    micro batch 8 at seq 4096 and ran out of memory in the first layer's unfused attention (131.9
+    of 139.8 GiB in use, 8 GiB more asked). The estimate must call that run too large, and the
+    plan lowers the micro batch (the global batch stays) and says why; with TE it is untouched."""
+    from launcher import planner
+    from launcher.cli import describe
+    from launcher.gpu import GPU_USABLE, local_spec_bytes
+    from launcher.settings import LaunchError
+    from tests.gpu_path.test_launch_gpu import gpu_plan
+
+    model = SIZES["1b"].model()
+    h200 = 139.8 * 2**30  # torch's total_memory on that node
+    seen = local_spec_bytes(model.replace(seq_length=4096), micro=8, vocab=128256, tp=1, pp=1,
+                            cp=1, dp=1, distributed_optimizer=True)  # fmt: skip
+    assert seen > GPU_USABLE * h200
+    monkeypatch.setattr(planner, "gpu_memory", lambda: int(h200))
+    monkeypatch.setattr(planner, "gpu_info", lambda: (8, 9))  # on the node, not a preview
+    p, flags = gpu_plan(monkeypatch, smoke_data, te=False, SIZE="1b", TE="0")
+    micro = p.train.micro_batch_size
+    assert (
+        micro < p.asked_micro_batch
+        and p.train.global_batch_size == SIZES["1b"].train().global_batch_size
+    )
+    assert flags[flags.index("--micro-batch-size") + 1] == str(micro)
+    assert (
+        f"micro batch {micro} (recipe's {p.asked_micro_batch} lowered to fit unfused attention"
+        in describe(p)
+    )
+    te, _ = gpu_plan(monkeypatch, smoke_data, te=True, SIZE="1b")
+    assert te.train.micro_batch_size == te.asked_micro_batch
+    kept, _ = gpu_plan(
+        monkeypatch, smoke_data, te=False, SIZE="1b", TE="0", ARGS="--micro-batch-size 4"
+    )
+    assert kept.train.micro_batch_size == 4  # asked for: left alone
+    monkeypatch.setattr(planner, "gpu_memory", lambda: 16 * 2**30)
+    with pytest.raises(LaunchError, match="even micro batch 1 needs ~.* GiB per GPU of 16 GiB"):
+        gpu_plan(monkeypatch, smoke_data, te=False, SIZE="1b", TE="0")
