@@ -13,10 +13,11 @@ which ``qsub -v`` and ``sbatch --export`` cannot pass plainly).
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 from common.files import REPO
-from study.settings import SETTINGS, StudyError, StudySettings, check_run_record, parse
+from study.settings import RUN_FILE, SETTINGS, StudyError, StudySettings, check_run_record, parse
 
 CLUSTER_SETTINGS = {
     "SCHEDULER": "pbs (ABCI qsub) or slurm (sbatch): submit the study as cluster jobs",
@@ -73,12 +74,12 @@ def step_command(c: dict[str, str], after: list[str], args_file: str) -> list[st
     """The qsub/sbatch line of the analyze/eval/report job, after every training job."""
     env = f"STUDY_ARGS={args_file}"
     if c["SCHEDULER"] == "pbs":
-        cmd = ["qsub", "-P", c["GROUP"], "-l", "select=1", "-l", f"walltime={STEP_WALLTIME}",
-               "-W", "depend=afterok:" + ":".join(after)]  # fmt: skip
+        cmd = ["qsub", "-P", c["GROUP"], "-l", "select=1", "-l", f"walltime={STEP_WALLTIME}"]
+        cmd += ["-W", "depend=afterok:" + ":".join(after)] if after else []
         cmd += ["-q", c["QUEUE"]] if "QUEUE" in c else []
         return [*cmd, "-v", env, "jobs/study.sh"]
-    cmd = ["sbatch", "--nodes=1", f"--time={STEP_WALLTIME}",
-           "--dependency=afterok:" + ":".join(after)]  # fmt: skip
+    cmd = ["sbatch", "--nodes=1", f"--time={STEP_WALLTIME}"]
+    cmd += ["--dependency=afterok:" + ":".join(after)] if after else []
     cmd += [f"--gpus-per-node={c.get('GPUS_PER_NODE', '8')}"]
     cmd += [f"--account={c['GROUP']}"] if "GROUP" in c else []
     cmd += [f"--partition={c['PARTITION']}"] if "PARTITION" in c else []
@@ -99,11 +100,19 @@ def submit(argv: list[str], print_fn=print) -> list[str]:
     s = parse(study_argv)
     for run in s.runs():
         check_run_record(s, run)
-    scheduler = c["SCHEDULER"]
+    from study.runner import Runner, last_checkpoint
+
+    scheduler, runner = c["SCHEDULER"], Runner(s, print_fn=print_fn)
     ids = []
     for run in s.runs():
+        run_dir = s.root / run.name
+        if runner.finished(run):
+            print_fn(f"study: {run.name}: finished at iteration {last_checkpoint(run_dir)}, no job")
+            continue
         out = call(submit_training(c, s, run), f"training job of {run.name}")
         ids.append(job_id(out, scheduler))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUN_FILE).write_text(json.dumps(run.record(s)) + "\n")
         print_fn(f"study: {run.name}: training job {ids[-1]}")
     s.root.mkdir(parents=True, exist_ok=True)
     args_file = s.root / ARGS_FILE

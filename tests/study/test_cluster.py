@@ -39,22 +39,28 @@ def test_study_on_a_cluster_submits_training_then_the_report(tmp_path, smoke_dat
     )
     seeds = "1235" if scheduler == "pbs" else "none"  # fewer launcher checks for the second
     study = ["SIZE=tiny", f"SEEDS={seeds}", f"DATA={smoke_data}", f"ROOT={root}", "LIMIT=2"]
+    if scheduler == "slurm":  # a finished run gets no training job
+        done = root / "jreg-final"
+        (done / "checkpoints").mkdir(parents=True)
+        (done / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("4")
+        (done / "launch.json").write_text('{"train_iters": 4}')
     proc = run(["make", "-s", "study", *cluster, *study], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    names = ["none", "jreg", "jreg-final"] + (
-        ["none-seed1235", "jreg-seed1235"] if seeds != "none" else []
-    )
+    names = ["none", "jreg", "jreg-final", "none-seed1235", "jreg-seed1235"]
+    names = names if scheduler == "pbs" else ["none", "jreg"]
+    assert scheduler == "pbs" or "study: jreg-final: finished at iteration 4, no job" in proc.stdout
     got, n = calls(tmp_path), len(names)
     assert [c[0] for c in got] == ["qsub" if scheduler == "pbs" else "sbatch"] * (n + 1)
     ids = [f"{101 + i}.pbs1" if scheduler == "pbs" else str(101 + i) for i in range(n + 1)]
     for name, call, job in zip(names, got, ids, strict=False):
         assert f"study: {name}: training job {job}" in proc.stdout
         assert any(f"RUN={root / name}" in word for word in call), call
+        assert '"seed": 12' in (root / name / "study_run.json").read_text()  # its record
         assert "depend=" not in " ".join(call) and "--dependency" not in " ".join(call)
     jreg = " ".join(got[1])
     assert "REG=jreg" in jreg and "LAMBDA=1.0" in jreg and "SEED=1234" in jreg
-    assert "WEIGHTS=final" in " ".join(got[2])
-    assert seeds == "none" or "SEED=1235" in " ".join(got[3])
+    if scheduler == "pbs":
+        assert "WEIGHTS=final" in " ".join(got[2]) and "SEED=1235" in " ".join(got[3])
     step, after = got[n], ":".join(ids[:n])
     args_file = root / "study_args.txt"
     if scheduler == "pbs":
