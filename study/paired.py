@@ -83,7 +83,7 @@ def paired(base: dict[int, float | None], other: dict[int, float | None]) -> dic
 def interval(c: dict) -> str:
     """``[low, high]``, or why there is none."""
     if c["low"] is None:
-        return "no interval (one pair)" if c["n"] == 1 else "-"
+        return "none (one pair)" if c["n"] == 1 else "-"
     return f"[{fmt(c['low'], 3)}, {fmt(c['high'], 3)}]"
 
 
