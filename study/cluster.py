@@ -87,7 +87,10 @@ def step_command(c: dict[str, str], after: list[str], args_file: str) -> list[st
 
 
 def call(cmd: list[str], what: str) -> str:
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    except OSError:
+        raise StudyError(f"{cmd[0]} not found: submit from a login node of the cluster") from None
     if proc.returncode:
         lines = (proc.stderr or proc.stdout).strip().splitlines() or ["failed"]
         raise StudyError(f"{what}: {lines[-1].removeprefix('error: ')}")
@@ -117,7 +120,7 @@ def submit(argv: list[str], print_fn=print) -> list[str]:
     s.root.mkdir(parents=True, exist_ok=True)
     args_file = s.root / ARGS_FILE
     kept = [x for x in study_argv if x.partition("=")[0] in SETTINGS and x.partition("=")[2]
-            and not x.startswith("STAGES=")]  # fmt: skip
+            and not x.startswith(("STAGES=", "ROOT="))]  # fmt: skip
     args_file.write_text("\n".join([*kept, f"ROOT={s.root}", f"STAGES={AFTER_TRAINING}"]) + "\n")
     step = step_command(c, ids, str(args_file))
     ids.append(job_id(call(step, "analyze/eval/report job"), scheduler))

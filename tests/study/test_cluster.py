@@ -104,3 +104,10 @@ def test_study_on_a_cluster_bad_input_submits_nothing(tmp_path, argv, says):
     assert proc.returncode == 2 and proc.stderr == f"error: {proc.stderr[7:]}"
     assert says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert calls(tmp_path) == []
+
+
+def test_no_scheduler_command_is_one_error(tmp_path):
+    from study import cluster
+
+    with pytest.raises(cluster.StudyError, match="not found: submit from a login node"):
+        cluster.call([str(tmp_path / "qsub")], "x")
