@@ -31,7 +31,7 @@ RUNPY := $(UV) run --locked python
 #> make bench [OUT= REPEATS= DEVICE= PARTS=]   JREG's cost: step time/memory none vs jreg vs l2rel, the displacement eager vs fused
 #> make bench-gpu                            on a GPU node: the Triton kernel tests compiled, then bench's GPU part
 #> make preflight [WHEELS=dir PYTHON= OUT= NODES=2]  prove a GPU node (NODES=2: inside a 2-node job, the job script and InfiniBand) is ready (PASS/FAIL table; exit 2 without a GPU)
-#> make study [SIZE= ITERS= SAVE_INTERVAL= LAMBDA= WEIGHTS= SEED= SEEDS= DATA= ARGS= ROOT= DOC= PILOTS= SAMPLES= TASKS= LIMIT= DOCS= STAGES= JOBS=]   none vs jreg vs jreg-final (+ seeds) -> docs/study.md
+#> make study [SIZE= ITERS= SAVE_INTERVAL= LAMBDA= WEIGHTS= SEED= SEEDS= DATA= ARGS= ROOT= DOC= PILOTS= SAMPLES= TASKS= LIMIT= DOCS= STAGES= JOBS= SCHEDULER=pbs|slurm NODES= GROUP= WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE=]   none vs jreg vs jreg-final (+ seeds) -> docs/study.md
 #> make help                                 this list
 .PHONY: help setup test test-fast lint data pretrain bench bench-gpu preflight study
 help:
@@ -160,9 +160,11 @@ preflight: $(if $(PYTHON),,setup)
 # The study (study/, docs/study.md): train SIZE=study with REG=none, jreg and jreg WEIGHTS=final
 # plus extra seeds, analyse, evaluate, plot and write docs/study.md; re-running continues where it
 # stopped. make study [LAMBDA=0.1 WEIGHTS=uniform SEED=1234 SEEDS=1235,1236 PILOTS=dir1,dir2 ...]
-# (python -m study help lists every setting)
+# (python -m study help lists every setting). On a cluster: make study SIZE=1b SCHEDULER=pbs|slurm
+# NODES=4 GROUP=gXXXXX [WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE=] submits one training job per
+# run (jobs/submit.sh), then jobs/study.sh (analyze, eval, plots, report) after them.
 STUDY_VARS := SIZE ITERS SAVE_INTERVAL LAMBDA WEIGHTS SEED SEEDS DATA ARGS ROOT DOC PILOTS SAMPLES \
-	TASKS LIMIT DOCS STAGES JOBS
+	TASKS LIMIT DOCS STAGES JOBS SCHEDULER NODES GROUP WALLTIME QUEUE PARTITION GPUS_PER_NODE
 .PHONY: study
 study: setup
 	$(RUNPY) -m study $(foreach v,$(STUDY_VARS),$(if $(value $(v)),'$(v)=$($(v))'))

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import sys
 
+from study.cluster import CLUSTER_SETTINGS
 from study.settings import SETTINGS, StudyError, check_run_record, parse
 
 
 def usage() -> str:
     return "usage: python -m study KEY=value ...\n" + "\n".join(
-        f"  {k}: {v}" for k, v in SETTINGS.items()
+        f"  {k}: {v}" for k, v in {**SETTINGS, **CLUSTER_SETTINGS}.items()
     )
+
+
+def on_cluster(argv: list[str]) -> bool:
+    """Any cluster setting (SCHEDULER, NODES, ...): the study goes to the scheduler."""
+    return any(x.partition("=")[0] in CLUSTER_SETTINGS and x.partition("=")[2] for x in argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     from study.runner import Runner, StageError
 
     try:
+        if on_cluster(argv):
+            from study.cluster import submit
+
+            submit(argv)
+            return 0
         settings = parse(argv)
         for run in settings.runs():
             check_run_record(settings, run)

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from dataclasses import replace
 from pathlib import Path
 
-from common.files import read_jsonl
+from common.datablend import format_data, parse_data
+from common.files import REPO, read_jsonl
 from eval.rundir import ANALYSIS_FILE
 from eval.taskdata import RENAMED
 from megatron_ext.metrics import jump_rate
 from megatron_ext.runconfig import parse_flags
+from study.reading import tail_share
 from study.settings import LOG_FILE, RunSpec, StudySettings
 
 
@@ -47,6 +51,17 @@ def last_valid(metrics: list[dict]) -> dict | None:
     return max(valid, key=lambda x: (x["iteration"], x.get("eval_pass", 0))) if valid else None
 
 
+def rel(path: Path | str) -> str:
+    """A path as the report writes it: relative to the repository (no machine's folders)."""
+    return os.path.relpath(path, REPO)
+
+
+def rel_data(data: str) -> str:
+    """``DATA`` with its folders relative to the repository."""
+    members = [replace(m, path=Path(rel(m.path))) for m in parse_data(data, REPO)]
+    return format_data(members)
+
+
 def final_numbers(analysis: list[dict], metrics: list[dict]) -> dict:
     """The per-run table's numbers at the last checkpoint (None where not measured)."""
     out: dict = {"iteration": None, "tokens": None, "val_loss": None, "D": None}
@@ -56,6 +71,7 @@ def final_numbers(analysis: list[dict], metrics: list[dict]) -> dict:
         out.update(iteration=x["iteration"], tokens=x["tokens_seen"], D=x["D"],
                    zeta_L=zeta(x), jump_ratio=x["jump_ratio"], S_model=x["S_model"],
                    heldout_loss=x["lm_loss"], lens_mid=lens[L // 2], lens_last=lens[L],
+                   lens_loss_mid=x["lens"].get("loss", [None] * (L + 1))[L // 2],
                    active=x["voids"]["active_fraction"],
                    max_act=max(t[0] for t in x["massive"]["top"]) if "massive" in x else None,
                    val_loss=x.get("valid", {}).get("lm_loss"))  # fmt: skip
@@ -66,6 +82,7 @@ def final_numbers(analysis: list[dict], metrics: list[dict]) -> dict:
         out.update(iteration=valid["iteration"], tokens=valid.get("tokens"), D=valid["D"],
                    zeta_L=zeta(valid), jump_ratio=valid["jump_ratio"],
                    S_model=valid["S_model"])  # fmt: skip
+    out["tail_share"] = tail_share(out["D"])
     loss = out["val_loss"]
     out["val_ppl"] = math.exp(loss) if loss is not None and loss < 700 else None
     return out
@@ -130,15 +147,16 @@ def setup(run_dir: Path) -> dict:
     paths = flags.get("--train-data-path", [])
     pairs = list(zip(paths[::2], paths[1::2], strict=False)) if len(paths) > 1 else [
         ("1", p) for p in paths]  # fmt: skip
+    pairs = [(w, rel(p)) for w, p in pairs]
     out["train_data_path"] = " + ".join(f"{w} {p}" if len(pairs) > 1 else p for w, p in pairs)
     described = []
     for weight, prefix in pairs:
-        manifest = Path(prefix).parent / "manifest.json"
+        manifest = REPO / Path(prefix).parent / "manifest.json"
         if not manifest.is_file():
             break
         m = json.loads(manifest.read_text())
         described.append((f"weight {weight}: " if len(pairs) > 1 else "")
-                         + f"{m.get('name')} ({manifest.parent}): "
+                         + f"{m.get('name')} ({rel(manifest.parent)}): "
                          f"{m['splits']['train']['num_tokens']:,} training tokens, "
                          f"{m['tokenizer']['vocab_size']}-token tokenizer")  # fmt: skip
     if pairs and len(described) == len(pairs):

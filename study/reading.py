@@ -3,9 +3,9 @@
 Pure functions over plain lists (no file, torch or Megatron), tested on hand-made numbers:
 
 * growth: a series grows monotonically when no checkpoint is below the one before it;
-* a difference between two seed groups (mean over seeds) is reported as a difference only when
-  it is larger than the spread, the larger of the two groups' ranges (max - min over seeds); with
-  one seed in a group the spread is unknown and the comparison is "undecided";
+* comparisons between two arms are paired by seed (study/paired.py);
+* the D_l profile's shape: the share of the displacement of layers 2..L that falls in the last
+  quarter of the layers (the last max(1, L // 4) layers); layer 1 is left out as below;
 * the jump's layer: the layer l >= 2 with the largest rise D_l - D_{l-1} (the layer whose own
   term of zeta starts there), and argmax_{l >= 2} D_l (layer 1 is left out: it maps the token
   embeddings and dominates D at these scales).
@@ -14,7 +14,6 @@ Pure functions over plain lists (no file, torch or Megatron), tested on hand-mad
 from __future__ import annotations
 
 import math
-import statistics
 
 
 def monotonic(values: list[float]) -> bool:
@@ -47,53 +46,13 @@ def growth(name: str, values: list[float], iterations: list[int]) -> str:
     )
 
 
-def stats(values: list[float]) -> dict:
-    """Mean, sample standard deviation (None for one value), min, max and range over seeds."""
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return {"n": 0, "mean": None, "sd": None, "min": None, "max": None, "range": None}
-    return {"n": len(values), "mean": statistics.fmean(values),
-            "sd": statistics.stdev(values) if len(values) > 1 else None,
-            "min": min(values), "max": max(values),
-            "range": max(values) - min(values) if len(values) > 1 else None}  # fmt: skip
-
-
-def compare(base: list[float], other: list[float]) -> dict:
-    """``other`` against ``base`` over seeds: difference of means, relative change, verdict.
-
-    verdict: ``lower`` / ``higher`` (|difference| > spread), ``no difference`` (<= spread),
-    ``undecided`` (a group has one seed: no spread), ``missing`` (a group has no value).
-    """
-    a, b = stats(base), stats(other)
-    if not a["n"] or not b["n"]:
-        return {"base": a, "other": b, "diff": None, "rel": None, "spread": None,
-                "verdict": "missing"}  # fmt: skip
-    diff = b["mean"] - a["mean"]
-    rel = 100 * diff / abs(a["mean"]) if a["mean"] else None
-    spread = None if a["range"] is None or b["range"] is None else max(a["range"], b["range"])
-    if spread is None:
-        verdict = "undecided"
-    elif abs(diff) <= spread:
-        verdict = "no difference"
-    else:
-        verdict = "lower" if diff < 0 else "higher"
-    return {"base": a, "other": b, "diff": diff, "rel": rel, "spread": spread, "verdict": verdict}
-
-
-def describe_change(what: str, c: dict, other: str, base: str) -> str:
-    """One sentence for a ``compare`` result."""
-    if c["verdict"] == "missing":
-        return f"{what}: not measured for both {other} and {base}."
-    a, b = c["base"], c["other"]
-    rel = f" ({c['rel']:+.2f}%)" if c["rel"] is not None else ""
-    counts = f"{b['n']} seed(s) vs {a['n']}"
-    change = f"{fmt(b['mean'])} vs {fmt(a['mean'])}, difference {fmt(c['diff'])}{rel}, {counts}"
-    if c["verdict"] == "undecided":
-        return f"{what}: {other} {change}; spread unknown (one seed), so not decided."
-    spread = f"spread {fmt(c['spread'])}"
-    if c["verdict"] == "no difference":
-        return f"{what}: no difference ({change}, smaller than the {spread})."
-    return f"{what}: {other} is {c['verdict']} than {base} ({change}, larger than the {spread})."
+def tail_share(d: list[float] | None) -> float | None:
+    """sum of D_l over the last max(1, L // 4) layers / sum of D_l over l = 2..L (None when
+    there are fewer than two layers or no displacement after layer 1)."""
+    if not d or len(d) < 2:
+        return None
+    total = sum(d[1:])
+    return sum(d[len(d) - max(1, len(d) // 4) :]) / total if total > 0 else None
 
 
 def rises(d: list[float]) -> list[float]:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 
 import pytest
 
-from study.reading import compare, describe_change, final_only_moves, growth, jump_layers, stats
+from study.reading import final_only_moves, fmt, growth, jump_layers
 from study.report import PLACEHOLDER, write_report
 from study.settings import StudyError, check_run_record, parse
-from tests.helpers import run_checked
+from tests.helpers import REPO, run_checked
 
 
 def test_growth_yes_no_and_all_zero():
@@ -22,20 +23,6 @@ def test_growth_yes_no_and_all_zero():
     assert "no (it falls at iteration(s) 30)" in text and "rises" in text
     assert "no, it is 0 at every checkpoint" in growth("zeta_L", [0.0, 0.0], [1, 2])
     assert "not decided" in growth("D_L", [0.1], [1])
-
-
-def test_compare_spread_rule():
-    assert stats([1.0, 2.0, 3.0])["sd"] == pytest.approx(1.0)
-    # means 2.0 vs 1.0; ranges 2.0 and 0.2: difference 1.0 <= spread 2.0
-    c = compare([1.0, 2.0, 3.0], [0.9, 1.0, 1.1])
-    assert c["verdict"] == "no difference" and c["spread"] == pytest.approx(2.0)
-    assert "no difference" in describe_change("JREG lowers D_L", c, "jreg", "none")
-    c = compare([2.0, 2.1, 1.9], [1.0, 1.1, 0.9])  # difference 1.0 > spread 0.2
-    assert c["verdict"] == "lower" and c["rel"] == pytest.approx(-50.0)
-    assert "jreg is lower than none" in describe_change("D_L", c, "jreg", "none")
-    assert compare([1.0, 1.1], [1.5, 1.6])["verdict"] == "higher"
-    assert compare([1.0], [0.5])["verdict"] == "undecided"  # one seed: no spread
-    assert compare([], [0.5])["verdict"] == "missing"
 
 
 def test_jump_layers_and_final_only():
@@ -91,8 +78,15 @@ def test_report_from_files(tmp_path):
     assert "4 layers x hidden 128" in text  # the last --num-layers wins, as in Megatron
     assert "D_L grows monotonically over checkpoints: yes; it rises from 0.005" in text
     assert "first at iteration: 20" in text  # D_L 0.012 > D_(L-1) 0.010 from the 2nd checkpoint
-    assert "JREG lowers D_L: jreg (LAMBDA=0.1) 0.008 vs 0.02, difference -0.012 (-60.00%)" in text
-    assert "spread unknown (one seed), so not decided" in text  # jreg has one seed
+    # one pair (seed 1234): the difference is printed, no interval, so not shown
+    assert ("JREG lowers D_L: not shown (one pair gives no interval; jreg (LAMBDA=0.1) - none "
+            "over 1 paired seed(s) 1234: mean difference -0.012 (-60.00%)") in text  # fmt: skip
+    assert "| 1234 | none | none | 5.1 | 0.02 |" in text  # per-seed rows
+    assert "| 1234 | jreg | jreg | 5.12 | 0.008 |" in text
+    share = 0.02 / (0.01 + 0.01 + 0.02)  # last quarter of 4 layers (layer 4) / layers 2..4
+    assert f"| last-quarter share of D | 1 | {fmt(share)} |" in text
+    assert "Final-only's cost in validation loss: not shown (one pair" in text
+    assert str(tmp_path) not in text.replace("../", "")  # paths relative to the repository
     assert "Final-only moves the jump to layer L-1 = 3: yes" in text
     assert "| 4 | 1 | 0 | 0 |" in text  # zeta_4 of none (D rises 0.01), jreg and jreg-final
     assert "| 3 | 1 | 0 | 2 |" in text  # zeta_3: final-only's rise at layer 3 (0.02)
@@ -100,7 +94,7 @@ def test_report_from_files(tmp_path):
     assert "heldout_lastword acc" in text and "stderr" not in text  # old results: new name
     assert PLACEHOLDER in text and "| none | 4 x 128 | 30 / 30 |" in text  # the pilot
     # none-seed7 stopped at iteration 10 of 30: shown, but not one of the seeds
-    assert "| none-seed7 (unfinished) | 10 |" in text and "| D_L | none | 1 (1234) |" in text
+    assert "| none-seed7 (unfinished) | 10 |" in text and "| 7 | none |" not in text
     # the hand-written paragraph survives a regeneration
     doc.write_text(text.replace(PLACEHOLDER, "The jump grows; JREG halves it."))
     write_report(s)
@@ -163,7 +157,8 @@ def test_report_describes_a_blend_runs_data(tmp_path):
         f"0.3 {tmp_path}/en/train_text_document --seq-length 8\n"
     )
     out = setup(tmp_path / "run")
+    where = os.path.relpath(tmp_path, REPO)
     assert out["data"] == (
-        f"a blend of weight 0.7: ja ({tmp_path}/ja): 1,000 training tokens, 512-token tokenizer; "
-        f"weight 0.3: en ({tmp_path}/en): 500 training tokens, 512-token tokenizer"
+        f"a blend of weight 0.7: ja ({where}/ja): 1,000 training tokens, 512-token tokenizer; "
+        f"weight 0.3: en ({where}/en): 500 training tokens, 512-token tokenizer"
     )

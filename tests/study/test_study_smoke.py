@@ -45,7 +45,7 @@ def test_study_smoke_all_stages_then_resume(tmp_path, smoke_data):
     last = read_jsonl(root / "none" / "analysis.jsonl")[-1]
     row = f"| none | 4 | 4096 | {fmt(last['valid']['lm_loss'])} |"
     assert row in text and f"| {fmt(last['D'][-1])} | {fmt(last['zeta_L'])} |" in text
-    assert "| D_L | none | 2 (1234, 1235) |" in text
+    assert "| 1235 | none | none-seed1235 |" in text and "| D_L | 2 |" in text  # 2 pairs
     assert "D_L grows monotonically over checkpoints: " in text
     assert "Final-only moves the jump to layer L-1 = 3: " in text
     assert "heldout_lastword acc" in text
