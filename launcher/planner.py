@@ -122,10 +122,12 @@ def gpu_info() -> tuple[int, int]:
     return torch.cuda.device_count(), torch.cuda.get_device_capability(0)[0]
 
 
-def gpu_memory() -> int:
-    """Bytes of memory of GPU 0."""
+def gpu_memory() -> int | None:
+    """Bytes of memory of GPU 0; None where torch sees no GPU (a plan for another machine)."""
     import torch
 
+    if not torch.cuda.is_available():
+        return None
     return torch.cuda.get_device_properties(0).total_memory
 
 
@@ -266,10 +268,13 @@ def _fit_local_attention(model, train: TrainConfig, extra: list[str], dp: int, l
     reason = "to split the batch over DP"
     if any(flag_value(extra, f) for f in ("--micro-batch-size", "--recompute-granularity")):
         return train, reason
+    gpu_bytes = gpu_memory()
+    if gpu_bytes is None:
+        return train, reason
     seq = flag_value(extra, "--seq-length")
     fitted = local_attention_micro_batch(
         model.replace(seq_length=int(seq)) if seq else model, micro=train.micro_batch_size,
-        global_batch=train.global_batch_size, dp=dp, gpu_bytes=gpu_memory(), vocab=vocab,
+        global_batch=train.global_batch_size, dp=dp, gpu_bytes=gpu_bytes, vocab=vocab,
         tp=layout.tp, pp=layout.pp, cp=layout.cp, distributed_optimizer=layout.distributed_optimizer,
     )  # fmt: skip
     if fitted == train.micro_batch_size:

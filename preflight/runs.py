@@ -208,7 +208,9 @@ def sizes(root: Path, data: Path, ngpu: int, fp8: bool, names=("1b", "3b", "8b")
         mem = [float(m) / 1024 for m in _MAX_ALLOCATED.findall(run_log(run_dir))]
         peak = max(mem) if mem else float("nan")
         # the launcher lowers the micro batch without TE (launcher.gpu.local_attention_micro_batch)
-        micro = json.loads((run_dir / "run_config.json").read_text())["train"]["micro_batch_size"]
+        config = run_dir / "run_config.json"
+        micro = (json.loads(config.read_text())["train"]["micro_batch_size"] if config.is_file()
+                 else train.micro_batch_size)  # fmt: skip
         est = gpu_activations(model, micro_batch_size=micro, tp=layout.tp)
         finite = all(_finite(x["lm_loss"]) for x in lines)
         checks.append(Check(
