@@ -13,7 +13,8 @@ Megatron's ``vocab_parallel_cross_entropy`` (max all-reduced, then the sum of ex
 Memory: the lens logits of one (layer, token chunk) exist at a time, [chunk, vocab / tp]; each
 piece runs under ``torch.utils.checkpoint`` so backward recomputes it instead of keeping it, and
 [L+1, s, b, vocab] is never held. The target's log-probabilities of one chunk (no grad) live while
-that chunk's L+1 layers run.
+one piece runs (recomputed in it, and again in its backward: the lens costs 6 projections per
+(layer, token) where a plain forward + backward would cost 3).
 
 ``direction``: ``paper`` is KL(q_l || q_target) = sum q_l (log q_l - log q_target), the paper's
 KL(q_l, q_target) read literally (mode-seeking in the student); ``forward`` is
@@ -48,7 +49,7 @@ class SelfDistillConfig:
     teacher: str = "self"
     """``self``: the current model's final distribution, detached; ``frozen``: a frozen copy of
     the model at distillation start (the caller passes its final hidden state, norm and head)."""
-    chunk_tokens: int = 1024
+    chunk_tokens: int = 512
     """Tokens per lens piece: the memory bound is a few [chunk_tokens, vocab / tp] tensors."""
 
     def __post_init__(self):
@@ -132,8 +133,12 @@ def vocab_parallel_log_softmax(logits: torch.Tensor, group=None) -> torch.Tensor
     return logits - m - sumexp.log()
 
 
-def _kl_piece(h, target_logp, norm, weight, direction, group):
-    """Per-token KL of one chunk of one layer, [n]; ``target_logp`` is [n, vocab / tp]."""
+def _kl_piece(h, t_h, t_norm, t_weight, norm, weight, direction, group):
+    """Per-token KL of one chunk of one layer, [n]. The target's log-probabilities are computed
+    here (no grad) rather than passed in: checkpoint keeps its inputs alive until backward, and
+    [tokens, vocab / tp] of them per microbatch would be the largest tensor of the step."""
+    with torch.no_grad():
+        target_logp = vocab_parallel_log_softmax(t_norm(t_h) @ t_weight.t(), group)
     x = norm(h)
     if _tp(group):  # the head's input, as ColumnParallelLinear's: replicated norm grads
         x = _CopyToGroup.apply(x, group)
@@ -169,12 +174,11 @@ def zeta1(
     kl_sum = [_wide(flat[0].new_zeros(())) for _ in hiddens]
     for start in range(0, n, cfg.chunk_tokens):
         end = min(start + cfg.chunk_tokens, n)
-        with torch.no_grad():
-            t_logp = vocab_parallel_log_softmax(t_norm(t_flat[start:end]) @ t_weight.t(), group)
+        t_h = t_flat[start:end].detach()
         for layer, h in enumerate(flat):
             per = checkpoint(
-                _kl_piece, h[start:end], t_logp, norm, weight, cfg.direction, group,
-                use_reentrant=False,
+                _kl_piece, h[start:end], t_h, t_norm, t_weight.detach(), norm, weight,
+                cfg.direction, group, use_reentrant=False,
             )  # fmt: skip
             kl_sum[layer] = kl_sum[layer] + per.sum()
     kl = torch.stack(kl_sum) / n
