@@ -110,6 +110,25 @@ class _CopyToGroup(torch.autograd.Function):
         return grad, None
 
 
+class _GatherTokens(torch.autograd.Function):
+    """Sequence parallelism: all-gather the ranks' token pieces (dim 0) in forward; in backward,
+    the sum of the ranks' gradients, this rank's piece (a reduce-scatter, written as all-reduce
+    and slice so gloo runs it), as the output layer's input under SP."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, x.contiguous(), group=group)
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad.chunk(dist.get_world_size(ctx.group))[dist.get_rank(ctx.group)], None
+
+
 def _wide(x: torch.Tensor) -> torch.Tensor:
     """``x`` in float32 or wider (float64 stays float64, for the exactness tests)."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
@@ -133,14 +152,19 @@ def vocab_parallel_log_softmax(logits: torch.Tensor, group=None) -> torch.Tensor
     return logits - m - sumexp.log()
 
 
-def _kl_piece(h, t_h, t_norm, t_weight, norm, weight, direction, group):
+def _kl_piece(h, t_h, t_norm, t_weight, norm, weight, direction, group, sp):
     """Per-token KL of one chunk of one layer, [n]. The target's log-probabilities are computed
     here (no grad) rather than passed in: checkpoint keeps its inputs alive until backward, and
     [tokens, vocab / tp] of them per microbatch would be the largest tensor of the step."""
     with torch.no_grad():
-        target_logp = vocab_parallel_log_softmax(t_norm(t_h) @ t_weight.t(), group)
+        t_x = t_norm(t_h)
+        if sp:
+            t_x = _GatherTokens.apply(t_x, group)
+        target_logp = vocab_parallel_log_softmax(t_x @ t_weight.t(), group)
     x = norm(h)
-    if _tp(group):  # the head's input, as ColumnParallelLinear's: replicated norm grads
+    if sp:  # the head's input, as ColumnParallelLinear's: SP gathers the tokens,
+        x = _GatherTokens.apply(x, group)
+    elif _tp(group):  # else the norm's output is replicated and its gradients summed
         x = _CopyToGroup.apply(x, group)
     logp = vocab_parallel_log_softmax(x @ weight.t(), group)
     if direction == "paper":
@@ -160,17 +184,23 @@ def zeta1(
     *,
     target: tuple[torch.Tensor, Callable, torch.Tensor] | None = None,
     group=None,
+    sequence_parallel: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """zeta_1 and the per-layer token-mean KL (detached), from ``hiddens`` = [h_0, ..., h_L]
     (each [s, b, h], h_L before the final norm), the final ``norm``, the output layer's
     ``weight`` [vocab / tp, h] and the TP ``group``. ``target``: the frozen teacher's
-    (h_L, norm, weight); None for ``teacher=self`` (h_L of ``hiddens``, detached)."""
+    (h_L, norm, weight); None for ``teacher=self`` (h_L of ``hiddens``, detached).
+    ``sequence_parallel``: the hidden states hold this rank's s / tp tokens (the loss and the
+    metrics are over all tokens, the same on every rank; the norm's gradient is this rank's part,
+    summed over TP by ``finalize_model_grads`` as for every SP norm)."""
+    sp = sequence_parallel and _tp(group)
     num_layers = len(hiddens) - 1
     w = layer_weights(num_layers, cfg.k).tolist()
     t_h, t_norm, t_weight = target if target is not None else (hiddens[-1], norm, weight)
     flat = [h.reshape(-1, h.shape[-1]) for h in hiddens]
     t_flat = t_h.reshape(-1, t_h.shape[-1])
     n = flat[0].shape[0]
+    n_all = n * (dist.get_world_size(group) if sp else 1)
     kl_sum = [_wide(flat[0].new_zeros(())) for _ in hiddens]
     for start in range(0, n, cfg.chunk_tokens):
         end = min(start + cfg.chunk_tokens, n)
@@ -178,16 +208,19 @@ def zeta1(
         for layer, h in enumerate(flat):
             per = checkpoint(
                 _kl_piece, h[start:end], t_h, t_norm, t_weight.detach(), norm, weight,
-                cfg.direction, group, use_reentrant=False,
+                cfg.direction, group, sp, use_reentrant=False,
             )  # fmt: skip
             kl_sum[layer] = kl_sum[layer] + per.sum()
-    kl = torch.stack(kl_sum) / n
+    kl = torch.stack(kl_sum) / n_all
     total = sum(wl * kl[layer] for layer, wl in enumerate(w))
     return total, kl.detach()
 
 
-def zeta2(hiddens: Sequence[torch.Tensor], k: float = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
-    """zeta_2 and the per-layer token-mean relative change (detached), l = 1..L."""
+def zeta2(
+    hiddens: Sequence[torch.Tensor], k: float = 0.25, *, group=None, sequence_parallel=False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """zeta_2 and the per-layer token-mean relative change (detached), l = 1..L; under SP the
+    ranks' means of their s / tp tokens are averaged (the gradient stays this rank's)."""
     w = layer_weights(len(hiddens) - 1, k).tolist()
     rel = torch.stack(
         [
@@ -195,14 +228,18 @@ def zeta2(hiddens: Sequence[torch.Tensor], k: float = 0.25) -> tuple[torch.Tenso
             for a, b in zip(hiddens[:-1], hiddens[1:], strict=True)
         ]
     )
+    if sequence_parallel and _tp(group):
+        rel = _AllReduceSum.apply(rel / dist.get_world_size(group), group, False)
     total = sum(w[layer + 1] * rel[layer] for layer in range(len(rel)))
     return total, rel.detach()
 
 
-def selfdistill_loss(hiddens, norm, weight, cfg: SelfDistillConfig, *, target=None, group=None):
+def selfdistill_loss(
+    hiddens, norm, weight, cfg: SelfDistillConfig, *, target=None, group=None, sp=False
+):
     """zeta_1 + alpha * zeta_2 (multiply by lambda outside) and the metrics:
     ``{"zeta_1", "zeta_2", "kl" [L+1], "rel" [L]}`` (detached)."""
-    z1, kl = zeta1(hiddens, norm, weight, cfg, target=target, group=group)
-    z2, rel = zeta2(hiddens, cfg.k)
+    z1, kl = zeta1(hiddens, norm, weight, cfg, target=target, group=group, sequence_parallel=sp)
+    z2, rel = zeta2(hiddens, cfg.k, group=group, sequence_parallel=sp)
     metrics = {"zeta_1": z1.detach(), "zeta_2": z2.detach(), "kl": kl, "rel": rel}
     return z1 + cfg.alpha * z2, metrics

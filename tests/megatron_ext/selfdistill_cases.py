@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from megatron_ext.selfdistill import SelfDistillConfig, layer_weights, selfdistill_loss
 
-LAYERS, SEQ, BATCH, HIDDEN, VOCAB = 3, 7, 2, 16, 24
+LAYERS, SEQ, BATCH, HIDDEN, VOCAB = 3, 8, 2, 16, 24
 CASES = {
     "paper_self": SelfDistillConfig(chunk_tokens=5),
     "forward_self": SelfDistillConfig(direction="forward", chunk_tokens=4),
@@ -76,9 +76,12 @@ def reference(cfg: SelfDistillConfig, x: dict) -> dict[str, torch.Tensor]:
             "g_head": head.grad}  # fmt: skip
 
 
-def run(cfg: SelfDistillConfig, x: dict, rank: int = 0, world: int = 1, group=None) -> dict:
-    """The implementation with this rank's rows of the head (vocab / world of them)."""
+def run(cfg: SelfDistillConfig, x: dict, rank=0, world=1, group=None, sp=False) -> dict:
+    """The implementation with this rank's rows of the head (vocab / world of them) and, with
+    ``sp``, this rank's s / world tokens of the hidden states."""
     rows = VOCAB // world
+    tokens = slice(rank * SEQ // world, (rank + 1) * SEQ // world) if sp else slice(None)
+    x = {**x, "hiddens": x["hiddens"][:, tokens], "t_hidden": x["t_hidden"][tokens]}
     hs = x["hiddens"].clone().requires_grad_()
     norm = RMSNorm(x["norm"].clone())
     head = x["head"][rank * rows : (rank + 1) * rows].clone().requires_grad_()
@@ -86,7 +89,8 @@ def run(cfg: SelfDistillConfig, x: dict, rank: int = 0, world: int = 1, group=No
     if cfg.teacher == "frozen":
         t_head = x["t_head"][rank * rows : (rank + 1) * rows]
         target = (x["t_hidden"], RMSNorm(x["t_norm"]).requires_grad_(False), t_head)
-    loss, m = selfdistill_loss(list(hs.unbind(0)), norm, head, cfg, target=target, group=group)
+    hiddens = list(hs.unbind(0))
+    loss, m = selfdistill_loss(hiddens, norm, head, cfg, target=target, group=group, sp=sp)
     loss.backward()
     return {"loss": loss.detach(), **m, "g_hiddens": hs.grad, "g_norm": norm.weight.grad,
             "g_head": head.grad}  # fmt: skip
@@ -99,7 +103,12 @@ def main():
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     x = inputs()
-    results = {name: run(cfg, x, rank, world, dist.group.WORLD) for name, cfg in CASES.items()}
+    group = dist.group.WORLD
+    results = {
+        (name, sp): run(cfg, x, rank, world, group, sp)
+        for name, cfg in CASES.items()
+        for sp in (False, True)
+    }
     torch.save(results, os.path.join(args.out, f"rank{rank}.pt"))
     dist.destroy_process_group()
 

@@ -1,6 +1,7 @@
 """``REG=selfdistill``'s loss equals a float64 reference that holds every layer's full logits at
 once: values, per-layer metrics and gradients, at TP=1 (in process, uneven token chunks) and at
-TP=2 (vocabulary-parallel head under torchrun over gloo, the cross-rank log-sum-exp)."""
+TP=2 with and without SP (vocabulary-parallel head under torchrun over gloo, the cross-rank
+log-sum-exp; SP: the tokens gathered for the head, the norm's gradient in parts)."""
 
 from __future__ import annotations
 
@@ -46,15 +47,29 @@ def test_self_teacher_last_layer_kl_is_zero():
 
 
 @pytest.mark.slow
-def test_tp2_matches_reference(tmp_path):
+def test_tp2_and_sp_match_reference(tmp_path):
     torchrun(2, "tests.megatron_ext.selfdistill_cases", [str(tmp_path)], timeout=120)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     x = sc.inputs()
+    half = sc.SEQ // 2
     for case, cfg in sc.CASES.items():
         ref = sc.reference(cfg, x)
-        for got in ranks:  # the loss and the replicated inputs' gradients agree on every rank
-            for key in ("loss", "zeta_1", "zeta_2", "kl", "rel", "g_hiddens", "g_norm"):
-                torch.testing.assert_close(got[case][key], ref[key],
-                                           rtol=1e-10, atol=1e-12, msg=f"{case} {key}")  # fmt: skip
-        head = torch.cat([got[case]["g_head"] for got in ranks])  # the head's rows, reassembled
-        torch.testing.assert_close(head, ref["g_head"], rtol=1e-10, atol=1e-12, msg=case)
+        for sp in (False, True):
+            name = f"{case} sp={sp}"
+            runs = [got[case, sp] for got in ranks]
+            for run in runs:  # the loss and the metrics are the same on every rank
+                for key in ("loss", "zeta_1", "zeta_2", "kl", "rel"):
+                    torch.testing.assert_close(run[key], ref[key], rtol=1e-10, atol=1e-12,
+                                               msg=f"{name} {key}")  # fmt: skip
+            g_h = [r["g_hiddens"] for r in runs]
+            g_h = torch.cat(g_h, dim=1) if sp else g_h[0]  # SP: each rank's tokens
+            g_norm = sum(r["g_norm"] for r in runs) if sp else runs[1]["g_norm"]  # SP: partial
+            g_head = torch.cat([r["g_head"] for r in runs])  # the head's rows, reassembled
+            if not sp:
+                torch.testing.assert_close(runs[0]["g_hiddens"], runs[1]["g_hiddens"])
+                torch.testing.assert_close(runs[0]["g_norm"], runs[1]["g_norm"])
+            got = {"g_hiddens": g_h, "g_norm": g_norm, "g_head": g_head}
+            for key, value in got.items():
+                torch.testing.assert_close(value, ref[key], rtol=1e-10, atol=1e-12,
+                                           msg=f"{name} {key}")  # fmt: skip
+            assert g_h.shape[1] == 2 * half
