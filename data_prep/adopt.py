@@ -25,10 +25,10 @@ from data_prep import FORMAT_VERSION
 from data_prep.errors import DataError
 from data_prep.indexfile import DocReader, read_index_summary
 from data_prep.merge import fill_plan, import_builder
-from data_prep.outdir import WORK, build_lock, prepare_output
+from data_prep.outdir import WORK, build_once
 from data_prep.split import SPLITS, thresholds
 from data_prep.tokenizer import prepare_existing, source_identity
-from data_prep.util import read_json, sha256_file, write_json
+from data_prep.util import sha256_file, write_json
 
 log = logging.getLogger("data_prep")
 
@@ -132,18 +132,7 @@ def adopt(cfg: AdoptConfig) -> dict:
         raise DataError(f"TOKENIZER={cfg.tokenizer} does not exist")
     fp = fingerprint(cfg)
     out = cfg.out_root / cfg.name
-    with build_lock(out):
-        existed = out.exists()
-        state = prepare_output(out, fp, force=cfg.force, rebuild_hint="FORCE=1 (--force)")
-        if state == "done":
-            log.info("%s is up to date", out)
-            return read_json(out / "manifest.json")
-        try:
-            return _adopt(cfg, fp, out, t0)
-        except DataError:
-            if not existed:
-                shutil.rmtree(out, ignore_errors=True)
-            raise
+    return build_once(out, fp, force=cfg.force, make=lambda _state: _adopt(cfg, fp, out, t0))
 
 
 def _adopt(cfg: AdoptConfig, fp: dict, out: Path, t0: float) -> dict:

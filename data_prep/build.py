@@ -32,7 +32,7 @@ from data_prep.encoders import EncoderSpec
 from data_prep.errors import DataError
 from data_prep.manifest import heldout_samples, make_manifest
 from data_prep.merge import check_heldout, fill_plan, merge, split_counts
-from data_prep.outdir import WORK, build_lock, prepare_output
+from data_prep.outdir import WORK, build_once
 from data_prep.pool import run_tasks
 from data_prep.shards import ShardTask, committed_pieces
 from data_prep.split import SPLITS, split_of, thresholds, utf8
@@ -247,18 +247,8 @@ def build(cfg: BuildConfig) -> dict:
     t_start = time.perf_counter()
     specs = parse_corpus(cfg.corpus, cfg.licence)
     fp = fingerprint(cfg, specs)
-    with build_lock(out):
-        existed = out.exists()
-        state = prepare_output(out, fp, force=cfg.force, rebuild_hint="FORCE=1 (--force)")
-        if state == "done":
-            log.info("%s is up to date", out)
-            return read_json(out / "manifest.json")
-        try:
-            return _build(cfg, specs, fp, work, t_start, resumed=state == "resume")
-        except DataError:
-            if not existed and state == "fresh":
-                shutil.rmtree(out, ignore_errors=True)  # leave no half-made directory for bad input
-            raise
+    return build_once(out, fp, force=cfg.force, make=lambda state: _build(
+        cfg, specs, fp, work, t_start, resumed=state == "resume"))  # fmt: skip
 
 
 def _build(

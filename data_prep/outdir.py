@@ -9,6 +9,7 @@ FORCE never deletes a directory that data_prep did not create.
 import fcntl
 import logging
 import shutil
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -92,3 +93,21 @@ def build_lock(out: Path):
             log.info("waiting for another build of %s to finish", out)
             fcntl.flock(f, fcntl.LOCK_EX)
         yield
+
+
+def build_once(out: Path, fp: dict, *, force: bool, make: Callable[[str], dict]) -> dict:
+    """The one way a data_prep output is made: under ``build_lock``, ``make(state)`` unless the
+    output is up to date (then its manifest); a failed first build (bad input) leaves no
+    half-made directory behind. ``state`` is ``prepare_output``'s ("fresh" or "resume")."""
+    with build_lock(out):
+        existed = out.exists()
+        state = prepare_output(out, fp, force=force, rebuild_hint="FORCE=1 (--force)")
+        if state == "done":
+            log.info("%s is up to date", out)
+            return read_json(out / "manifest.json")
+        try:
+            return make(state)
+        except DataError:
+            if not existed:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
