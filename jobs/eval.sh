@@ -51,12 +51,7 @@ py=${LAUNCH_PYTHON:-$REPO/.venv/bin/python}
 run_dir=$(job_run_dir "$REPO")
 if [[ $dry_run == 0 ]]; then
   job_log "$run_dir" "$jobid.eval"
-  if [[ -n $MODULES ]]; then
-    set +u # module scripts are not `set -u` clean
-    # shellcheck disable=SC2086 # a space-separated list by design
-    module load $MODULES
-    set -u
-  fi
+  job_modules "$MODULES"
   job_activate "$REPO"
 fi
 cd "$REPO"

@@ -126,6 +126,15 @@ job_env() {
   echo "kernel caches (node-local): $TRITON_CACHE_DIR $TORCHINDUCTOR_CACHE_DIR"
 }
 
+# job_modules "LIST": `module load` a space-separated list (nothing when it is empty).
+job_modules() {
+  [[ -n $1 ]] || return 0
+  set +u # module scripts are not `set -u` clean
+  # shellcheck disable=SC2086 # a space-separated list by design
+  module load $1
+  set -u
+}
+
 # job_activate REPO: use the project's environment (made by `uv sync --locked --extra gpu`); its
 # python runs the launcher on every node unless LAUNCH_PYTHON names another.
 job_activate() {

@@ -29,12 +29,7 @@ cmd=("$py" -m study "${settings[@]}")
 echo "study job ${PBS_JOBID:-${SLURM_JOB_ID:-local}}: $(quote "${cmd[@]}")"
 if [[ ${DRY_RUN:-0} != 0 ]]; then exit 0; fi
 [[ -x $py ]] || die "no environment at $REPO/.venv; run 'uv sync --locked --extra gpu' in $REPO first (README)"
-if [[ -n $MODULES ]]; then
-  set +u # module scripts are not `set -u` clean
-  # shellcheck disable=SC2086 # a space-separated list by design
-  module load $MODULES
-  set -u
-fi
+job_modules "$MODULES"
 job_activate "$REPO"
 cd "$REPO"
 exec "${cmd[@]}"
