@@ -4,6 +4,7 @@ process, since cpu_compat patches torch): ``python -m tests.eval.import_logits R
 Imports each ``ROOT/NAME/hf`` into ``ROOT/NAME/megatron`` (``make import``'s code), loads the
 written checkpoint back into a fresh model and saves its fp32 logits on the ``[b, s]`` tokens of
 ``ROOT/tokens.pt`` to ``ROOT/NAME/logits.pt``; a refusal is printed as ``NAME: error: ...``.
+``python -m tests.eval.import_logits --load OUT TOKENS DUMP``: the logits of an imported folder.
 """
 
 from __future__ import annotations
@@ -33,5 +34,16 @@ def main(root: str, *names: str) -> None:
         torch.save(logits.float(), case / "logits.pt")
 
 
+def load_only(out: str, tokens: str, dump: str) -> None:
+    ids = torch.load(tokens)
+    model, _ = load(Path(out))
+    with torch.no_grad():
+        logits = model(ids, torch.arange(ids.shape[1]).expand_as(ids), None)
+    torch.save(logits.float(), dump)
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    if sys.argv[1] == "--load":
+        load_only(*sys.argv[2:])
+    else:
+        main(*sys.argv[1:])
