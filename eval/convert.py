@@ -152,6 +152,13 @@ def hf_config(
     all of it, so keeping the padding rows keeps every log-probability identical to training's
     (trimming would leave real-token logits unchanged but renormalise the softmax).
     """
+    if cfg.qkv_bias:  # HF Llama's attention_bias would add an o_proj bias too
+        raise ValueError("exporting a model with q/k/v biases (Qwen2) is not supported")
+    rope = {"rope_type": "default", "rope_theta": float(cfg.rotary_base)}
+    if cfg.rope_scaling_factor is not None:
+        from eval.import_hf import LLAMA3_FIXED
+
+        rope.update(rope_type="llama3", factor=cfg.rope_scaling_factor, **LLAMA3_FIXED)
     return HFLlamaConfig(
         vocab_size=vocab_size,
         hidden_size=cfg.hidden_size,
@@ -162,11 +169,11 @@ def hf_config(
         head_dim=cfg.kv_channels,
         max_position_embeddings=cfg.seq_length,
         rms_norm_eps=cfg.norm_epsilon,
-        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rotary_base)},
+        rope_parameters=rope,
         hidden_act="silu",
         attention_bias=False,
         mlp_bias=False,
-        tie_word_embeddings=False,
+        tie_word_embeddings=cfg.tie_embeddings,
         initializer_range=cfg.init_method_std,
         dtype=dtype,
         architectures=["LlamaForCausalLM"],

@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from eval.convert import hf_config
 from eval.import_hf import model_config
 from eval.rundir import EvalError
 from tests.helpers import run_checked
@@ -72,6 +73,9 @@ def test_model_config_of_each_family():
     cfg = model_config(_config(tie_word_embeddings=True, rope_parameters=LLAMA3))
     assert (cfg.num_query_groups, cfg.tie_embeddings, cfg.qkv_bias) == (2, True, False)
     assert (cfg.rotary_base, cfg.rope_scaling_factor) == (500000, 8.0)
+    # the exporter writes the config the importer reads back (tied, llama3 RoPE)
+    exported = hf_config(cfg, 1024, torch.float32, {}).to_dict()
+    assert model_config(exported) == cfg.replace(seq_length=exported["max_position_embeddings"])
     qwen = model_config(_config(architectures=["Qwen2ForCausalLM"], rope_theta=1e6))
     assert qwen.qkv_bias and qwen.rotary_base == 1_000_000 and qwen.rope_scaling_factor is None
 
