@@ -21,11 +21,12 @@ RUNPY := $(UV) run --locked python
 #> make lint                                 ruff check + ruff format --check
 #> make data [CORPUS= NAME= VOCAB= TOKENIZER= TEXT_FIELD= SPLIT= OUT_ROOT= FORCE=1 WORKERS= ADOPT=]   tokenizer + Megatron dataset in data/<NAME> (ADOPT=<prefix>,...: existing .bin/.idx)
 #> make data-validate [NAME=default]         check a prepared dataset
-#> make pretrain [RUN= SIZE= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= NPROC= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= FP8= TE= ARGS= DRY_RUN=1 PLAN_GPUS= COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 FORCE_CPU=1 TIME_LIMIT=]   train or resume runs/<RUN>
-#> make submit NODES= GROUP= [CLUSTER=abci|slurm WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE= CUDA_MODULE= CUDNN_MODULE= NCCL_MODULE= HPCX_MODULE= SUBMIT=1 RUN= SIZE= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= FP8= TE= ARGS= COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 TIME_LIMIT= STOP_MARGIN=]   check, print (and submit) a cluster job
+#> make pretrain [RUN= SIZE= INIT= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= NPROC= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= FP8= TE= ARGS= DRY_RUN=1 PLAN_GPUS= COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 FORCE_CPU=1 TIME_LIMIT=]   train or resume runs/<RUN>
+#> make submit NODES= GROUP= [CLUSTER=abci|slurm WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE= CUDA_MODULE= CUDNN_MODULE= NCCL_MODULE= HPCX_MODULE= SUBMIT=1 RUN= SIZE= INIT= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= FP8= TE= ARGS= COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 TIME_LIMIT= STOP_MARGIN=]   check, print (and submit) a cluster job
 #> make analyze [RUN= ITER= SAMPLES= SPLIT= VALID= ALPHA= FORCE=1 DEVICE= OUT= | MODEL=<HF folder|hub id> TEXT= SEQ= BATCH= DTYPE=]   checkpoints (or an HF model) -> analysis.jsonl
 #> make plots [RUN= RUN2= RUN3= RUN4= RUN5= RUN6= RUN7= RUN8= RUN9= OUT=]   figures; several runs: <RUN>/plots/compare-.../
 #> make export [RUN= ITER= DTYPE= OUT=]      checkpoint -> Hugging Face folder <RUN>/hf/iter_N
+#> make import MODEL=<HF folder|hub id> [RUN= DTYPE=]   HF Llama/Qwen2 -> Megatron checkpoint runs/<RUN> (any TP/PP loads it)
 #> make eval [RUN= ITER= TASKS= NUM_FEWSHOT= LIMIT= BATCH=|auto DTYPE= MODEL=<HF folder|hub id> KEEP_EXPORTS=0 DOCS= DEVICE= OUT=]   lm-eval -> <RUN>/lm_eval/scores.{csv,md,png}
 #> make eval-scores [RUN= OUT=]             the scores table and plot again from lm_eval/*/results.json
 #> make bench [OUT= REPEATS= DEVICE= PARTS=]   JREG's cost: step time/memory none vs jreg vs l2rel, the displacement eager vs fused
@@ -66,7 +67,7 @@ lint: setup
 	$(UV) run --locked ruff format --check .
 
 # make pretrain [SIZE=tiny REG=jreg LAMBDA=0.1 WEIGHTS=uniform ITERS= ... ARGS="--megatron-flag ..."]
-PRETRAIN_VARS := RUN SIZE REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP \
+PRETRAIN_VARS := RUN SIZE INIT REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP \
 	NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT FP8 TE ARGS DRY_RUN \
 	COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE \
 	FORCE_CPU TIME_LIMIT
@@ -95,7 +96,7 @@ data-validate: setup
 # make submit CLUSTER=slurm SIZE=8b NODES=4 [GROUP=account PARTITION= GPUS_PER_NODE=8 SUBMIT=1]
 SUBMIT_VARS := CLUSTER NODES GROUP WALLTIME QUEUE PARTITION GPUS_PER_NODE SUBMIT \
 	CUDA_MODULE CUDNN_MODULE NCCL_MODULE HPCX_MODULE \
-	RUN SIZE REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP FP8 TE ARGS \
+	RUN SIZE INIT REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP FP8 TE ARGS \
 	COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE \
 	TIME_LIMIT STOP_MARGIN
 .PHONY: submit
@@ -108,13 +109,15 @@ submit:
 # make analyze MODEL=<HF folder | hub id> [TEXT=<dataset dir | .txt | .jsonl> SAMPLES=64 SEQ=512 BATCH=4 DTYPE=float32 ALPHA= FORCE= DEVICE= OUT=]
 # make plots [RUN=runs/a RUN2=runs/b ... RUN9= OUT=]
 # make export [RUN= ITER=latest|all|100,200 DTYPE=as-saved|float32|bfloat16 OUT=]
+# make import MODEL=<HF Llama/Qwen2 folder | hub id> [RUN=runs/import-<name> DTYPE=float32|bfloat16]
 # make eval [RUN= ITER=all|latest|100,200 TASKS=heldout_perplexity,heldout_lastword NUM_FEWSHOT= LIMIT= BATCH=8|auto DTYPE= MODEL= KEEP_EXPORTS=1 DOCS=500 DEVICE= OUT=]
 # make eval-scores [RUN= OUT=]  (the table and plot again, from results files)
 ANALYZE_VARS := RUN ITER SAMPLES SPLIT VALID ALPHA FORCE DEVICE OUT MODEL TEXT SEQ BATCH DTYPE
 PLOTS_VARS := RUN RUN2 RUN3 RUN4 RUN5 RUN6 RUN7 RUN8 RUN9 OUT
 EXPORT_VARS := RUN ITER DTYPE OUT
+IMPORT_VARS := MODEL RUN DTYPE
 EVAL_VARS := RUN ITER TASKS NUM_FEWSHOT LIMIT BATCH DTYPE MODEL KEEP_EXPORTS DOCS DEVICE OUT
-.PHONY: analyze plots export eval eval-scores
+.PHONY: analyze plots export import eval eval-scores
 analyze: setup
 	$(RUNPY) -m eval analyze $(foreach v,$(ANALYZE_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
 
@@ -123,6 +126,9 @@ plots: setup
 
 export: setup
 	$(RUNPY) -m eval export $(foreach v,$(EXPORT_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
+
+import: setup
+	$(RUNPY) -m eval import $(foreach v,$(IMPORT_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
 
 eval: setup
 	$(RUNPY) -m eval eval $(foreach v,$(EVAL_VARS),$(if $(value $(v)),'$(v)=$($(v))'))

@@ -1,5 +1,5 @@
 """``python -m eval <command> KEY=value ...``: the entry point behind ``make analyze|plots|export|
-eval``.
+import|eval``.
 
 Every setting is checked, and the run directory read, before Megatron or lm-eval is imported, so a
 wrong RUN, ITER or TASKS fails in about a second with one line ``error: ...`` and exit code 2.
@@ -47,6 +47,11 @@ COMMANDS = {
         **COMMON,
         "ITER": "latest (default) | all | 100,200",
         "DTYPE": "as-saved (default) | float32 | bfloat16",
+    },
+    "import": {
+        "MODEL": "a HF Llama / Qwen2 folder or hub id (config.json + *.safetensors)",
+        "RUN": "output folder: a name under runs/ or a path (default runs/import-<model name>)",
+        "DTYPE": "float32 (default) | bfloat16: the checkpoint's weights",
     },
     "eval": {
         **COMMON,
@@ -183,6 +188,26 @@ def cmd_export(s: dict) -> int:
     return 0
 
 
+def cmd_import(s: dict) -> int:
+    if not s.get("MODEL"):
+        raise EvalError("MODEL= is required: a HF Llama / Qwen2 folder or hub id")
+    dtype = s.get("DTYPE", "float32")
+    if dtype not in ("float32", "bfloat16"):
+        raise EvalError(f"DTYPE must be float32 or bfloat16, got {dtype!r}")
+    folder = Path(s["MODEL"])
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        patterns = ["*.json", "*.safetensors", "*.model", "*.txt"]
+        folder = Path(snapshot_download(s["MODEL"], allow_patterns=patterns))
+    out = resolve_run(s.get("RUN") or f"import-{folder.name}")
+    quiet()
+    from eval.import_hf import import_hf
+
+    print(f"wrote {import_hf(folder, out, dtype)}", flush=True)
+    return 0
+
+
 def _eval_source(s: dict) -> tuple[RunDir | None, list[int], Path]:
     """(run, checkpoints, output root) of ``eval``. With ``MODEL=`` the run (RUN=, else the run
     an export came from, else the default run if it exists) only gives the local tasks' text
@@ -258,8 +283,8 @@ def cmd_checkpoints(s: dict) -> int:
     return 0
 
 
-HANDLERS = {"analyze": cmd_analyze, "plots": cmd_plots, "export": cmd_export, "eval": cmd_eval,
-            "scores": cmd_scores, "checkpoints": cmd_checkpoints}  # fmt: skip
+HANDLERS = {"analyze": cmd_analyze, "plots": cmd_plots, "export": cmd_export, "import": cmd_import,
+            "eval": cmd_eval, "scores": cmd_scores, "checkpoints": cmd_checkpoints}  # fmt: skip
 
 
 def usage() -> str:

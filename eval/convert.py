@@ -8,6 +8,8 @@ layer spec. The two fused Megatron weights are split as Megatron computes with t
   ``v_proj``, where query head j uses KV head ``j // (heads / groups)`` as in HF's ``repeat_kv``;
 * ``linear_fc1`` rows are ``[gate; up]`` (Megatron's SwiGLU applies SiLU to the first half).
 
+``megatron_state_dict`` is the inverse (``make import``), from the same key table.
+
 RoPE needs no permutation: Megatron's non-interleaved rotary embedding rotates halves, exactly
 like HF Llama's ``rotate_half``. The vocabulary is kept padded (see ``hf_config``).
 """
@@ -47,32 +49,98 @@ def split_fc1(fc1: torch.Tensor, cfg: LlamaConfig) -> tuple[torch.Tensor, torch.
     return gate, up
 
 
+# Per-layer weights that map one to one: Megatron suffix -> HF suffix (both directions use it).
+LAYER_KEYS = {
+    "input_layernorm.weight": "input_layernorm.weight",
+    "self_attention.linear_proj.weight": "self_attn.o_proj.weight",
+    "pre_mlp_layernorm.weight": "post_attention_layernorm.weight",
+    "mlp.linear_fc2.weight": "mlp.down_proj.weight",
+}
+TOP_KEYS = {
+    "embedding.word_embeddings.weight": "model.embed_tokens.weight",
+    "decoder.final_layernorm.weight": "model.norm.weight",
+    "output_layer.weight": "lm_head.weight",
+}
+
+
+def merge_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: LlamaConfig) -> torch.Tensor:
+    """HF q, k, v weights (or biases) -> Megatron ``linear_qkv``: the inverse of ``split_qkv``."""
+    groups, d = cfg.num_query_groups, cfg.kv_channels
+    per_group = cfg.num_attention_heads // groups
+    rest = q.shape[1:]
+    parts = (q.reshape(groups, per_group, d, *rest), k.reshape(groups, 1, d, *rest),
+             v.reshape(groups, 1, d, *rest))  # fmt: skip
+    return torch.cat(parts, dim=1).reshape(-1, *rest)
+
+
+def _split_qkv_bias(bias: torch.Tensor, cfg: LlamaConfig) -> tuple[torch.Tensor, ...]:
+    groups, d = cfg.num_query_groups, cfg.kv_channels
+    per_group = cfg.num_attention_heads // groups
+    grouped = bias.reshape(groups, per_group + 2, d)
+    return (grouped[:, :per_group].reshape(-1), grouped[:, per_group].reshape(-1),
+            grouped[:, per_group + 1].reshape(-1))  # fmt: skip
+
+
 def hf_state_dict(megatron_sd: dict[str, torch.Tensor], cfg: LlamaConfig) -> dict:
     """HF ``LlamaForCausalLM`` weights from a full Megatron state dict (contiguous copies)."""
     sd = {k: v for k, v in megatron_sd.items() if not k.endswith("_extra_state")}
-    out = {
-        "model.embed_tokens.weight": sd.pop("embedding.word_embeddings.weight"),
-        "model.norm.weight": sd.pop("decoder.final_layernorm.weight"),
-        "lm_head.weight": sd.pop("output_layer.weight"),
-    }
+    out = {hf: sd.pop(meg) for meg, hf in TOP_KEYS.items() if meg in sd}
+    if cfg.tie_embeddings:
+        out.pop("lm_head.weight", None)
     for i in range(cfg.num_layers):
         src, dst = f"decoder.layers.{i}.", f"model.layers.{i}."
         q, k, v = split_qkv(sd.pop(src + "self_attention.linear_qkv.weight"), cfg)
         gate, up = split_fc1(sd.pop(src + "mlp.linear_fc1.weight"), cfg)
+        out.update({dst + hf: sd.pop(src + meg) for meg, hf in LAYER_KEYS.items()})
         out.update({
-            dst + "input_layernorm.weight": sd.pop(src + "input_layernorm.weight"),
             dst + "self_attn.q_proj.weight": q,
             dst + "self_attn.k_proj.weight": k,
             dst + "self_attn.v_proj.weight": v,
-            dst + "self_attn.o_proj.weight": sd.pop(src + "self_attention.linear_proj.weight"),
-            dst + "post_attention_layernorm.weight": sd.pop(src + "pre_mlp_layernorm.weight"),
             dst + "mlp.gate_proj.weight": gate,
             dst + "mlp.up_proj.weight": up,
-            dst + "mlp.down_proj.weight": sd.pop(src + "mlp.linear_fc2.weight"),
         })  # fmt: skip
+        if cfg.qkv_bias:
+            qb, kb, vb = _split_qkv_bias(sd.pop(src + "self_attention.linear_qkv.bias"), cfg)
+            out.update({dst + "self_attn.q_proj.bias": qb, dst + "self_attn.k_proj.bias": kb,
+                        dst + "self_attn.v_proj.bias": vb})  # fmt: skip
     if sd:
         raise ValueError(f"unmapped Megatron weights: {', '.join(sorted(sd)[:5])}")
     return {k: v.detach().contiguous().clone() for k, v in out.items()}
+
+
+def megatron_state_dict(hf_sd: dict[str, torch.Tensor], cfg: LlamaConfig, vocab_size: int) -> dict:
+    """Full (TP=1, PP=1) Megatron weights from HF Llama/Qwen2 weights; the embedding (and output
+    layer) rows beyond the HF vocabulary are padded with zeros up to ``vocab_size``."""
+    sd = dict(hf_sd)
+    if cfg.tie_embeddings:
+        sd.pop("lm_head.weight", None)
+    out = {}
+    for meg, hf in TOP_KEYS.items():
+        if hf == "lm_head.weight" and cfg.tie_embeddings:
+            continue
+        out[meg] = _pad_rows(sd.pop(hf), vocab_size) if "norm" not in hf else sd.pop(hf)
+    for i in range(cfg.num_layers):
+        src, dst = f"model.layers.{i}.", f"decoder.layers.{i}."
+        out.update({dst + meg: sd.pop(src + hf) for meg, hf in LAYER_KEYS.items()})
+        attn = src + "self_attn."
+        qkv = [sd.pop(f"{attn}{x}_proj.weight") for x in "qkv"]
+        out[dst + "self_attention.linear_qkv.weight"] = merge_qkv(*qkv, cfg)
+        if cfg.qkv_bias:
+            biases = [sd.pop(f"{attn}{x}_proj.bias") for x in "qkv"]
+            out[dst + "self_attention.linear_qkv.bias"] = merge_qkv(*biases, cfg)
+        gate, up = sd.pop(src + "mlp.gate_proj.weight"), sd.pop(src + "mlp.up_proj.weight")
+        out[dst + "mlp.linear_fc1.weight"] = torch.cat([gate, up], dim=0)
+    sd = {k: v for k, v in sd.items() if not k.endswith("rotary_emb.inv_freq")}
+    if sd:
+        raise ValueError(f"weights the Llama builder has no place for: {', '.join(sorted(sd)[:5])}")
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def _pad_rows(weight: torch.Tensor, rows: int) -> torch.Tensor:
+    if weight.shape[0] > rows:
+        raise ValueError(f"vocabulary of {weight.shape[0]} rows exceeds the padded size {rows}")
+    pad = weight.new_zeros(rows - weight.shape[0], *weight.shape[1:])
+    return torch.cat([weight, pad], dim=0)
 
 
 def hf_config(
@@ -84,6 +152,13 @@ def hf_config(
     all of it, so keeping the padding rows keeps every log-probability identical to training's
     (trimming would leave real-token logits unchanged but renormalise the softmax).
     """
+    if cfg.qkv_bias:  # HF Llama's attention_bias would add an o_proj bias too
+        raise ValueError("exporting a model with q/k/v biases (Qwen2) is not supported")
+    rope = {"rope_type": "default", "rope_theta": float(cfg.rotary_base)}
+    if cfg.rope_scaling_factor is not None:
+        from eval.import_hf import LLAMA3_FIXED
+
+        rope.update(rope_type="llama3", factor=cfg.rope_scaling_factor, **LLAMA3_FIXED)
     return HFLlamaConfig(
         vocab_size=vocab_size,
         hidden_size=cfg.hidden_size,
@@ -94,11 +169,11 @@ def hf_config(
         head_dim=cfg.kv_channels,
         max_position_embeddings=cfg.seq_length,
         rms_norm_eps=cfg.norm_epsilon,
-        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rotary_base)},
+        rope_parameters=rope,
         hidden_act="silu",
         attention_bias=False,
         mlp_bias=False,
-        tie_word_embeddings=False,
+        tie_word_embeddings=cfg.tie_embeddings,
         initializer_range=cfg.init_method_std,
         dtype=dtype,
         architectures=["LlamaForCausalLM"],

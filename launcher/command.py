@@ -52,6 +52,8 @@ def megatron_args(p: Plan) -> list[str]:
         "--distributed-timeout-seconds-after-init", str(p.collective_timeout),
         "--exit-signal-handler",  # SIGTERM (and SIGINT, megatron_ext.stop): save, then exit
     ]  # fmt: skip
+    if p.init:  # used only while the run has no checkpoint of its own (launcher.init)
+        flags += ["--pretrained-checkpoint", str(p.init)]
     if p.time_limit:
         flags += ["--exit-duration-in-mins", str(p.time_limit)]
     if p.num_gpus:

@@ -17,6 +17,7 @@ from common.settings import DEFAULT_REG, DEFAULT_SEED, DEFAULT_SIZE, DEFAULT_WEI
 from launcher.checks import check_faults, check_resume, flag_value, jreg_incompatible
 from launcher.data import Dataset, check_args
 from launcher.gpu import fit_batch, local_attention_micro_batch, te_choice
+from launcher.init import check_tokenizer, init_model, load_init
 from launcher.settings import LaunchError, int_var, lambda_var, reg_names, time_limit_minutes
 from megatron_ext import faults
 from megatron_ext.config import (
@@ -96,6 +97,8 @@ class Plan:
     """No TP/PP/VPP/CP given: the size's layout."""
     micro_reason: str = "to split the batch over DP"
     """Why the micro batch differs from the recipe's (when it does)."""
+    init: Path | None = None
+    """INIT=: the imported model's folder (``launcher.init``), else None."""
 
     @property
     def world_size(self) -> int:
@@ -147,6 +150,9 @@ def plan(v: dict) -> Plan:
         model, train = recipe.model(), recipe.train()
     except ValueError as err:
         raise LaunchError(str(err)) from None
+    init_dir, init_record = load_init(v["INIT"]) if v.get("INIT") else (None, None)
+    if init_record:
+        model = init_model(init_record, model.seq_length)
     if reg not in reg_names():
         raise LaunchError(f"unknown REG {reg!r}; valid: {', '.join(reg_names())}")
     lam = lambda_var(v)
@@ -220,6 +226,9 @@ def plan(v: dict) -> Plan:
         raise LaunchError(refusal)
     model_vocab = flag_value(extra, "--vocab-size")
     model_vocab = int(model_vocab) if model_vocab else padded_vocab(data_vocab, layout.tp)
+    if init_record:
+        check_tokenizer(init_record, datasets[0].tokenizer_dir, data_vocab)
+        model_vocab = init_record["vocab_size"]
     if data_vocab > model_vocab:
         raise LaunchError(
             f"the dataset's tokenizer has {data_vocab} tokens but the model's vocabulary is "
@@ -243,7 +252,7 @@ def plan(v: dict) -> Plan:
         collective_timeout=int_var(v, "COLLECTIVE_TIMEOUT", faults.DEFAULT_COLLECTIVE_TIMEOUT_S),
         time_limit=time_limit_minutes(v),
         defaults_used=not any(k in v for k in ("TP", "PP", "VPP", "CP")),
-        micro_reason=micro_reason,
+        micro_reason=micro_reason, init=init_dir,
     )  # fmt: skip
 
 

@@ -33,6 +33,8 @@ VARIABLES = {
     "REG": f"{' | '.join(reg_names())} (default {DEFAULT_REG}; megatron_ext/regularizers/)",
     "LAMBDA": f"regulariser weight >= 0 (default {DEFAULT_LAMBDA})",
     "WEIGHTS": f"layer weights: uniform final last_k:K linear exp[:K] (default {DEFAULT_WEIGHTS})",
+    "INIT": "start from an imported model (make import's RUN): its weights and architecture, a "
+            "fresh optimizer at iteration 0; a later start resumes from the run's own checkpoint",
     "ITERS": "training iterations (default: the recipe's)",
     "SAVE_INTERVAL": "iterations between checkpoints",
     "LOG_INTERVAL": "iterations between log lines",

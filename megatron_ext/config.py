@@ -88,6 +88,13 @@ class LlamaConfig:
     """Std of the normal init; output projections use std / sqrt(2 * num_layers)."""
     norm_epsilon: float = 1e-5
     """RMSNorm epsilon."""
+    tie_embeddings: bool = False
+    """Output layer shares the input embedding (Llama 3.2 1B/3B, small Qwen2; imported models)."""
+    qkv_bias: bool = False
+    """Biases on the query/key/value projections (Qwen2; imported models)."""
+    rope_scaling_factor: float | None = None
+    """Llama 3.x RoPE scaling factor, None for none. Megatron fixes the other llama3 parameters
+    (low/high frequency factors 1 and 4, original context 8192): ``eval.import_hf`` refuses others."""
 
     def __post_init__(self):
         _check_positive_ints(self, "num_layers", "hidden_size", "ffn_hidden_size",
@@ -134,7 +141,7 @@ class LlamaConfig:
 
 def megatron_flags(cfg: LlamaConfig) -> list[str]:
     """The Megatron-LM flags that describe ``cfg`` (for ``megatron.training`` argument parsing)."""
-    return [
+    flags = [
         "--num-layers", str(cfg.num_layers),
         "--hidden-size", str(cfg.hidden_size),
         "--ffn-hidden-size", str(cfg.ffn_hidden_size),
@@ -145,10 +152,17 @@ def megatron_flags(cfg: LlamaConfig) -> list[str]:
         "--max-position-embeddings", str(cfg.seq_length),
         "--position-embedding-type", "rope", "--rotary-base", str(cfg.rotary_base),
         "--normalization", "RMSNorm", "--norm-epsilon", str(cfg.norm_epsilon),
-        "--swiglu", "--disable-bias-linear", "--untie-embeddings-and-output-weights",
+        "--swiglu", "--disable-bias-linear",
         "--attention-dropout", "0", "--hidden-dropout", "0",
         "--init-method-std", str(cfg.init_method_std),
     ]  # fmt: skip
+    if not cfg.tie_embeddings:
+        flags.append("--untie-embeddings-and-output-weights")
+    if cfg.qkv_bias:
+        flags.append("--add-qkv-bias")
+    if cfg.rope_scaling_factor is not None:
+        flags += ["--use-rope-scaling", "--rope-scaling-factor", str(cfg.rope_scaling_factor)]
+    return flags
 
 
 @dataclass(kw_only=True)
@@ -277,10 +291,12 @@ class ParallelConfig:
 
 
 def num_parameters(model: LlamaConfig, vocab: int) -> int:
-    """Parameters of the untied Llama model (embedding, layers, final norm, output layer)."""
+    """Parameters of the Llama model (embedding, layers, final norm, output layer unless tied)."""
     h, heads, groups = model.hidden_size, model.num_attention_heads, model.num_query_groups
     head_dim = h // heads
     attention = h * (heads + 2 * groups) * head_dim + heads * head_dim * h
+    if model.qkv_bias:
+        attention += (heads + 2 * groups) * head_dim
     mlp = 3 * h * model.ffn_hidden_size  # SwiGLU: gate, up, down
     per_layer = attention + mlp + 2 * h  # two RMSNorms
-    return model.num_layers * per_layer + 2 * vocab * h + h
+    return model.num_layers * per_layer + (1 if model.tie_embeddings else 2) * vocab * h + h

@@ -1,5 +1,6 @@
-"""Llama-architecture GPT models from a recipe: RMSNorm, SwiGLU, RoPE, GQA, untied embeddings,
-no biases, no dropout, with the JREG layer in every transformer block.
+"""Llama-architecture GPT models from a recipe: RMSNorm, SwiGLU, RoPE, GQA, untied embeddings
+(tied, q/k/v biases and llama3 RoPE scaling for imported models), no other biases, no dropout,
+with the JREG layer in every transformer block.
 
 ``LlamaConfig`` (config.py) is the architecture a recipe states; ``transformer_config`` turns it
 plus a parallel layout into Megatron's ``TransformerConfig`` (tests, custom loops), and
@@ -54,7 +55,7 @@ def transformer_config(
         gated_linear_unit=True,
         activation_func=F.silu,
         add_bias_linear=False,
-        add_qkv_bias=False,
+        add_qkv_bias=cfg.qkv_bias,
         hidden_dropout=0.0,
         attention_dropout=0.0,
         tensor_model_parallel_size=tp,
@@ -98,8 +99,10 @@ def build_gpt_model(
         max_sequence_length=cfg.seq_length,
         pre_process=pre_process,
         post_process=post_process,
-        share_embeddings_and_output_weights=False,
+        share_embeddings_and_output_weights=cfg.tie_embeddings,
         position_embedding_type="rope",
         rotary_base=cfg.rotary_base,
+        rope_scaling=cfg.rope_scaling_factor is not None,
+        rope_scaling_factor=cfg.rope_scaling_factor or 8.0,
         vp_stage=vp_stage,
     )

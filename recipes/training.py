@@ -58,3 +58,15 @@ def large_mbs(micro_batch_size: int):
 
     recipe.__doc__ = f"{large.__doc__} Micro batch {micro_batch_size} (H200)."
     return recipe
+
+
+def continued(seq_length: int = 2048, tokens: int = 10_000_000) -> TrainConfig:
+    """Continued pretraining of an imported model (``INIT=``), the self-distillation paper's
+    setting (Llama-3.2-1B + 10M tokens): batch 128, peak lr 1e-4 (a tenth of from-scratch: the
+    model is already trained), cosine to 1e-5, ``tokens`` in all at ``seq_length``."""
+    global_batch = 128
+    iters = max(1, tokens // (global_batch * seq_length))
+    return base().replace(
+        micro_batch_size=2, global_batch_size=global_batch, train_iters=iters, lr=1e-4,
+        min_lr=1e-5, save_interval=max(1, iters // 4), eval_interval=max(1, iters // 4),
+    )  # fmt: skip

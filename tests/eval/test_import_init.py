@@ -1,0 +1,80 @@
+"""Our own run -> make export -> make import gives the run's logits; INIT= trains from the
+imported weights (fresh optimizer, iteration 0) and a second start resumes from the run's own
+checkpoint; a dataset with another tokenizer is refused with one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+import torch
+
+from tests.eval.conftest import eval_ok, pretrain, read_jsonl
+from tests.helpers import run_checked
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def imported(exported, tmp_path_factory):
+    out = tmp_path_factory.mktemp("imported") / "model"
+    eval_ok("import", f"MODEL={exported}", f"RUN={out}")
+    return out
+
+
+def test_round_trip_logits_equal_the_run(tp_pp_run, imported, tmp_path):
+    ref_dump = tmp_path / "run.pt"
+    cmd = [sys.executable, "-m", "tests.eval.megatron_logits", str(tp_pp_run), "2", str(ref_dump)]
+    code, out = run_checked(cmd, timeout=300)
+    assert code == 0, out[-4000:]
+    ref = torch.load(ref_dump)
+    torch.save(ref["tokens"], tmp_path / "tokens.pt")
+    dump = tmp_path / "imported.pt"
+    cmd = [sys.executable, "-m", "tests.eval.import_logits", "--load", str(imported),
+           str(tmp_path / "tokens.pt"), str(dump)]  # fmt: skip
+    code, out = run_checked(cmd, timeout=300)
+    assert code == 0, out[-4000:]
+    logits = torch.load(dump)
+    assert logits.shape == ref["logits"].shape  # the padded vocabulary is kept both ways
+    torch.testing.assert_close(logits, ref["logits"], rtol=1e-5, atol=1e-5)
+    assert ref["logits"].std() > 1e-2
+
+
+def test_init_trains_then_resumes(imported, smoke_data, tmp_path):
+    run = tmp_path / "continued"
+    settings = dict(INIT=imported, REG="jreg", LOG_INTERVAL=1, SAVE_INTERVAL=3)
+    finetune = f"attempting to finetune with checkpoint in {imported}"  # Megatron's words
+    pretrain(run, smoke_data, ITERS=3, **settings)
+    assert finetune in _last_log(run)
+    first = [x for x in read_jsonl(run / "metrics.jsonl") if "split" not in x]
+    assert [x["iteration"] for x in first] == [1, 2, 3]
+    assert all(x["lm_loss"] == x["lm_loss"] for x in first)  # finite (not NaN)
+    pretrain(run, smoke_data, ITERS=4, ARGS="--override-opt_param-scheduler", **settings)
+    lines = [x for x in read_jsonl(run / "metrics.jsonl") if "split" not in x]
+    assert [x["iteration"] for x in lines] == [1, 2, 3, 4]  # resumed at 3, not from INIT again
+    assert finetune not in _last_log(run)
+    assert (run / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "4"
+
+
+def _last_log(run) -> str:
+    return sorted((run / "logs").glob("*.log"))[-1].read_text()
+
+
+def test_init_refuses_another_tokenizer(imported, smoke_data, tmp_path):
+    fake_source = tmp_path / "source"
+    record = json.loads((imported / "import.json").read_text())
+    shutil.copytree(record["source"], fake_source)
+    tok = json.loads((fake_source / "tokenizer.json").read_text())
+    tok["added_tokens"].append({"id": 5, "content": "<|other|>", "special": True})
+    (fake_source / "tokenizer.json").write_text(json.dumps(tok))
+    other = tmp_path / "other"
+    shutil.copytree(imported, other)
+    (other / "import.json").write_text(json.dumps({**record, "source": str(fake_source)}))
+    cmd = [sys.executable, "-m", "launcher", f"RUN={tmp_path / 'r'}", f"DATA={smoke_data}",
+           f"INIT={other}", "DRY_RUN=1"]  # fmt: skip
+    code, out = run_checked(cmd, timeout=120)
+    assert code != 0
+    errors = [x for x in out.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "special tokens" in errors[0], out[-2000:]
