@@ -6,8 +6,11 @@ exactly: another architecture or activation, RoPE scaling other than llama3 with
 parameters (``megatron/core/models/common/embeddings/rotary_pos_embedding.py``
 ``_apply_scaling``: low/high frequency factors 1 and 4, original context 8192), sliding-window
 attention, biases other than Qwen2's q/k/v ones. The weights map with ``eval.convert`` (one key
-table for both directions); the embedding (and output layer) is padded with zero rows to the
-launcher's padded vocabulary, so real-token logits are HF's and every padding row scores 0.
+table for both directions). The vocabulary is kept as the model has it when it is a multiple of
+``VOCAB_MULTIPLE`` (Llama-2 32000, Llama-3 128256, Qwen2 151936 are; every TP up to 128 divides
+it), else padded with zero rows to the next multiple: a padding row scores 0, and its share of the
+softmax would make the imported model's loss differ from the released one's (768 rows, were it
+padded to the launcher's multiple of 1024 as a run from scratch is).
 
 Writes ``<out>/iter_0000000/`` (dist-checkpointing reshards it into any TP/PP layout when loaded),
 the tracker file, and ``<out>/import.json`` (source folder, model config, vocabulary sizes).
@@ -101,13 +104,14 @@ def read_hf(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return json.loads(path.read_text()), weights
 
 
+VOCAB_MULTIPLE = 128
+
+
 def import_hf(folder: Path, out: Path, dtype: str = "float32") -> Path:
     """Write the Megatron checkpoint of HF ``folder`` under ``out``; returns ``out``."""
-    from launcher.planner import padded_vocab
-
     config, hf_weights = read_hf(folder)
     cfg = model_config(config)
-    vocab = padded_vocab(config["vocab_size"], 1)
+    vocab = -(-config["vocab_size"] // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     model = build(cfg, vocab, torch_dtype)
     from eval.convert import megatron_state_dict
