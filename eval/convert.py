@@ -24,6 +24,11 @@ from transformers import LlamaConfig as HFLlamaConfig
 
 from megatron_ext.config import LlamaConfig
 
+# llama3 RoPE scaling as Megatron 0.19.2 applies it: only the factor varies
+# (megatron/core/models/common/embeddings/rotary_pos_embedding.py _apply_scaling)
+LLAMA3_FIXED = {"low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192}  # fmt: skip
+
 
 def split_qkv(
     qkv: torch.Tensor, cfg: LlamaConfig
@@ -156,8 +161,6 @@ def hf_config(
         raise ValueError("exporting a model with q/k/v biases (Qwen2) is not supported")
     rope = {"rope_type": "default", "rope_theta": float(cfg.rotary_base)}
     if cfg.rope_scaling_factor is not None:
-        from eval.import_hf import LLAMA3_FIXED
-
         rope.update(rope_type="llama3", factor=cfg.rope_scaling_factor, **LLAMA3_FIXED)
     return HFLlamaConfig(
         vocab_size=vocab_size,

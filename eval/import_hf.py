@@ -26,12 +26,11 @@ from pathlib import Path
 import torch
 
 from common.files import TRACKER
+from eval.convert import LLAMA3_FIXED
 from eval.rundir import EvalError
 from megatron_ext.config import LlamaConfig
 
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
-LLAMA3_FIXED = {"low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                "original_max_position_embeddings": 8192}  # fmt: skip
 IMPORT_FILE = "import.json"
 
 
