@@ -6,7 +6,6 @@ says, so eval/ reading the run back from its flags builds the same model."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
@@ -16,25 +15,12 @@ from launcher.command import megatron_args
 from launcher.planner import plan
 from megatron_ext.runconfig import from_flags, parse_flags
 from recipes import model_recipe, train_recipe
+from tests.helpers import fake_import
 
 # Qwen2-0.5B's and Llama-3.2-1B's switches on a tiny shape
 QWEN2 = dict(tie_embeddings=True, qkv_bias=True, rotary_base=1_000_000)
 LLAMA3 = dict(tie_embeddings=True, rope_scaling_factor=32.0)
 UNTIED_BIASES = dict(qkv_bias=True)
-
-
-def fake_import(folder: Path, data: Path, **switches) -> Path:
-    """A folder as ``make import`` leaves it, without weights (a plan does not read them): the
-    model's tokenizer is the dataset's."""
-    manifest = json.loads((data / "manifest.json").read_text())
-    vocab = manifest["tokenizer"]["vocab_size"]
-    model = model_recipe("tiny").replace(seq_length=4096, **switches)
-    record = {"source": str(data / manifest["tokenizer"]["path"]),
-              "model": dataclasses.asdict(model), "hf_vocab_size": vocab,
-              "vocab_size": -(-vocab // 128) * 128, "dtype": "float32"}  # fmt: skip
-    folder.mkdir(parents=True)
-    (folder / "import.json").write_text(json.dumps(record))
-    return folder
 
 
 def dry_plan(tmp_path: Path, data: Path, **settings):
