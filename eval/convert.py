@@ -1,4 +1,5 @@
-"""The Megatron GPT (Llama layer spec) -> Hugging Face ``LlamaForCausalLM`` weight mapping.
+"""The Megatron GPT (Llama layer spec) -> Hugging Face ``LlamaForCausalLM`` weight mapping
+(``Qwen2ForCausalLM`` for a model with q/k/v biases: Qwen2 is Llama plus exactly those).
 
 Input: the full (TP=1, PP=1) state dict of a model built by ``megatron_ext.model`` with the local
 layer spec. The two fused Megatron weights are split as Megatron computes with them:
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 from transformers import LlamaConfig as HFLlamaConfig
+from transformers import PretrainedConfig, Qwen2Config
 
 from megatron_ext.config import LlamaConfig
 
@@ -150,38 +152,37 @@ def _pad_rows(weight: torch.Tensor, rows: int) -> torch.Tensor:
 
 def hf_config(
     cfg: LlamaConfig, vocab_size: int, dtype: torch.dtype, token_ids: dict[str, int | None]
-) -> HFLlamaConfig:
-    """The HF config of the same model.
+) -> PretrainedConfig:
+    """The HF config of the same model: Llama, or Qwen2 with q/k/v biases (HF Llama's
+    ``attention_bias`` would add an o_proj bias too; Qwen2 has q/k/v biases and nothing else).
 
     ``vocab_size`` is the padded Megatron vocabulary: the model was trained with a softmax over
     all of it, so keeping the padding rows keeps every log-probability identical to training's
     (trimming would leave real-token logits unchanged but renormalise the softmax).
     """
-    if cfg.qkv_bias:  # HF Llama's attention_bias would add an o_proj bias too
-        raise ValueError("exporting a model with q/k/v biases (Qwen2) is not supported")
     rope = {"rope_type": "default", "rope_theta": float(cfg.rotary_base)}
     if cfg.rope_scaling_factor is not None:
         rope.update(rope_type="llama3", factor=cfg.rope_scaling_factor, **LLAMA3_FIXED)
-    return HFLlamaConfig(
+    common = dict(
         vocab_size=vocab_size,
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.ffn_hidden_size,
         num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_attention_heads,
         num_key_value_heads=cfg.num_query_groups,
-        head_dim=cfg.kv_channels,
         max_position_embeddings=cfg.seq_length,
         rms_norm_eps=cfg.norm_epsilon,
         rope_parameters=rope,
         hidden_act="silu",
-        attention_bias=False,
-        mlp_bias=False,
         tie_word_embeddings=cfg.tie_embeddings,
         initializer_range=cfg.init_method_std,
         dtype=dtype,
-        architectures=["LlamaForCausalLM"],
         **token_ids,
     )
+    if cfg.qkv_bias:  # head_dim is hidden / heads in Qwen2, as in every LlamaConfig
+        return Qwen2Config(**common, use_sliding_window=False, architectures=["Qwen2ForCausalLM"])
+    return HFLlamaConfig(**common, head_dim=cfg.kv_channels, attention_bias=False, mlp_bias=False,
+                         architectures=["LlamaForCausalLM"])  # fmt: skip
 
 
 def legacy_keys(config: dict) -> dict:
@@ -202,7 +203,7 @@ def legacy_keys(config: dict) -> dict:
     return out
 
 
-def write_hf_config(folder: Path, config: HFLlamaConfig) -> Path:
+def write_hf_config(folder: Path, config: PretrainedConfig) -> Path:
     """``config.json`` of ``config`` in ``folder``, readable by transformers 4.x and 5.x."""
     config.save_pretrained(folder)
     path = folder / "config.json"

@@ -1,4 +1,5 @@
-"""``make export``: a run's checkpoint (any TP/PP layout) -> a Hugging Face LlamaForCausalLM folder.
+"""``make export``: a run's checkpoint (any TP/PP layout) -> a Hugging Face LlamaForCausalLM folder
+(Qwen2ForCausalLM for a model with q/k/v biases, e.g. one continued from an imported Qwen2).
 
 Loads the checkpoint into a one-process Megatron model (dist-checkpointing reshards), maps the
 weights with ``eval.convert`` and writes ``<out>/hf/iter_<N>/``: ``config.json`` (read alike by

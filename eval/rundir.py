@@ -35,8 +35,7 @@ _UNSUPPORTED = {
     "--num-experts": "mixture of experts",
     "--rotary-interleaved": "interleaved RoPE",
     "--reset-attention-mask": "document-masked attention",
-    "--add-qkv-bias": "QKV biases",
-}
+}  # q/k/v biases (--add-qkv-bias), tied embeddings and llama3 RoPE it builds (imported models)
 
 
 class EvalError(ValueError):

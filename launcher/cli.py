@@ -73,8 +73,9 @@ def describe(p: Plan, dry_run: bool = False) -> str:
     if train.micro_batch_size != p.asked_micro_batch:
         micro = (f", micro batch {train.micro_batch_size} (recipe's {p.asked_micro_batch} "
                  f"lowered {p.micro_reason})")  # fmt: skip
+    schedule = f" TRAIN={p.schedule}" if p.schedule != p.size else ""
     return (
-        f"pretrain SIZE={p.size} REG={p.reg} LAMBDA={p.lam} WEIGHTS={p.weights}"
+        f"pretrain SIZE={p.size}{schedule} REG={p.reg} LAMBDA={p.lam} WEIGHTS={p.weights}"
         f"{describe_weights(p)} on {where}: TP={layout.tp} PP={layout.pp} "
         f"VPP={layout.vpp or 1} CP={layout.cp} SP={'on' if layout.sequence_parallel else 'off'} "
         f"distributed-optimizer={'on' if layout.distributed_optimizer else 'off'} FP8={p.fp8}"

@@ -32,7 +32,7 @@ from megatron_ext.device import cluster_without_gpu
 from megatron_ext.resume import last_checkpoint
 from megatron_ext.schedules import parse_schedule
 from megatron_ext.schedules import weights as layer_weights
-from recipes import parallel_defaults, size_recipe
+from recipes import CONTINUED, parallel_defaults, size_recipe, train_recipe
 
 
 @dataclass(kw_only=True)
@@ -41,6 +41,8 @@ class Plan:
 
     size: str
     """SIZE: the entry of the size table (``recipes.SIZES``)."""
+    schedule: str
+    """TRAIN: the training recipe, a size's name or ``continued`` (``recipes.train_recipe``)."""
     reg: str
     """REG: the regulariser's name."""
     lam: float
@@ -145,9 +147,9 @@ def plan(v: dict) -> Plan:
     """Validate every setting and derive the full plan; raises LaunchError."""
     size = v.get("SIZE", DEFAULT_SIZE)
     reg = v.get("REG", DEFAULT_REG)
+    schedule = v.get("TRAIN", CONTINUED if v.get("INIT") else size)
     try:
-        recipe = size_recipe(size)
-        model, train = recipe.model(), recipe.train()
+        model, train = size_recipe(size).model(), train_recipe(size, schedule)
     except ValueError as err:
         raise LaunchError(str(err)) from None
     init_dir, init_record = load_init(v["INIT"]) if v.get("INIT") else (None, None)
@@ -241,7 +243,7 @@ def plan(v: dict) -> Plan:
     check_resume(run_dir, size=size, train_iters=train.train_iters, vocab=model_vocab,
                  overriding="--override-opt_param-scheduler" in extra)  # fmt: skip
     return Plan(
-        size=size, reg=reg, lam=lam, weights=weights, model=model, train=train, layout=layout,
+        size=size, schedule=schedule, reg=reg, lam=lam, weights=weights, model=model, train=train, layout=layout,
         nproc=nproc, nnodes=nnodes, num_gpus=num_gpus, use_te=use_te,
         te_problem=None if use_te else te_problem, preview=preview,
         grad_accum_fusion=bool(num_gpus) and apex_wgrad_available(), fp8=fp8, datasets=datasets,

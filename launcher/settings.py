@@ -34,7 +34,10 @@ VARIABLES = {
     "LAMBDA": f"regulariser weight >= 0 (default {DEFAULT_LAMBDA})",
     "WEIGHTS": f"layer weights: uniform final last_k:K linear exp[:K] (default {DEFAULT_WEIGHTS})",
     "INIT": "start from an imported model (make import's RUN): its weights and architecture, a "
-            "fresh optimizer at iteration 0; a later start resumes from the run's own checkpoint",
+            "fresh optimizer at iteration 0, TRAIN=continued unless given; a later start resumes "
+            "from the run's own checkpoint",
+    "TRAIN": "training schedule: continued (recipes.training.continued: lr 1e-4, batch 128, 10M "
+             "tokens; INIT='s default) or a size's name (default: SIZE's own)",
     "ITERS": "training iterations (default: the recipe's)",
     "SAVE_INTERVAL": "iterations between checkpoints",
     "LOG_INTERVAL": "iterations between log lines",

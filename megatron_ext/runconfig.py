@@ -52,7 +52,9 @@ MEGATRON_DEFAULTS = {
     "--seed": "1234", "--init-method-std": "0.02", "--norm-epsilon": "1e-5",
     "--jreg-reg": DEFAULT_REG, "--jreg-lambda": str(DEFAULT_LAMBDA),
     "--jreg-weights": DEFAULT_WEIGHTS,  # the trainer's own defaults (megatron_ext.train)
+    "--rope-scaling-factor": "8.0",
 }  # fmt: skip
+_UNTIE = "--untie-embeddings-and-output-weights"
 
 
 class RunConfigError(ValueError):
@@ -190,7 +192,7 @@ def _one(flags: dict, name: str) -> str:
 
 def _typed(cls, name: str, text: str):
     kind = typing.get_type_hints(cls)[name]
-    kind = int if kind in (int, int | None) else float if kind is float else str
+    kind = int if kind in (int, int | None) else float if kind in (float, float | None) else str
     try:
         return kind(text)
     except ValueError:
@@ -274,11 +276,31 @@ def _parallel(flags: dict, base: ParallelConfig, num_layers: int) -> ParallelCon
     return layout
 
 
+def _switches(flags: dict, model: LlamaConfig | None) -> dict:
+    """The model switches of ``megatron_flags`` that ``flags`` set (tied embeddings, q/k/v biases,
+    llama3 RoPE scaling: imported models use them): on top of ``model`` (ARGS), or, ``model``
+    None, for a whole command line, where an absent switch is Megatron's default: tied
+    embeddings, no biases, no scaling. ``--rope-scaling-factor`` counts only with
+    ``--use-rope-scaling`` (Megatron's default 8) or on a model that already scales."""
+    kw = {}
+    if model is None or _UNTIE in flags:
+        kw["tie_embeddings"] = _UNTIE not in flags
+    if "--add-qkv-bias" in flags:
+        kw["qkv_bias"] = True
+    factor = model.rope_scaling_factor if model else None
+    if "--use-rope-scaling" in flags or factor is not None:
+        default = MEGATRON_DEFAULTS["--rope-scaling-factor"] if factor is None else str(factor)
+        text = _one(flags, "--rope-scaling-factor") if "--rope-scaling-factor" in flags else default
+        kw["rope_scaling_factor"] = _typed(LlamaConfig, "rope_scaling_factor", text)
+    return kw
+
+
 def with_args(cfg: RunConfig, extra: list[str]) -> RunConfig:
     """``cfg`` with the Megatron flags ``extra`` (ARGS) applied where they change a field."""
     flags = parse_flags(extra)
     try:
-        model = dataclasses.replace(cfg.model, **_values(LlamaConfig, _MODEL_FLAGS, flags))
+        model = dataclasses.replace(cfg.model, **_values(LlamaConfig, _MODEL_FLAGS, flags),
+                                    **_switches(flags, cfg.model))  # fmt: skip
         train = dataclasses.replace(cfg.train, **_train_values(flags, cfg.train.train_iters))
     except ValueError as err:
         raise RunConfigError(str(err)) from None
@@ -314,7 +336,7 @@ def from_flags(flags: dict, *, size: str | None = None, vocab: int | None = None
                if f not in flags]  # fmt: skip
     if missing:
         raise RunConfigError(f"no {missing[0]}; cannot rebuild the run")
-    model_kw = _values(LlamaConfig, _MODEL_FLAGS, flags)
+    model_kw = _values(LlamaConfig, _MODEL_FLAGS, flags) | _switches(flags, None)
     if "--group-query-attention" not in flags:
         model_kw["num_query_groups"] = model_kw["num_attention_heads"]
     try:

@@ -51,9 +51,23 @@ def model_recipe(size: str) -> LlamaConfig:
     return size_recipe(size).model()
 
 
-def train_recipe(size: str) -> TrainConfig:
-    """The training schedule for SIZE."""
-    return size_recipe(size).train()
+CONTINUED = "continued"
+"""TRAIN= for an imported model (``INIT=``'s default): ``recipes.training.continued``."""
+
+
+def train_recipe(size: str, train: str | None = None) -> TrainConfig:
+    """The training schedule for SIZE (``TRAIN=``): the size's own (None or its name), another
+    size's (its name), or ``continued`` at SIZE's sequence length with SIZE's micro batch (the
+    size table's fit for its GPUs); ValueError naming the valid ones otherwise."""
+    own = size_recipe(size)
+    if train is None:
+        return own.train()
+    if train == CONTINUED:
+        seq_length = own.model().seq_length
+        return training.continued(seq_length).replace(micro_batch_size=own.train().micro_batch_size)
+    if train not in SIZES:
+        raise ValueError(f"unknown TRAIN {train!r}; valid: {CONTINUED}, {', '.join(SIZES)}")
+    return SIZES[train].train()
 
 
 def parallel_defaults(size: str, num_gpus: int) -> ParallelConfig:

@@ -1,8 +1,9 @@
 """Shared test helpers: launching real multi-process runs (torchrun over gloo) with a time limit,
-and waiting for a run to log an iteration."""
+waiting for a run to log an iteration, and a stand-in for an imported model's folder."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from recipes import model_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,3 +83,17 @@ def wait_for_iteration(
             return True
         time.sleep(0.05)
     return False
+
+
+def fake_import(folder: Path, data: Path, **switches) -> Path:
+    """A folder as ``make import`` leaves it, without weights (a plan does not read them): the
+    model's tokenizer is the dataset's."""
+    manifest = json.loads((data / "manifest.json").read_text())
+    vocab = manifest["tokenizer"]["vocab_size"]
+    model = model_recipe("tiny").replace(seq_length=4096, **switches)
+    record = {"source": str(data / manifest["tokenizer"]["path"]),
+              "model": dataclasses.asdict(model), "hf_vocab_size": vocab,
+              "vocab_size": -(-vocab // 128) * 128, "dtype": "float32"}  # fmt: skip
+    folder.mkdir(parents=True)
+    (folder / "import.json").write_text(json.dumps(record))
+    return folder

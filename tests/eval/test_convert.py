@@ -1,13 +1,16 @@
-"""The Megatron -> HF Llama weight mapping on synthetic tensors (the end-to-end logits check is
-in test_export.py)."""
+"""The Megatron -> HF Llama (Qwen2 with q/k/v biases) weight mapping on synthetic tensors (the
+end-to-end logits check is in test_export.py), and a random HF Qwen2 / Llama-3 model mapped to
+Megatron and back (import's table, then export's config and weights) computes the same logits."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaForCausalLM
+from transformers import LlamaConfig as HFLlamaConfig
+from transformers import LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from eval.convert import hf_config, hf_state_dict, split_fc1, split_qkv
+from eval.convert import hf_config, hf_state_dict, megatron_state_dict, split_fc1, split_qkv
+from eval.import_hf import model_config
 from recipes import model_recipe
 
 CFG = model_recipe("tiny")  # 4 heads, 2 KV groups, head dim 32
@@ -32,6 +35,8 @@ def megatron_state(cfg=CFG, vocab=64) -> dict[str, torch.Tensor]:
             p + "mlp.linear_fc1.weight": torch.randn(2 * f, h),
             p + "mlp.linear_fc2.weight": torch.randn(h, f),
         })  # fmt: skip
+        if cfg.qkv_bias:
+            sd[p + "self_attention.linear_qkv.bias"] = torch.randn(qkv_rows)
     return sd
 
 
@@ -55,13 +60,55 @@ def test_split_fc1_is_gate_then_up():
     )
 
 
-def test_state_dict_fills_every_hf_weight_with_the_right_shape():
-    config = hf_config(CFG, 64, torch.float32, {"bos_token_id": 1, "eos_token_id": 2})
-    reference = LlamaForCausalLM(config).state_dict()
-    ours = hf_state_dict(megatron_state(), CFG)
+@pytest.mark.parametrize(
+    ("cfg", "hf_model"),
+    [(CFG, LlamaForCausalLM), (CFG.replace(qkv_bias=True), Qwen2ForCausalLM)],
+    ids=["llama", "qwen2"],
+)
+def test_state_dict_fills_every_hf_weight_with_the_right_shape(cfg, hf_model):
+    config = hf_config(cfg, 64, torch.float32, {"bos_token_id": 1, "eos_token_id": 2})
+    reference = hf_model(config).state_dict()
+    ours = hf_state_dict(megatron_state(cfg), cfg)
     assert ours.keys() == reference.keys()
     assert all(ours[k].shape == reference[k].shape for k in ours)
-    LlamaForCausalLM(config).load_state_dict(ours, strict=True)
+    hf_model(config).load_state_dict(ours, strict=True)
+
+
+TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+            rms_norm_eps=1e-5)  # fmt: skip
+LLAMA3 = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+          "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("config", "hf_model"),
+    [(Qwen2Config(**TINY, tie_word_embeddings=True, architectures=["Qwen2ForCausalLM"]),
+      Qwen2ForCausalLM),
+     (Qwen2Config(**TINY, architectures=["Qwen2ForCausalLM"]), Qwen2ForCausalLM),
+     (HFLlamaConfig(**TINY, tie_word_embeddings=True, rope_parameters=LLAMA3,
+                    architectures=["LlamaForCausalLM"]), LlamaForCausalLM)],
+    ids=["qwen2_tied", "qwen2_untied", "llama3_tied_rope"],
+)  # fmt: skip
+def test_import_then_export_is_the_same_hf_model(config, hf_model):
+    """What a run continued from an imported model exports: the same architecture and weights."""
+    torch.manual_seed(0)
+    model = hf_model(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):  # HF starts biases at zero: random ones show their mapping
+                param.normal_(0, 0.5)
+    cfg = model_config(config.to_dict())
+    megatron = megatron_state_dict(model.state_dict(), cfg, TINY["vocab_size"])
+    exported = hf_config(cfg, TINY["vocab_size"], torch.float32, {})
+    assert type(exported) is type(config) and model_config(exported.to_dict()) == cfg
+    back = hf_model(exported).eval()
+    back.load_state_dict(hf_state_dict(megatron, cfg), strict=not cfg.tie_embeddings)
+    tokens = torch.randint(0, TINY["vocab_size"], (2, 16))
+    with torch.no_grad():
+        ref, got = model(tokens).logits, back(tokens).logits
+    assert ref.std() > 1e-2
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
 
 
 def test_unmapped_weights_are_an_error():

@@ -1,6 +1,6 @@
 """Our own run -> make export -> make import gives the run's logits; INIT= trains from the
-imported weights (fresh optimizer, iteration 0) and a second start resumes from the run's own
-checkpoint; a dataset with another tokenizer is refused with one line."""
+imported weights (fresh optimizer, iteration 0), at TP=1 and at TP=2 x PP=2, and a second start
+resumes from the run's own checkpoint; a dataset with another tokenizer is refused with one line."""
 
 from __future__ import annotations
 
@@ -42,20 +42,50 @@ def test_round_trip_logits_equal_the_run(tp_pp_run, imported, tmp_path):
     assert ref["logits"].std() > 1e-2
 
 
-def test_init_trains_then_resumes(imported, smoke_data, tmp_path):
-    run = tmp_path / "continued"
-    settings = dict(INIT=imported, REG="jreg", LOG_INTERVAL=1, SAVE_INTERVAL=3)
+def _settings(imported) -> dict:
+    # TRAIN=tiny: tiny's batch of 8 (INIT='s default, continued, has 128: 16x the CPU time)
+    return dict(INIT=imported, TRAIN="tiny", REG="jreg", LOG_INTERVAL=1, SAVE_INTERVAL=3)
+
+
+@pytest.fixture(scope="module")
+def continued(imported, smoke_data, tmp_path_factory):
+    """3 iterations from the imported weights, one process (test_init_trains_then_resumes then
+    resumes it; its first iteration stays the reference of the TP=2 x PP=2 start)."""
+    run = tmp_path_factory.mktemp("continued") / "tp1"
+    return pretrain(run, smoke_data, ITERS=3, **_settings(imported))
+
+
+def test_init_trains_then_resumes(imported, continued, smoke_data):
+    run = continued
     finetune = f"attempting to finetune with checkpoint in {imported}"  # Megatron's words
-    pretrain(run, smoke_data, ITERS=3, **settings)
     assert finetune in _last_log(run)
-    first = [x for x in read_jsonl(run / "metrics.jsonl") if "split" not in x]
+    first = _train_lines(run)
     assert [x["iteration"] for x in first] == [1, 2, 3]
     assert all(x["lm_loss"] == x["lm_loss"] for x in first)  # finite (not NaN)
-    pretrain(run, smoke_data, ITERS=4, ARGS="--override-opt_param-scheduler", **settings)
-    lines = [x for x in read_jsonl(run / "metrics.jsonl") if "split" not in x]
+    pretrain(run, smoke_data, ITERS=4, ARGS="--override-opt_param-scheduler", **_settings(imported))
+    lines = _train_lines(run)
     assert [x["iteration"] for x in lines] == [1, 2, 3, 4]  # resumed at 3, not from INIT again
     assert finetune not in _last_log(run)
     assert (run / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "4"
+
+
+def test_imported_checkpoint_loads_at_tp2_pp2(imported, continued, tp_pp_run, smoke_data, tmp_path):
+    """dist-checkpointing reshards the imported (TP=1) checkpoint into TP=2 x PP=2: the first
+    iteration's loss, computed on the loaded weights before any update, and the second's are the
+    one-process start's (measured: equal to every printed digit), not the loss of random weights
+    on the same batch (tp_pp_run's iteration 1: 6.94 against 6.57). ITERS=2: Megatron asserts
+    warmup < decay iterations, and the launcher's warmup is at least 1."""
+    run = pretrain(tmp_path / "tp2pp2", smoke_data, ITERS=2, NPROC=4, TP=2, PP=2,
+                   **_settings(imported))  # fmt: skip
+    assert f"attempting to finetune with checkpoint in {imported}" in _last_log(run)
+    losses = [x["lm_loss"] for x in _train_lines(run)]
+    reference = [x["lm_loss"] for x in _train_lines(continued)[:2]]
+    assert losses == pytest.approx(reference, rel=1e-5, abs=0)
+    assert abs(losses[0] - _train_lines(tp_pp_run)[0]["lm_loss"]) > 1e-2
+
+
+def _train_lines(run) -> list[dict]:
+    return [x for x in read_jsonl(run / "metrics.jsonl") if "split" not in x]
 
 
 def _last_log(run) -> str:

@@ -76,6 +76,26 @@ def test_unsupported_runs_are_refused(tmp_path, extra, message):
         load_run(str(fake_run(tmp_path, extra)))
 
 
+@pytest.mark.parametrize(
+    ("extra", "tied", "bias", "factor"),
+    [("", False, False, None),
+     ("--add-qkv-bias", False, True, None),  # Qwen2 (untied: 7B)
+     ("--add-qkv-bias --use-rope-scaling", True, True, 8.0),  # Megatron's default factor
+     ("--use-rope-scaling --rope-scaling-factor 32.0", True, False, 32.0),  # Llama-3.2-1B
+     ("--rope-scaling-factor 32.0", True, False, None)],  # ignored without --use-rope-scaling
+)  # fmt: skip
+def test_imported_model_switches_are_read(tmp_path, extra, tied, bias, factor):
+    """A continued run of an imported model read from its flags: Megatron ties the embeddings
+    unless --untie-embeddings-and-output-weights, and eval/ builds q/k/v biases and llama3 RoPE."""
+    path = fake_run(tmp_path, extra)
+    if tied:
+        command = path / "command.txt"
+        untie = " --untie-embeddings-and-output-weights"
+        command.write_text(command.read_text().replace(untie, ""))
+    model = load_run(str(path)).model
+    assert (model.tie_embeddings, model.qkv_bias, model.rope_scaling_factor) == (tied, bias, factor)
+
+
 def test_missing_run_and_missing_command(tmp_path):
     with pytest.raises(EvalError, match="does not exist"):
         load_run(str(tmp_path / "nope"))

@@ -12,7 +12,7 @@ from tests.helpers import REPO, subprocess_env
 JOBS = REPO / "jobs"
 # Variables a job reads: none may leak in from the shell running the tests.
 JOB_VARS = {
-    "RUN", "SIZE", "REG", "LAMBDA", "WEIGHTS", "ITERS", "SAVE_INTERVAL", "LOG_INTERVAL", "SEED",
+    "RUN", "SIZE", "INIT", "TRAIN", "REG", "LAMBDA", "WEIGHTS", "ITERS", "SAVE_INTERVAL", "LOG_INTERVAL", "SEED",
     "DATA", "TP", "PP", "VPP", "CP", "FP8", "TE", "ARGS", "DRY_RUN", "NPROC", "NNODES", "NODE_RANK",
     "MASTER_ADDR", "MASTER_PORT", "GPUS_PER_NODE", "JOB_REPO", "LAUNCH_PYTHON", "PLAN_GPUS",
     "MODULES", "CUDA_MODULE", "CUDNN_MODULE", "NCCL_MODULE", "HPCX_MODULE", "CLUSTER", "NODES",

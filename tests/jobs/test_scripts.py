@@ -16,6 +16,7 @@ import sys
 
 import pytest
 
+from tests.helpers import fake_import
 from tests.jobs.common import (
     JOBS,
     calls,
@@ -44,7 +45,8 @@ def cluster_env(tmp_path, scheduler: str, **extra):
 @pytest.mark.parametrize("scheduler", ["pbs", "slurm"])
 def test_dry_run_prints_one_launch_line_per_host(tmp_path, scheduler):
     script, env, port = cluster_env(tmp_path, scheduler, DRY_RUN=1, SIZE="8b", REG="jreg",
-                                    ARGS=ARGS, RUN=tmp_path / "run")  # fmt: skip
+                                    ARGS=ARGS, RUN=tmp_path / "run", INIT=tmp_path / "imported",
+                                    TRAIN="1b")  # fmt: skip
     proc = run([script], env)
     assert proc.returncode == 0, proc.stderr
     lines = node_lines(proc.stdout)
@@ -55,7 +57,7 @@ def test_dry_run_prints_one_launch_line_per_host(tmp_path, scheduler):
         assert words[0] == str(JOBS / "local.sh")
         assert settings(words[1:]) == {
             "SIZE": "8b", "REG": "jreg", "ARGS": ARGS, "RUN": str(tmp_path / "run"),
-            "NNODES": "4", "NODE_RANK": str(rank), "NPROC": "8",
+            "INIT": str(tmp_path / "imported"), "TRAIN": "1b", "NNODES": "4", "NODE_RANK": str(rank), "NPROC": "8",
             "MASTER_ADDR": "hnode001", "MASTER_PORT": port,
         }  # fmt: skip
     assert calls(tmp_path) == []  # no mpirun/srun/module
@@ -180,6 +182,24 @@ def test_submit_slurm_passes_settings_with_export(tmp_path, smoke_data):
                       f"--export=ALL,GPUS_PER_NODE=4,RUN={run_dir},SIZE=tiny,DATA={smoke_data}",
                       "jobs/slurm/pretrain.sbatch"]  # fmt: skip
     assert calls(tmp_path) == [sbatch]
+
+
+@pytest.mark.parametrize("cluster", ["abci", "slurm"])
+def test_submit_passes_init_to_the_job(tmp_path, smoke_data, cluster):
+    """INIT= (and TRAIN=) reach the job's settings; the plan on the login node reads the imported
+    model and says its schedule."""
+    init = fake_import(tmp_path / "imported", smoke_data, tie_embeddings=True)
+    proc = run([JOBS / "submit.sh", f"CLUSTER={cluster}", "NODES=2", "GROUP=g", "SIZE=1b",
+                f"INIT={init}", f"DATA={smoke_data}", f"RUN={tmp_path / 'run'}", "SUBMIT=1"],
+               clean_env(tmp_path))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "SIZE=1b TRAIN=continued REG=jreg" in proc.stdout and "global batch 128" in proc.stdout
+    (line,) = calls(tmp_path)
+    passed = line[-2].removeprefix("--export=ALL,GPUS_PER_NODE=8,").split(",")
+    assert f"INIT={init}" in passed and passed[:2] == [f"RUN={tmp_path / 'run'}", "SIZE=1b"]
+    proc = run([JOBS / "submit.sh", f"CLUSTER={cluster}", "NODES=2", "GROUP=g", "TRAIN=fast",
+                f"DATA={smoke_data}", f"RUN={tmp_path / 'run'}"], clean_env(tmp_path))  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.startswith("error: unknown TRAIN 'fast'")
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """Rules written twice because one side is shell: jobs/lib.sh's run directory and defaults agree
-with common/ (the launcher's)."""
+with common/ (the launcher's), and a job carries every launcher setting but those it sets itself."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from common.files import REPO, run_dir
 from common.settings import DEFAULT_REG, DEFAULT_SIZE
+from launcher.settings import VARIABLES
 
 
 @pytest.mark.parametrize(
@@ -22,3 +23,12 @@ def test_job_run_dir_is_the_launchers(env):
     size, reg = env.get("SIZE", DEFAULT_SIZE), env.get("REG", DEFAULT_REG)
     # the same folder (pathlib drops a "./" that the shell keeps)
     assert Path(shell.stdout.strip()) == run_dir(env.get("RUN", f"{size}-{reg}"))
+
+
+def test_jobs_carry_every_launcher_setting():
+    """jobs/lib.sh JOB_SETTINGS (what make submit accepts and a job passes on) is the launcher's
+    settings minus the per-node ones the job sets and the local-only switches (INIT= was missing)."""
+    script = f"source {REPO}/jobs/lib.sh; echo ${{JOB_SETTINGS[*]}}"
+    shell = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    own = {"NPROC", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "DRY_RUN", "FORCE_CPU"}
+    assert sorted(shell.stdout.split()) == sorted(set(VARIABLES) - own)
