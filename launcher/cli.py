@@ -38,6 +38,9 @@ def describe_weights(p: Plan) -> str:
     of equal values as ``v xN``, and the first and last three of more than six runs."""
     if p.reg == "none":
         return ""
+    if p.selfdistill is not None:  # the SD_* settings given (the others: the paper's)
+        given = " ".join(f"{k}={v}" for k, v in p.selfdistill.items())
+        return f" [selfdistill{' ' + given if given else ''}, else the paper's settings]"
     name, kw = parse_schedule(p.weights)
     w = weights(p.model.num_layers, name, **kw)
     runs: list[list] = []
@@ -96,7 +99,7 @@ def run_config(p: Plan) -> RunConfig:
 
     name, kw = parse_schedule(p.weights)
     reg = JregConfig(reg=p.reg, lam=p.lam, schedule=name, schedule_k=kw.get("k"),
-                     num_layers=p.model.num_layers)  # fmt: skip
+                     num_layers=p.model.num_layers, selfdistill=p.selfdistill)  # fmt: skip
     blend = len(p.datasets) > 1
     data = DataConfig(
         path=str(p.data), prefixes={} if blend else p.datasets[0].prefixes(),
