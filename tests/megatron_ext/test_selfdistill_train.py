@@ -98,3 +98,34 @@ def test_launcher_refuses_with_one_line(settings, words, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and words in err, err
+
+
+@pytest.mark.slow
+def test_make_pretrain_logs_selfdistill_metrics(smoke_data, tmp_path):
+    """``python -m launcher REG=selfdistill``: 2 iterations; zeta_1, zeta_2 and KL_0..KL_L in
+    metrics.jsonl (training and validation lines), the SD_* settings in run_config.json."""
+    import json
+    import sys
+
+    from tests.helpers import run_checked
+
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "launcher", f"RUN={run_dir}", f"DATA={smoke_data}",
+           "REG=selfdistill", "LAMBDA=0.5", "SD_ALPHA=0.5", "ITERS=2", "LOG_INTERVAL=1",
+           "SAVE_INTERVAL=100"]  # fmt: skip
+    code, out = run_checked(cmd, 300)
+    assert code == 0, out[-5000:]
+    config = json.loads((run_dir / "run_config.json").read_text())
+    assert config["reg"]["reg"] == "selfdistill" and config["reg"]["lam"] == 0.5
+    assert config["reg"]["selfdistill"] == {"k": 0.25, "alpha": 0.5, "direction": "paper",
+                                            "teacher": "self", "chunk_tokens": 512}  # fmt: skip
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    layers = config["model"]["num_layers"]
+    train = [x for x in lines if "split" not in x]
+    assert [x["iteration"] for x in train] == [1, 2]
+    assert any(x.get("split") == "valid" for x in lines)
+    for x in lines:
+        assert x["zeta_1"] > 0 and x["zeta_2"] > 0 and len(x["KL"]) == layers + 1, x
+        assert x["KL"][-1] == pytest.approx(0.0, abs=1e-6)  # TEACHER=self: q_L against itself
+        assert len(x["D"]) == layers and "S_model" in x and "zeta_L" in x
+    assert "zeta_1" in out  # the console line
