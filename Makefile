@@ -29,7 +29,7 @@ RUNPY := $(UV) run --locked python
 #> make import MODEL=<HF folder|hub id> [RUN= DTYPE=]   HF Llama/Qwen2 -> Megatron checkpoint runs/<RUN> (any TP/PP loads it)
 #> make eval [RUN= ITER= TASKS= NUM_FEWSHOT= LIMIT= BATCH=|auto DTYPE= MODEL=<HF folder|hub id> KEEP_EXPORTS=0 DOCS= DEVICE= OUT=]   lm-eval -> <RUN>/lm_eval/scores.{csv,md,png}
 #> make eval-scores [RUN= OUT=]             the scores table and plot again from lm_eval/*/results.json
-#> make bench [OUT= REPEATS= DEVICE= PARTS=]   JREG's cost: step time/memory none vs jreg vs l2rel, the displacement eager vs fused
+#> make bench [OUT= REPEATS= DEVICE= PARTS=]   JREG's cost: step time/memory none vs jreg vs l2rel vs selfdistill, the displacement eager vs fused
 #> make bench-gpu                            on a GPU node: the Triton kernel tests compiled, then bench's GPU part
 #> make preflight [WHEELS=dir PYTHON= OUT= NODES=2]  prove a GPU node (NODES=2: inside a 2-node job, the job script and InfiniBand) is ready (PASS/FAIL table; exit 2 without a GPU)
 #> make study [SIZE= ITERS= SAVE_INTERVAL= LAMBDA= WEIGHTS= SEED= SEEDS= DATA= ARGS= ROOT= DOC= PILOTS= SAMPLES= TASKS= LIMIT= DOCS= STAGES= JOBS= SCHEDULER=pbs|slurm NODES= GROUP= WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE=]   none vs jreg vs jreg-final (+ seeds) -> docs/study.md
@@ -137,7 +137,7 @@ eval-scores: setup
 	$(RUNPY) -m eval scores $(foreach v,RUN OUT,$(if $(value $(v)),'$(v)=$($(v))'))
 
 # What JREG costs (bench/; not in CI, a smoke of it is): step time, tokens/s and
-# memory for REG=none/jreg/l2rel, the displacement alone eager vs fused, MFU on a GPU.
+# memory for REG=none/jreg/l2rel/selfdistill, the displacement alone eager vs fused, MFU on a GPU.
 # make bench [OUT=runs/bench/bench.json REPEATS= DEVICE=auto|cpu|cuda PARTS=train,kernel,matmul]
 REPEATS ?=
 PARTS ?=
