@@ -261,7 +261,9 @@ def plan(v: dict) -> Plan:
         size=size, reg=reg, lam=lam, weights=weights, model=model, train=train, layout=layout,
         nproc=nproc, nnodes=nnodes, num_gpus=num_gpus, use_te=use_te,
         te_problem=None if use_te else te_problem, preview=preview,
-        grad_accum_fusion=bool(num_gpus) and apex_wgrad_available(), fp8=fp8, datasets=datasets,
+        # REG=selfdistill: off (the fused wgrad would drop the lens's gradient, sd_settings)
+        grad_accum_fusion=bool(num_gpus) and apex_wgrad_available() and selfdistill is None,
+        fp8=fp8, datasets=datasets,
         data=data,
         manifest=manifest, data_vocab=data_vocab, model_vocab=model_vocab, run_dir=run_dir,
         seed=int_var(v, "SEED", DEFAULT_SEED), extra=extra, asked_micro_batch=asked_micro,

@@ -76,7 +76,13 @@ def flags(fields: dict | None) -> list[str]:
 
 
 def refusal(
-    *, pp: int, vpp: int | None, cp: int, recompute: str | None, teacher: str = "self"
+    *,
+    pp: int,
+    vpp: int | None,
+    cp: int,
+    recompute: str | None,
+    teacher: str = "self",
+    grad_accum_fusion: bool = False,
 ) -> str | None:
     """Why REG=selfdistill cannot train on this layout (one line), or None.
 
@@ -85,6 +91,9 @@ def refusal(
     - CP > 1: each rank holds a zigzag slice of the sequence; not checked against the reference.
     - full recompute: the layers run under a checkpoint whose first pass keeps no graph, so the
       hidden states collected for zeta_1 would carry no gradient (selective recompute is fine).
+    - gradient-accumulation fusion (Apex's fused wgrad): the output layer then writes its weight
+      gradient straight into ``main_grad`` and marks it added, and DDP drops the lens's gradient
+      of that weight (distributed_data_parallel.py:490, megatron-core 0.19.2).
     - TEACHER=frozen: the frozen copy (a second model, forward only, saved with the checkpoint
       so that a resumed run keeps the same teacher) is not built yet.
     """
@@ -99,6 +108,11 @@ def refusal(
         return (
             f"REG={NAME} cannot run with --recompute-granularity full (the hidden states it "
             "collects would have no gradient); use selective recompute or none"
+        )
+    if grad_accum_fusion:
+        return (
+            f"REG={NAME} cannot run with gradient-accumulation fusion (the output layer's fused "
+            "wgrad makes DDP drop the lens's gradient); add --no-gradient-accumulation-fusion"
         )
     if teacher != "self":
         return (

@@ -90,7 +90,7 @@ def selfdistill_refusal(args, jcfg: JregConfig) -> str | None:
     return sd_settings.refusal(
         pp=args.pipeline_model_parallel_size, vpp=args.virtual_pipeline_model_parallel_size,
         cp=args.context_parallel_size, recompute=args.recompute_granularity,
-        teacher=jcfg.selfdistill.teacher,
+        teacher=jcfg.selfdistill.teacher, grad_accum_fusion=args.gradient_accumulation_fusion,
     )  # fmt: skip
 
 
