@@ -72,6 +72,10 @@ def test_self_teacher_last_kl_is_zero(runs):
             {"pp": 1, "vpp": None, "cp": 1, "recompute": None, "teacher": "frozen"},
             "SD_TEACHER=self",
         ),
+        (
+            {"pp": 1, "vpp": None, "cp": 1, "recompute": None, "grad_accum_fusion": True},
+            "--no-gradient-accumulation-fusion",
+        ),
     ],
 )
 def test_refusals_are_one_line(layout, words):
