@@ -77,8 +77,11 @@ class SelfDistillRuntime:
         """Compute the loss of the collected states, record its metrics, attach it to
         ``output`` (training with grad and lambda > 0) and drop the states."""
         hiddens, self.hiddens = self.hiddens, []
-        if not hiddens:
-            return output
+        if len(hiddens) != self.jreg.cfg.num_layers + 1:  # e.g. layers run as CUDA graphs
+            raise RuntimeError(
+                f"selfdistill: {len(hiddens)} hidden states collected, expected h_0..h_"
+                f"{self.jreg.cfg.num_layers}; the layers' hook did not run (CUDA graphs?)"
+            )
         norm, weight, group = lens_head(_unwrap(model))
         grad = training and torch.is_grad_enabled() and self.lam > 0
         with torch.set_grad_enabled(grad):
