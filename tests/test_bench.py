@@ -22,7 +22,6 @@ def test_bench_smoke(tmp_path):
     (train,) = report["train"]
     regs = train["regs"]
     assert set(regs) == {"none", "jreg", "l2rel", "selfdistill"}
-    assert regs["selfdistill"]["ratio_to_none"] > 1  # L+1 projections onto the vocabulary
     for r in regs.values():
         assert len(r["seconds"]["repeats"]) == 2 and r["tokens_per_s"] > 0
     # JREG keeps the layer inputs/outputs (alive anyway) plus per-token fp32 scalars per layer
