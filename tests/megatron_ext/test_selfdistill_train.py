@@ -133,3 +133,4 @@ def test_make_pretrain_logs_selfdistill_metrics(smoke_data, tmp_path):
         assert x["KL"][-1] == pytest.approx(0.0, abs=1e-6)  # TEACHER=self: q_L against itself
         assert len(x["D"]) == layers and "S_model" in x and "zeta_L" in x
     assert "zeta_1" in out  # the console line
+    assert "[SD_ALPHA=0.5 else the paper's: SD_K=0.25" in out  # the plan line
