@@ -134,3 +134,14 @@ def test_make_pretrain_logs_selfdistill_metrics(smoke_data, tmp_path):
         assert len(x["D"]) == layers and "S_model" in x and "zeta_L" in x
     assert "zeta_1" in out  # the console line
     assert "[SD_ALPHA=0.5 else the paper's: SD_K=0.25" in out  # the plan line
+
+
+def test_cpu_memory_estimate_counts_the_lens_pieces():
+    """16 fp32 [chunk, vocab / tp] pieces, as measured (megatron_ext/selfdistill.py)."""
+    from launcher.memory import estimate
+    from recipes import model_recipe
+
+    model = model_recipe("tiny")
+    kw = dict(vocab=32768, micro_batch_size=4, seq_length=model.seq_length, tp=2)
+    added = estimate(model, **kw, lens_chunk=128).activations - estimate(model, **kw).activations
+    assert added == pytest.approx(16 * 4 * 128 * 32768 / 2, rel=1e-6)
