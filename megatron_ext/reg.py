@@ -62,19 +62,14 @@ class JregConfig:
 
     @property
     def reg_is_psi(self) -> bool:
-        """True when R is Psi itself (``jreg``) or there is no regulariser (then R = Psi, lambda
-        0): Psi is computed once and serves as both D_l and R_l."""
+        """True when R is Psi itself (``jreg``) or there is no per-layer regulariser (``none``,
+        ``selfdistill``: then R = Psi, lambda 0): Psi is computed once and serves as D_l and R_l."""
         return self.reg in regularizers.NO_R
 
     @property
     def active(self) -> bool:
         """True when a per-layer loss term is attached (a plug-in regulariser, ``lam > 0``)."""
         return self.regularizer is not None and self.lam > 0
-
-    @property
-    def selfdistill_active(self) -> bool:
-        """True when the self-distillation loss is attached (``REG=selfdistill``, ``lam > 0``)."""
-        return self.reg == regularizers.SELFDISTILL and self.lam > 0
 
 
 class _AttachLoss(torch.autograd.Function):
