@@ -21,15 +21,15 @@ RUNPY := $(UV) run --locked python
 #> make lint                                 ruff check + ruff format --check
 #> make data [CORPUS= NAME= VOCAB= TOKENIZER= TEXT_FIELD= SPLIT= OUT_ROOT= FORCE=1 WORKERS= ADOPT=]   tokenizer + Megatron dataset in data/<NAME> (ADOPT=<prefix>,...: existing .bin/.idx)
 #> make data-validate [NAME=default]         check a prepared dataset
-#> make pretrain [RUN= SIZE= INIT= TRAIN= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= NPROC= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= FP8= TE= ARGS= DRY_RUN=1 PLAN_GPUS= COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 FORCE_CPU=1 TIME_LIMIT=]   train or resume runs/<RUN>
-#> make submit NODES= GROUP= [CLUSTER=abci|slurm WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE= CUDA_MODULE= CUDNN_MODULE= NCCL_MODULE= HPCX_MODULE= SUBMIT=1 RUN= SIZE= INIT= TRAIN= REG= LAMBDA= WEIGHTS= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= FP8= TE= ARGS= COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 TIME_LIMIT= STOP_MARGIN=]   check, print (and submit) a cluster job
+#> make pretrain [RUN= SIZE= INIT= TRAIN= REG= LAMBDA= WEIGHTS= SD_K= SD_ALPHA= SD_DIRECTION= SD_TEACHER= SD_CHUNK= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= NPROC= NNODES= NODE_RANK= MASTER_ADDR= MASTER_PORT= FP8= TE= ARGS= DRY_RUN=1 PLAN_GPUS= COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 FORCE_CPU=1 TIME_LIMIT=]   train or resume runs/<RUN>
+#> make submit NODES= GROUP= [CLUSTER=abci|slurm WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE= CUDA_MODULE= CUDNN_MODULE= NCCL_MODULE= HPCX_MODULE= SUBMIT=1 RUN= SIZE= INIT= TRAIN= REG= LAMBDA= WEIGHTS= SD_K= SD_ALPHA= SD_DIRECTION= SD_TEACHER= SD_CHUNK= ITERS= SAVE_INTERVAL= LOG_INTERVAL= SEED= DATA= TP= PP= VPP= CP= FP8= TE= ARGS= COLLECTIVE_TIMEOUT= CKPT_FALLBACK=1 ALLOW_DATA_CHANGE=1 TIME_LIMIT= STOP_MARGIN=]   check, print (and submit) a cluster job
 #> make analyze [RUN= ITER= SAMPLES= SPLIT= VALID= ALPHA= FORCE=1 DEVICE= OUT= | MODEL=<HF folder|hub id> TEXT= SEQ= BATCH= DTYPE=]   checkpoints (or an HF model) -> analysis.jsonl
 #> make plots [RUN= RUN2= RUN3= RUN4= RUN5= RUN6= RUN7= RUN8= RUN9= OUT=]   figures; several runs: <RUN>/plots/compare-.../
 #> make export [RUN= ITER= DTYPE= OUT=]      checkpoint -> Hugging Face folder <RUN>/hf/iter_N
 #> make import MODEL=<HF folder|hub id> [RUN= DTYPE=]   HF Llama/Qwen2 -> Megatron checkpoint runs/<RUN> (any TP/PP loads it)
 #> make eval [RUN= ITER= TASKS= NUM_FEWSHOT= LIMIT= BATCH=|auto DTYPE= MODEL=<HF folder|hub id> KEEP_EXPORTS=0 DOCS= DEVICE= OUT=]   lm-eval -> <RUN>/lm_eval/scores.{csv,md,png}
 #> make eval-scores [RUN= OUT=]             the scores table and plot again from lm_eval/*/results.json
-#> make bench [OUT= REPEATS= DEVICE= PARTS=]   JREG's cost: step time/memory none vs jreg vs l2rel, the displacement eager vs fused
+#> make bench [OUT= REPEATS= DEVICE= PARTS=]   JREG's cost: step time/memory none vs jreg vs l2rel vs selfdistill, the displacement eager vs fused
 #> make bench-gpu                            on a GPU node: the Triton kernel tests compiled, then bench's GPU part
 #> make preflight [WHEELS=dir PYTHON= OUT= NODES=2]  prove a GPU node (NODES=2: inside a 2-node job, the job script and InfiniBand) is ready (PASS/FAIL table; exit 2 without a GPU)
 #> make study [SIZE= ITERS= SAVE_INTERVAL= LAMBDA= WEIGHTS= SEED= SEEDS= DATA= ARGS= ROOT= DOC= PILOTS= SAMPLES= TASKS= LIMIT= DOCS= STAGES= JOBS= SCHEDULER=pbs|slurm NODES= GROUP= WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE=]   none vs jreg vs jreg-final (+ seeds) -> docs/study.md
@@ -67,7 +67,8 @@ lint: setup
 	$(UV) run --locked ruff format --check .
 
 # make pretrain [SIZE=tiny REG=jreg LAMBDA=0.1 WEIGHTS=uniform ITERS= ... ARGS="--megatron-flag ..."]
-PRETRAIN_VARS := RUN SIZE INIT TRAIN REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP \
+PRETRAIN_VARS := RUN SIZE INIT TRAIN REG LAMBDA WEIGHTS SD_K SD_ALPHA SD_DIRECTION SD_TEACHER SD_CHUNK \
+	ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP \
 	NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT FP8 TE ARGS DRY_RUN \
 	COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE \
 	FORCE_CPU TIME_LIMIT
@@ -96,7 +97,8 @@ data-validate: setup
 # make submit CLUSTER=slurm SIZE=8b NODES=4 [GROUP=account PARTITION= GPUS_PER_NODE=8 SUBMIT=1]
 SUBMIT_VARS := CLUSTER NODES GROUP WALLTIME QUEUE PARTITION GPUS_PER_NODE SUBMIT \
 	CUDA_MODULE CUDNN_MODULE NCCL_MODULE HPCX_MODULE \
-	RUN SIZE INIT TRAIN REG LAMBDA WEIGHTS ITERS SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP FP8 TE ARGS \
+	RUN SIZE INIT TRAIN REG LAMBDA WEIGHTS SD_K SD_ALPHA SD_DIRECTION SD_TEACHER SD_CHUNK ITERS \
+	SAVE_INTERVAL LOG_INTERVAL SEED DATA TP PP VPP CP FP8 TE ARGS \
 	COLLECTIVE_TIMEOUT CKPT_FALLBACK ALLOW_DATA_CHANGE \
 	TIME_LIMIT STOP_MARGIN
 .PHONY: submit
@@ -137,7 +139,7 @@ eval-scores: setup
 	$(RUNPY) -m eval scores $(foreach v,RUN OUT,$(if $(value $(v)),'$(v)=$($(v))'))
 
 # What JREG costs (bench/; not in CI, a smoke of it is): step time, tokens/s and
-# memory for REG=none/jreg/l2rel, the displacement alone eager vs fused, MFU on a GPU.
+# memory for REG=none/jreg/l2rel/selfdistill, the displacement alone eager vs fused, MFU on a GPU.
 # make bench [OUT=runs/bench/bench.json REPEATS= DEVICE=auto|cpu|cuda PARTS=train,kernel,matmul]
 REPEATS ?=
 PARTS ?=

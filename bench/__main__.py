@@ -6,8 +6,9 @@ Three parts, each interleaved (A B C A B C ...) so every variant sees the same b
 and reported as the median of the repeats (min and max kept for the spread):
 
 - ``train``: one optimizer step (forward + backward of every microbatch, AdamW) of a Megatron GPT
-  model with the JREG layer, switching the same model between REG=none, jreg and l2rel from step
-  to step (same weights, same batch). In-process rather than ``make pretrain`` runs: no start-up,
+  model with the JREG layer, switching the same model between REG=none, jreg, l2rel and
+  selfdistill (the paper's settings, ``megatron_ext.selfdistill_train``) from step to step (same
+  weights, same batch). In-process rather than ``make pretrain`` runs: no start-up,
   dataset, evaluation or checkpoint time in the figure, and A/B interleaving per step. REG=none
   still records D_l (the tracker is on, as in training). Also: activations saved for backward
   (bytes of unique non-parameter storages, all devices) and, on GPU, peak allocated memory; on

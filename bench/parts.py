@@ -201,6 +201,7 @@ def _saved_bytes(forward, params) -> int:
 def _train_one(shape: Shape, device: str, repeats: int, warmup: int, peak) -> dict:
     from megatron_ext.model import build_gpt_model, transformer_config
     from megatron_ext.reg import JregConfig, JregRuntime
+    from megatron_ext.selfdistill_train import SelfDistillRuntime
     from megatron_ext.tracker import JumpTracker
     from recipes import model_recipe
 
@@ -213,6 +214,8 @@ def _train_one(shape: Shape, device: str, repeats: int, warmup: int, peak) -> di
     config = transformer_config(cfg, params_dtype=shape.dtype,
                                 use_cpu_initialization=device == "cpu", **extra)  # fmt: skip
     model = build_gpt_model(cfg, config, runtime, shape.vocab, use_te=shape.te).to(device)
+    runtime.cfg = jcfgs["selfdistill"]  # REG=selfdistill: the paper's settings, attached below
+    selfdistill = SelfDistillRuntime(runtime)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     gen = torch.Generator().manual_seed(0)
     s, mb = cfg.seq_length, shape.micro_batch
@@ -223,14 +226,21 @@ def _train_one(shape: Shape, device: str, repeats: int, warmup: int, peak) -> di
     pos = torch.arange(s, device=device).expand(mb, -1).contiguous()
 
     def forward(tokens, labels):
-        return model(tokens, pos, None, labels=labels).float().mean() / len(batches)
+        out = model(tokens, pos, None, labels=labels)
+        if runtime.collector is not None:
+            out = selfdistill.attach(out, model, training=True)
+        return out.float().mean() / len(batches)
+
+    def use(reg: str):
+        runtime.cfg = jcfgs[reg]
+        runtime.collector = selfdistill if reg == "selfdistill" else None
 
     def fwd_bwd():
         for tokens, labels in batches:
             forward(tokens, labels).backward()
 
     def step(reg: str):
-        runtime.cfg = jcfgs[reg]
+        use(reg)
         opt.zero_grad(set_to_none=True)
         fwd_bwd()
         opt.step()
@@ -248,7 +258,7 @@ def _train_one(shape: Shape, device: str, repeats: int, warmup: int, peak) -> di
             torch.cuda.synchronize()
             peak_mib = torch.cuda.max_memory_allocated() / MIB
         opt.zero_grad(set_to_none=True)
-        runtime.cfg = jcfgs[reg]
+        use(reg)
         saved = _saved_bytes(lambda: forward(*batches[0]), list(model.parameters()))
         t = times[reg]["median"]
         row = {"seconds": times[reg], "tokens_per_s": tokens / t,

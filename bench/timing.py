@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 import time
 
-REGS = ("none", "jreg", "l2rel")
+REGS = ("none", "jreg", "l2rel", "selfdistill")
 
 
 def _stats(xs: list[float]) -> dict:

@@ -64,7 +64,7 @@ class Stats:
         self.weights = layer_weights.double().cpu()
         self.reg = reg
         self.regularizer = regularizers.get(reg)
-        self.reg_is_psi = reg in (regularizers.NONE, regularizers.PSI)
+        self.reg_is_psi = reg in regularizers.NO_R
         self.reg_sum = torch.zeros(num_layers, dtype=torch.float64)
         layers = num_layers + 1
         self.psi = torch.zeros(num_layers, dtype=torch.float64)

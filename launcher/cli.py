@@ -27,7 +27,7 @@ from launcher.memory import available_memory, check_cpu_memory
 from launcher.planner import Plan, completed_iteration, plan
 from launcher.settings import LaunchError, parse_vars
 from launcher.watch import TorchrunWatch
-from megatron_ext import faults
+from megatron_ext import faults, sd_settings
 from megatron_ext.resume import last_checkpoint
 from megatron_ext.runconfig import RUN_CONFIG, DataConfig, RunConfig, RunConfigError, with_args
 from megatron_ext.schedules import parse_schedule, weights
@@ -38,6 +38,12 @@ def describe_weights(p: Plan) -> str:
     of equal values as ``v xN``, and the first and last three of more than six runs."""
     if p.reg == "none":
         return ""
+    if p.selfdistill is not None:  # the SD_* settings given (the others: the paper's)
+        names = {field: key for key, (field, *_) in sd_settings.SETTINGS.items()}
+        given = "".join(f"{names[k]}={v} " for k, v in p.selfdistill.items())
+        return (
+            f" [{given}else the paper's: SD_K=0.25 SD_ALPHA=1 SD_DIRECTION=paper SD_TEACHER=self]"
+        )
     name, kw = parse_schedule(p.weights)
     w = weights(p.model.num_layers, name, **kw)
     runs: list[list] = []
@@ -97,7 +103,7 @@ def run_config(p: Plan) -> RunConfig:
 
     name, kw = parse_schedule(p.weights)
     reg = JregConfig(reg=p.reg, lam=p.lam, schedule=name, schedule_k=kw.get("k"),
-                     num_layers=p.model.num_layers)  # fmt: skip
+                     num_layers=p.model.num_layers, selfdistill=p.selfdistill)  # fmt: skip
     blend = len(p.datasets) > 1
     data = DataConfig(
         path=str(p.data), prefixes={} if blend else p.datasets[0].prefixes(),

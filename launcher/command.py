@@ -9,6 +9,7 @@ from common.files import REPO
 from launcher import wandb_run
 from launcher.data import SPLITS, Dataset
 from launcher.planner import Plan
+from megatron_ext import sd_settings
 from megatron_ext.config import megatron_flags
 
 SHUTDOWN_TIMEOUT_S = 900  # after a signal, seconds torchrun waits for the ranks' checkpoint save
@@ -48,6 +49,7 @@ def megatron_args(p: Plan) -> list[str]:
         "--log-timers-to-tensorboard", "--log-validation-ppl-to-tensorboard",
         *wandb_run.flags(run_dir, os.environ),
         "--jreg-reg", p.reg, "--jreg-lambda", str(p.lam), "--jreg-weights", p.weights,
+        *sd_settings.flags(p.selfdistill),
         "--run-dir", str(run_dir),
         "--distributed-timeout-seconds-after-init", str(p.collective_timeout),
         "--exit-signal-handler",  # SIGTERM (and SIGINT, megatron_ext.stop): save, then exit

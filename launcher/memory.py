@@ -8,7 +8,8 @@ Models", eq. 1) count for 16-bit training, ``s b h (34 + 5 a s / h)`` bytes, dou
 plus the fp32 logits and their gradient. Tensor parallelism splits both (approximately), pipeline
 parallelism splits the layers but keeps up to PP micro batches in flight on the first stage. The
 estimate is deliberately rough (within ~2x): it separates "fits easily" from "eats all memory",
-not 20 GiB from 22 GiB.
+not 20 GiB from 22 GiB. REG=selfdistill adds its logit-lens pieces: about 16 fp32
+``[chunk, vocab / tp]`` tensors at once (measured, ``megatron_ext/selfdistill.py``).
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ def estimate(
     tp: int = 1,
     pp: int = 1,
     full_recompute: bool = False,
+    lens_chunk: int | None = None,
 ) -> MemoryEstimate:
-    """Per-rank training memory of an fp32 CPU run (see the module docstring)."""
+    """Per-rank training memory of an fp32 CPU run (see the module docstring); ``lens_chunk``:
+    REG=selfdistill's tokens per lens piece (None: not selfdistill)."""
     s, b, h = seq_length, micro_batch_size, model.hidden_size
     a, layers = model.num_attention_heads, model.num_layers
     full_layer = 2 * s * b * h * (34 + 5 * a * s / h)  # fp32: twice the 16-bit count
@@ -63,7 +66,8 @@ def estimate(
         layer_stack = layers * full_layer
     # 1F1B: stage 0 holds PP micro batches of L/PP layers each, i.e. about L layers' worth
     logits = 3 * 4 * s * b * vocab  # fp32 logits, softmax and its gradient
-    activations = (layer_stack + logits) / tp
+    lens = 16 * 4 * min(lens_chunk, s * b) * vocab if lens_chunk else 0
+    activations = (layer_stack + logits + lens) / tp
     params = num_parameters(model, vocab) * BYTES_PER_PARAM / (tp * pp)
     return MemoryEstimate(params_and_optimizer=int(params), activations=int(activations))
 
@@ -119,6 +123,7 @@ def check_cpu_memory(p: Plan, available: int) -> None:
             micro_batch_size=flag_value(extra, "--micro-batch-size"),
             seq_length=flag_value(extra, "--seq-length"),
             full_recompute=flag_value(extra, "--recompute-granularity") == "full",
+            lens_chunk=None if p.selfdistill is None else p.selfdistill.get("chunk_tokens", 512),
         )  # fmt: skip
     except ValueError as err:
         raise LaunchError(str(err)) from None
@@ -135,6 +140,7 @@ def check_fits(
     micro_batch_size: int | str | None = None,
     seq_length: int | str | None = None,
     full_recompute: bool = False,
+    lens_chunk: int | None = None,
 ) -> None:
     """ValueError (one line: why, and what to run instead) unless ``nproc`` ranks of SIZE, with
     the recipe's micro batch and sequence unless given, fit in ``available`` bytes."""
@@ -144,7 +150,8 @@ def check_fits(
         micro = int(micro or train_recipe(name).micro_batch_size)
         seq = int(seq or model.seq_length)
         return micro, seq, estimate(model, vocab=vocab, micro_batch_size=micro, seq_length=seq,
-                                    tp=tp, pp=pp, full_recompute=full)  # fmt: skip
+                                    tp=tp, pp=pp, full_recompute=full,
+                                    lens_chunk=lens_chunk)  # fmt: skip
 
     micro, seq, est = per_rank(size, micro_batch_size, seq_length, tp, pp, full_recompute)
     need = nproc * est.per_process

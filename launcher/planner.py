@@ -19,7 +19,7 @@ from launcher.data import Dataset, check_args
 from launcher.gpu import fit_batch, local_attention_micro_batch, te_choice
 from launcher.init import check_tokenizer, init_model, load_init
 from launcher.settings import LaunchError, int_var, lambda_var, reg_names, time_limit_minutes
-from megatron_ext import faults
+from megatron_ext import faults, sd_settings
 from megatron_ext.config import (
     LlamaConfig,
     ParallelConfig,
@@ -101,6 +101,8 @@ class Plan:
     """Why the micro batch differs from the recipe's (when it does)."""
     init: Path | None = None
     """INIT=: the imported model's folder (``launcher.init``), else None."""
+    selfdistill: dict | None = None
+    """REG=selfdistill: the SD_* settings given (SelfDistillConfig fields), else None."""
 
     @property
     def world_size(self) -> int:
@@ -158,6 +160,13 @@ def plan(v: dict) -> Plan:
     if reg not in reg_names():
         raise LaunchError(f"unknown REG {reg!r}; valid: {', '.join(reg_names())}")
     lam = lambda_var(v)
+    try:
+        selfdistill = sd_settings.parse(v, reg)
+    except ValueError as err:
+        raise LaunchError(str(err)) from None
+    if selfdistill and selfdistill.get("teacher", "self") != "self":
+        raise LaunchError(sd_settings.refusal(pp=1, vpp=None, cp=1, recompute=None,
+                                              teacher=selfdistill["teacher"]))  # fmt: skip
     weights = v.get("WEIGHTS", DEFAULT_WEIGHTS)
     try:
         name, kw = parse_schedule(weights)
@@ -216,6 +225,14 @@ def plan(v: dict) -> Plan:
     )
     extra = shlex.split(v.get("ARGS", ""))
     check_args(extra)
+    if selfdistill is not None:
+        refusal = sd_settings.refusal(
+            pp=int(flag_value(extra, "--pipeline-model-parallel-size") or layout.pp),
+            vpp=layout.vpp, cp=int(flag_value(extra, "--context-parallel-size") or layout.cp),
+            recompute=flag_value(extra, "--recompute-granularity"),
+        )  # fmt: skip
+        if refusal:
+            raise LaunchError(refusal)
     dp = nproc * nnodes // layout.model_parallel_size
     asked_micro = train.micro_batch_size
     train = _fit_batch(train, dp, extra)
@@ -246,7 +263,9 @@ def plan(v: dict) -> Plan:
         size=size, schedule=schedule, reg=reg, lam=lam, weights=weights, model=model, train=train, layout=layout,
         nproc=nproc, nnodes=nnodes, num_gpus=num_gpus, use_te=use_te,
         te_problem=None if use_te else te_problem, preview=preview,
-        grad_accum_fusion=bool(num_gpus) and apex_wgrad_available(), fp8=fp8, datasets=datasets,
+        # REG=selfdistill: off (the fused wgrad would drop the lens's gradient, sd_settings)
+        grad_accum_fusion=bool(num_gpus) and apex_wgrad_available() and selfdistill is None,
+        fp8=fp8, datasets=datasets,
         data=data,
         manifest=manifest, data_vocab=data_vocab, model_vocab=model_vocab, run_dir=run_dir,
         seed=int_var(v, "SEED", DEFAULT_SEED), extra=extra, asked_micro_batch=asked_micro,
@@ -254,7 +273,7 @@ def plan(v: dict) -> Plan:
         collective_timeout=int_var(v, "COLLECTIVE_TIMEOUT", faults.DEFAULT_COLLECTIVE_TIMEOUT_S),
         time_limit=time_limit_minutes(v),
         defaults_used=not any(k in v for k in ("TP", "PP", "VPP", "CP")),
-        micro_reason=micro_reason, init=init_dir,
+        micro_reason=micro_reason, init=init_dir, selfdistill=selfdistill,
     )  # fmt: skip
 
 

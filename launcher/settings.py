@@ -17,7 +17,7 @@ from common.settings import (
     int_setting,
     parse_settings,
 )
-from megatron_ext import faults, regularizers
+from megatron_ext import faults, regularizers, sd_settings
 from recipes import SIZES
 
 
@@ -33,6 +33,7 @@ VARIABLES = {
     "REG": f"{' | '.join(reg_names())} (default {DEFAULT_REG}; megatron_ext/regularizers/)",
     "LAMBDA": f"regulariser weight >= 0 (default {DEFAULT_LAMBDA})",
     "WEIGHTS": f"layer weights: uniform final last_k:K linear exp[:K] (default {DEFAULT_WEIGHTS})",
+    **{key: f"REG=selfdistill: {text}" for key, (_, _, _, text) in sd_settings.SETTINGS.items()},
     "INIT": "start from an imported model (make import's RUN): its weights and architecture, a "
             "fresh optimizer at iteration 0, TRAIN=continued unless given; a later start resumes "
             "from the run's own checkpoint",

@@ -30,8 +30,12 @@ class Metric:
     """Its key in ``metrics.jsonl`` / ``analysis.jsonl`` (a list of L values when per-layer)."""
     tag: str
     """TensorBoard/W&B scalar (``valid/``, ``test/`` prefixed for those splits); per-layer:
-    ``{tag}_{l:02d}``, l = 1..L."""
+    ``{tag}_{l:02d}``, l = 1..L (0..L with ``from_input``)."""
     per_layer: bool = False
+    from_input: bool = False
+    """Per-layer over l = 0..L (L + 1 values; l = 0 is the first layer's input)."""
+    optional: bool = False
+    """Only some runs log it (REG=selfdistill's): left out of a line that lacks it, not NaN."""
     reduce: str | None = None
     """How the training tracker reduces it over microbatches and ranks (``sum``, ``mean``,
     ``max``, ``min``, see ``megatron_ext.tracker``); None: derived by ``summarise``."""
@@ -44,7 +48,8 @@ class Metric:
     def scalars(self, value) -> dict[str, float]:
         """``{tag: value}`` (per-layer: one tag per layer)."""
         if self.per_layer:
-            return {f"{self.tag}_{i:02d}": float(v) for i, v in enumerate(value, start=1)}
+            start = 0 if self.from_input else 1
+            return {f"{self.tag}_{i:02d}": float(v) for i, v in enumerate(value, start=start)}
         return {self.tag: float(value)}
 
 
@@ -57,10 +62,20 @@ METRICS = (
     Metric(key="jump_ratio", tag="jump/ratio", console="jump ratio", fmt=".3f"),
     Metric(key="S_model", tag="jump/S_model", console="S_model", fmt=".3f"),
     Metric(key="zeta_L", tag="jump/zeta_L", console="zeta_L", fmt=".3f"),
-)
+    Metric(key="zeta_1", tag="selfdistill/zeta_1", reduce="mean", console="zeta_1",
+           optional=True),
+    Metric(key="zeta_2", tag="selfdistill/zeta_2", reduce="mean", console="zeta_2",
+           optional=True),
+    Metric(key="KL", tag="selfdistill/KL", per_layer=True, from_input=True, reduce="mean",
+           optional=True),
+)  # fmt: skip
 """Every logged metric, in ``metrics.jsonl`` and console order. ``D``: mean Psi per layer (always);
 ``R``: mean of the regulariser per layer, only when it is not Psi; ``jreg_loss``: sum_l w_l R_l
-(R = D when the regulariser is Psi or none); ``jreg_loss_scaled``: lambda times it."""
+(R = D when the regulariser is Psi or none); ``jreg_loss_scaled``: lambda times it. REG=selfdistill
+only (``megatron_ext.selfdistill``): ``zeta_1`` = sum_{l=0..L} w_l KL_l, ``zeta_2`` = sum_{l=1..L}
+w_l |h_l - h_{l-1}| / |h_{l-1}| (token means, paper weights w_l), ``KL``: KL_0..KL_L, the token
+mean KL of layer l's logit lens against the target (its direction: SD_DIRECTION)."""
+SELFDISTILL_KEYS = frozenset(m.key for m in METRICS if m.optional)
 BY_KEY = {m.key: m for m in METRICS}
 OFF_BOARD = frozenset(m.tag for m in METRICS if not m.board)
 """Tags not written to TensorBoard/W&B."""
@@ -81,7 +96,8 @@ def from_scalars(scalars: dict[str, float]) -> dict:
     out: dict = {}
     for m in METRICS:
         if not m.per_layer:
-            out[m.key] = float(scalars.get(m.tag, math.nan))
+            if m.tag in scalars or not m.optional:
+                out[m.key] = float(scalars.get(m.tag, math.nan))
             continue
         prefix = f"{m.tag}_"
         layers = sorted(

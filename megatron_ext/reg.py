@@ -20,6 +20,7 @@ import torch
 
 from megatron_ext import regularizers
 from megatron_ext.jreg import SCHEDULES, layer_weights
+from megatron_ext.selfdistill import SelfDistillConfig
 
 
 @dataclass(kw_only=True)
@@ -37,9 +38,18 @@ class JregConfig:
     """The schedule's parameter ``k`` (``last_k``, ``exp``); None for its default."""
     num_layers: int
     """Total transformer layers across all pipeline stages."""
+    selfdistill: SelfDistillConfig | dict | None = None
+    """``REG=selfdistill``'s settings (a dict from ``run_config.json`` is converted; None: the
+    paper's); must stay None for every other REG. ``schedule`` does not apply to it."""
 
     def __post_init__(self):
         self.regularizer = regularizers.get(self.reg)  # None for none; ValueError if unknown
+        if self.reg == regularizers.SELFDISTILL:
+            sd = self.selfdistill
+            self.selfdistill = SelfDistillConfig(**sd) if isinstance(sd, dict) else sd
+            self.selfdistill = self.selfdistill or SelfDistillConfig()
+        elif self.selfdistill is not None:
+            raise ValueError(f"self-distillation settings apply to REG=selfdistill, not {self.reg}")
         if not isinstance(self.lam, int | float) or not math.isfinite(self.lam) or self.lam < 0:
             raise ValueError(f"LAMBDA must be a finite number >= 0, got {self.lam!r}")
         if self.schedule not in SCHEDULES:
@@ -52,14 +62,14 @@ class JregConfig:
 
     @property
     def reg_is_psi(self) -> bool:
-        """True when R is Psi itself (``jreg``) or there is no regulariser (then R = Psi, lambda
-        0): Psi is computed once and serves as both D_l and R_l."""
-        return self.reg in (regularizers.NONE, regularizers.PSI)
+        """True when R is Psi itself (``jreg``) or there is no per-layer regulariser (``none``,
+        ``selfdistill``: then R = Psi, lambda 0): Psi is computed once and serves as D_l and R_l."""
+        return self.reg in regularizers.NO_R
 
     @property
     def active(self) -> bool:
-        """True when a loss term is attached (``reg != none`` and ``lam > 0``)."""
-        return self.reg != "none" and self.lam > 0
+        """True when a per-layer loss term is attached (a plug-in regulariser, ``lam > 0``)."""
+        return self.regularizer is not None and self.lam > 0
 
 
 class _AttachLoss(torch.autograd.Function):
@@ -116,6 +126,8 @@ class JregRuntime:
         self._loss_scale: torch.Tensor | None = None
         self._weights = [float(w) for w in cfg.weights]
         self._psi = regularizers.get(regularizers.PSI)  # D_l, whatever the regulariser
+        self.collector = None
+        """REG=selfdistill: gets every layer's input and output (``selfdistill_train``)."""
 
     def set_loss_scale(self, scale: torch.Tensor) -> None:
         """The schedule's hook (``config.experimental_attention_variant_loss_scale_func``)."""
@@ -144,6 +156,8 @@ class JregRuntime:
         """Record D_l and attach the loss term to ``h_out_sbh``; returns the (new) output."""
         attach = self.cfg.active and training and torch.is_grad_enabled()
         record = self.tracker is not None and not _in_backward()
+        if self.collector is not None and not _in_backward():
+            self.collector.collect(layer_number, h_in_sbh, h_out_sbh)
         if not (attach or record):
             return h_out_sbh
         shared = self.cfg.reg_is_psi

@@ -204,12 +204,20 @@ def _values(cls, table: dict[str, str], flags: dict) -> dict:
 
 
 def _jreg(flags: dict, num_layers: int, base: dict) -> JregConfig:
+    from megatron_ext import sd_settings
     from megatron_ext.jreg import parse_schedule
     from megatron_ext.reg import JregConfig
 
     kw = dict(base)
     if "--jreg-reg" in flags:
         kw["reg"] = _one(flags, "--jreg-reg")
+    sd = kw.pop("selfdistill", None)
+    sd = dataclasses.asdict(sd) if dataclasses.is_dataclass(sd) else dict(sd or {})
+    for flag, (name, kind) in sd_settings.FLAGS.items():
+        if flag in flags:
+            sd[name] = kind(_one(flags, flag))
+    if kw.get("reg") == sd_settings.NAME:
+        kw["selfdistill"] = sd
     if "--jreg-lambda" in flags:
         kw["lam"] = float(_one(flags, "--jreg-lambda"))
     if "--jreg-weights" in flags:

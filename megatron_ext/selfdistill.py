@@ -32,8 +32,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.checkpoint import checkpoint
 
-DIRECTIONS = ("paper", "forward")
-TEACHERS = ("self", "frozen")
+from megatron_ext.sd_settings import DIRECTIONS, TEACHERS
 
 
 @dataclass(kw_only=True)

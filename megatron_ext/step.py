@@ -103,12 +103,15 @@ def make_forward_step(
     iteration_fn=None,
     on_eval=None,
     spiky_loss: bool = False,
+    selfdistill=None,
 ):
     """``forward_step(data_iterator, model)`` for pretrain().
 
     ``on_eval`` is called once per evaluation forward step (the run logger counts passes).
     ``nan_at_iteration``/``iteration_fn`` inject a NaN loss at one iteration (fault-injection for
     the tests of the NaN stop; never set in normal runs). ``spiky_loss``: check_spiky_loss.
+    ``selfdistill``: REG=selfdistill's runtime (``megatron_ext.selfdistill_train``), whose loss is
+    attached to the model's output here, where the output layer has run.
     """
 
     def forward_step(data_iterator, model, return_schedule_plan: bool = False):
@@ -117,6 +120,8 @@ def make_forward_step(
             on_eval()  # before the forward: it may close the previous pass's records
         batch = get_batch(data_iterator, model)
         output_bs = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
+        if selfdistill is not None:
+            output_bs = selfdistill.attach(output_bs, model, training)
         nan_now = bool(
             nan_at_iteration is not None and training and iteration_fn() == nan_at_iteration
         )

@@ -27,7 +27,14 @@ import math
 import torch
 
 from megatron_ext import dist
-from megatron_ext.metrics import METRICS, Metric, from_scalars, summarise, to_scalars
+from megatron_ext.metrics import (
+    METRICS,
+    SELFDISTILL_KEYS,
+    Metric,
+    from_scalars,
+    summarise,
+    to_scalars,
+)
 
 REDUCE_OPS = ("sum", "mean", "max", "min")
 _FILL = {"sum": 0.0, "mean": 0.0, "max": -math.inf, "min": math.inf}
@@ -38,7 +45,8 @@ class MetricBuffers:
 
     Args:
         metrics: the metrics (``reduce`` set), their names unique.
-        num_layers: slots of a per-layer metric (layer numbers are global, 1-based).
+        num_layers: slots of a per-layer metric (layer numbers are global, 1-based; L + 1 slots,
+            0-based, for a ``from_input`` metric).
         device: where the buffers live (the GPU under NCCL, CPU under gloo).
     """
 
@@ -53,7 +61,7 @@ class MetricBuffers:
                 raise ValueError(
                     f"metric {m.key}: reduce must be one of {REDUCE_OPS}, got {m.reduce!r}"
                 )
-            width = num_layers if m.per_layer else 1
+            width = self._width(m)
             self._offset[m.key] = len(fill)
             # a mean keeps (values | weights); the others one slot per value
             fill += [_FILL[m.reduce]] * (2 * width if m.reduce == "mean" else width)
@@ -62,19 +70,23 @@ class MetricBuffers:
         self._buffers: dict[str, torch.Tensor] = {}
         self._sealed: list[torch.Tensor] = []  # finished evaluation passes, not yet reported
 
+    def _width(self, m: Metric) -> int:
+        return self.num_layers + m.from_input if m.per_layer else 1
+
     def buffer(self, split: str) -> torch.Tensor:
         if split not in self._buffers:
             self._buffers[split] = self._fill.clone()
         return self._buffers[split]
 
     def add(self, split: str, key: str, value, *, layer: int | None = None, weight=1.0) -> None:
-        """Record one value of ``key`` (``layer``: 1-based, per-layer metrics only)."""
+        """Record one value of ``key`` (``layer``: 1-based, 0-based for ``from_input``;
+        per-layer metrics only)."""
         m = self.metrics[key]
         if m.per_layer != (layer is not None):
             raise ValueError(f"metric {key}: layer given {layer!r}, per_layer={m.per_layer}")
         buf = self.buffer(split)
-        width = self.num_layers if m.per_layer else 1
-        i = self._offset[key] + (layer - 1 if m.per_layer else 0)
+        width = self._width(m)
+        i = self._offset[key] + (layer - 1 + m.from_input if m.per_layer else 0)
         value = value.detach().to(buf.device, buf.dtype) if torch.is_tensor(value) else value
         if m.reduce in ("sum", "mean"):
             buf[i] += value
@@ -90,7 +102,7 @@ class MetricBuffers:
     def weights(self, split: str, key: str) -> torch.Tensor:
         """The summed weights (record counts) of a mean metric on this rank (host sync: tests)."""
         m = self.metrics[key]
-        width = self.num_layers if m.per_layer else 1
+        width = self._width(m)
         start = self._offset[key] + width
         return self.buffer(split)[start : start + width].cpu()
 
@@ -119,7 +131,7 @@ class MetricBuffers:
             gathered = dist.all_reduce_sum(buf, group).cpu()[None]
         out: dict[str, float | list[float] | None] = {}
         for key, m in self.metrics.items():
-            width = self.num_layers if m.per_layer else 1
+            width = self._width(m)
             start = self._offset[key]
             values = gathered[:, start : start + width]
             if m.reduce == "mean":
@@ -149,6 +161,7 @@ class JumpTracker:
         device: where the buffers live (the GPU under NCCL, CPU under gloo).
         reg_values: also record ``R`` (the regulariser's per-layer mean) separately from D; False
             when the regulariser is Psi itself or none (then R = D).
+        selfdistill: also record REG=selfdistill's ``zeta_1``, ``zeta_2`` and ``KL``.
     """
 
     def __init__(
@@ -159,11 +172,15 @@ class JumpTracker:
         device=None,
         *,
         reg_values: bool = False,
+        selfdistill: bool = False,
     ):
         self.num_layers = num_layers
         self.weights = weights.double().cpu()
         self.lam = float(lam)
-        recorded = [m for m in METRICS if m.reduce and (m.key != "R" or reg_values)]
+        recorded = [
+            m for m in METRICS if m.reduce and (m.key != "R" or reg_values)
+            and (m.key not in SELFDISTILL_KEYS or selfdistill)
+        ]  # fmt: skip
         self.buffers = MetricBuffers(recorded, num_layers, device)
         self.reg_values = reg_values
 
@@ -175,7 +192,8 @@ class JumpTracker:
     def from_config(cls, cfg, device=None) -> JumpTracker:
         """Tracker for a ``JregConfig`` (``jreg/loss_scaled`` is 0 when nothing is attached)."""
         lam = cfg.lam if cfg.active else 0.0
-        return cls(cfg.num_layers, cfg.weights, lam, device, reg_values=not cfg.reg_is_psi)
+        return cls(cfg.num_layers, cfg.weights, lam, device, reg_values=not cfg.reg_is_psi,
+                   selfdistill=cfg.selfdistill is not None)  # fmt: skip
 
     @staticmethod
     def _split(training: bool) -> str:

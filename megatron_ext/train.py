@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 from common.settings import DEFAULT_LAMBDA, DEFAULT_REG, DEFAULT_WEIGHTS
-from megatron_ext import cpu_compat, megatron_compat, regularizers
+from megatron_ext import cpu_compat, megatron_compat, regularizers, sd_settings
 from megatron_ext.console import say
 
 ON_CPU = cpu_compat.enable(training=True)
@@ -47,6 +47,7 @@ from megatron_ext.nonfinite import is_nonfinite_error  # noqa: E402
 from megatron_ext.reg import JregConfig, JregRuntime  # noqa: E402
 from megatron_ext.resume import last_checkpoint, set_aside_incomplete, supersede_metrics  # noqa: E402
 from megatron_ext.runlog import RunLogger  # noqa: E402
+from megatron_ext.selfdistill_train import SelfDistillRuntime  # noqa: E402
 from megatron_ext.step import dataset_provider, make_forward_step  # noqa: E402
 from megatron_ext.stop import install_sigint  # noqa: E402
 from megatron_ext.stop import report as report_stop  # noqa: E402
@@ -62,6 +63,8 @@ def add_jreg_args(parser):
     group.add_argument(
         "--jreg-weights", default=DEFAULT_WEIGHTS, help="schedule[:k], e.g. exp:0.25"
     )
+    for field, flag, kind, text in sd_settings.SETTINGS.values():  # REG=selfdistill's (SD_*)
+        group.add_argument(flag, type=kind, default=None, help=f"{text} ({field})")
     group.add_argument("--run-dir", required=True, help="where metrics.jsonl is written")
     # fault injection for the NaN-stop test; hidden from --help
     group.add_argument("--inject-nan-at-iteration", type=int, default=None, help=argparse.SUPPRESS)
@@ -70,9 +73,24 @@ def add_jreg_args(parser):
 
 def jreg_config(args) -> JregConfig:
     name, kw = parse_schedule(args.jreg_weights)
+    sd = {field: getattr(args, flag[2:].replace("-", "_"))
+          for field, flag, _, _ in sd_settings.SETTINGS.values()}  # fmt: skip
+    sd = {k: v for k, v in sd.items() if v is not None}
     return JregConfig(
         reg=args.jreg_reg, lam=args.jreg_lambda, schedule=name, schedule_k=kw.get("k"),
         num_layers=args.num_layers,
+        selfdistill=sd if args.jreg_reg == regularizers.SELFDISTILL else None,
+    )  # fmt: skip
+
+
+def selfdistill_refusal(args, jcfg: JregConfig) -> str | None:
+    """Why REG=selfdistill cannot run with these args (``sd_settings.refusal``), or None."""
+    if jcfg.selfdistill is None:
+        return None
+    return sd_settings.refusal(
+        pp=args.pipeline_model_parallel_size, vpp=args.virtual_pipeline_model_parallel_size,
+        cp=args.context_parallel_size, recompute=args.recompute_granularity,
+        teacher=jcfg.selfdistill.teacher, grad_accum_fusion=args.gradient_accumulation_fusion,
     )  # fmt: skip
 
 
@@ -158,6 +176,10 @@ def main() -> int:
     args = parse_and_validate_args(extra_args_provider=add_jreg_args)
     guard_wandb_checkpoint_hook()
     jcfg = jreg_config(args)
+    refusal = selfdistill_refusal(args, jcfg)
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr, flush=True)
+        return 2
     # pretrain() binds this rank to cuda:LOCAL_RANK later; name that device now (device.py).
     tracker = JumpTracker.from_config(jcfg, device=rank_device(not ON_CPU))
     runtime = JregRuntime(
@@ -165,6 +187,12 @@ def main() -> int:
         tp_size=args.tensor_model_parallel_size, cp_size=args.context_parallel_size,
         per_token_loss=args.calculate_per_token_loss,
     )  # fmt: skip
+    selfdistill = None
+    if jcfg.selfdistill is not None:
+        selfdistill = SelfDistillRuntime(
+            runtime, tracker, sequence_parallel=args.sequence_parallel,
+            per_token_loss=args.calculate_per_token_loss,
+        )  # fmt: skip
     run_dir = Path(args.run_dir)
     start_iteration = last_checkpoint(args.load) if args.load else 0
     is_writer = args.rank == args.world_size - 1  # where Megatron puts the TB/W&B writers
@@ -200,7 +228,7 @@ def main() -> int:
     transformer.finalize_model_grads_func = logger.finalize_model_grads
     forward_step = make_forward_step(
         tracker, args.inject_nan_at_iteration, current_iteration, on_eval=logger.on_eval_forward,
-        spiky_loss=args.check_for_spiky_loss,
+        spiky_loss=args.check_for_spiky_loss, selfdistill=selfdistill,
     )  # fmt: skip
     container = pretrain_cfg_container_from_args(args, model_cfg)
     install_sigint()

@@ -21,7 +21,7 @@ def test_bench_smoke(tmp_path):
     assert report["device"] == "cpu" and report["repeats"] == 2
     (train,) = report["train"]
     regs = train["regs"]
-    assert set(regs) == {"none", "jreg", "l2rel"}
+    assert set(regs) == {"none", "jreg", "l2rel", "selfdistill"}
     for r in regs.values():
         assert len(r["seconds"]["repeats"]) == 2 and r["tokens_per_s"] > 0
     # JREG keeps the layer inputs/outputs (alive anyway) plus per-token fp32 scalars per layer

@@ -33,6 +33,12 @@ NONE = "none"
 """REG=none: nothing attached; D_l and the regulariser's loss are still logged (on Psi)."""
 PSI = "jreg"
 """The registration whose function is Psi, the displacement every run tracks as D_l."""
+SELFDISTILL = "selfdistill"
+"""REG=selfdistill: the self-distillation paper's loss (``megatron_ext.selfdistill``). Not a
+per-token plug-in: it needs every layer's hidden state and the output layer, so it is attached
+where the model's output is (``megatron_ext.selfdistill_train``); D_l is still Psi."""
+NO_R = (NONE, PSI, SELFDISTILL)
+"""REG values with no per-layer R of their own apart from D_l (Psi)."""
 IMPLS = ("auto", "eager", "triton")
 _FOLDER = Path(__file__).resolve().parent
 
@@ -147,14 +153,16 @@ def discover() -> dict[str, Regularizer]:
 
 
 def get(name: str) -> Regularizer | None:
-    """The registration of ``REG=name`` (None for ``none``); raises ValueError if unknown."""
-    if name == NONE:
+    """The registration of ``REG=name`` (None for ``none`` and ``selfdistill``); raises
+    ValueError if unknown."""
+    if name in (NONE, SELFDISTILL):
         return None
     if _discovered and name in _REGISTRY:
         return _REGISTRY[name]
     registry = discover()
     if name not in registry:
-        raise ValueError(f"unknown REG {name!r}; valid: {', '.join([*registry, NONE])}")
+        valid = ", ".join([*registry, NONE, SELFDISTILL])
+        raise ValueError(f"unknown REG {name!r}; valid: {valid}")
     return registry[name]
 
 
@@ -178,12 +186,15 @@ def scan() -> dict[str, str]:
 
 
 def choices() -> list[str]:
-    """Every ``REG=`` value: ``none``, then the regularisers of this folder (by name)."""
-    return [NONE, *scan()]
+    """Every ``REG=`` value: ``none``, the regularisers of this folder (by name), then
+    ``selfdistill``."""
+    return [NONE, *scan(), SELFDISTILL]
 
 
 def describe() -> list[str]:
     """One line per ``REG=`` value with its help text."""
-    helps = {NONE: "no regulariser (D_l and the Psi loss are still logged, lambda 0)", **scan()}
+    helps = {NONE: "no regulariser (D_l and the Psi loss are still logged, lambda 0)", **scan(),
+             SELFDISTILL: "the self-distillation paper: lambda (zeta_1 + alpha zeta_2), the "
+                          "logit lens of every layer distilled from the output (SD_* settings)"}  # fmt: skip
     width = max(map(len, helps))
     return [f"REG={name:<{width}}  {text}" for name, text in helps.items()]

@@ -54,7 +54,9 @@ def test_unknown_schema_is_refused():
      ({}, {"NPROC": "2", "TP": "2", "REG": "none", "WEIGHTS": "last_k:2", "SEED": "5",
            "ARGS": "--eval-interval 5 --seq-length 64 --eod-mask-loss"}),
      ({"PLAN_GPUS": "8:9"}, {"SIZE": "8b", "LAMBDA": "0.3", "WEIGHTS": "exp:0.25"}),
-     ({"PLAN_GPUS": "8:9"}, {"SIZE": "350m", "PP": "2", "VPP": "3"})],
+     ({"PLAN_GPUS": "8:9"}, {"SIZE": "350m", "PP": "2", "VPP": "3"}),
+     ({}, {"NPROC": "2", "TP": "2", "REG": "selfdistill", "LAMBDA": "0.2", "SD_ALPHA": "0.5",
+           "SD_DIRECTION": "forward", "ARGS": "--sd-k 0.5"})],
 )  # fmt: skip
 def test_launcher_config_is_what_its_command_says(monkeypatch, tmp_path, smoke_data, env, settings):
     for key, value in env.items():
@@ -66,7 +68,10 @@ def test_launcher_config_is_what_its_command_says(monkeypatch, tmp_path, smoke_d
         read, data=None
     )
     assert written.data == dataclasses.replace(read.data, path=str(p.data))
-    if "ARGS" in settings:  # ARGS applied to the configs, kept as given
+    if "--eval-interval" in settings.get("ARGS", ""):  # ARGS applied to the configs, kept as given
         assert (written.train.eval_interval, written.model.seq_length) == (5, 64)
         assert written.data.eod_mask_loss and written.extra_args == settings["ARGS"].split()
     assert RunConfig.from_json(written.to_json()) == written
+    if settings.get("REG") == "selfdistill":  # SD_* and an ARGS --sd-* flag
+        sd = written.reg.selfdistill
+        assert (sd.k, sd.alpha, sd.direction, sd.teacher) == (0.5, 0.5, "forward", "self")

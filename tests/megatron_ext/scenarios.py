@@ -34,6 +34,7 @@ from megatron_ext.config import LlamaConfig  # noqa: E402
 from megatron_ext.init import global_names, global_shape, layout_invariant_init, shard_pieces  # noqa: E402
 from megatron_ext.model import build_gpt_model, transformer_config  # noqa: E402
 from megatron_ext.reg import JregConfig, JregRuntime  # noqa: E402
+from megatron_ext.selfdistill_train import SelfDistillRuntime  # noqa: E402
 from megatron_ext.tracker import JumpTracker  # noqa: E402
 
 MODEL = LlamaConfig(
@@ -72,19 +73,26 @@ def loss_func(loss_mask, output_tensor):
     return loss_sum, num_tokens, {"lm loss": torch.stack([loss_sum.detach(), mask.sum()])}
 
 
-def forward_step(data_iterator, model):
+def forward_step(data_iterator, model, selfdistill=None):
+    """``selfdistill``: REG=selfdistill's runtime, attached as ``megatron_ext.step`` does."""
     batch = next(data_iterator)
     out = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
+    if selfdistill is not None:
+        out = selfdistill.attach(out, model, model.training)
     return out, partial(loss_func, batch["loss_mask"])
 
 
 def build(layout: dict, jcfg: JregConfig):
-    """Model chunks (DDP-wrapped), config and tracker for a layout on the current groups."""
+    """Model chunks (DDP-wrapped), config, tracker and REG=selfdistill's runtime (else None)
+    for a layout on the current groups."""
     tp, pp, vpp = layout.get("tp", 1), layout.get("pp", 1), layout.get("vpp")
     sp = layout.get("sp", False)
     per_token = layout.get("per_token", False)
     tracker = JumpTracker.from_config(jcfg)
     runtime = JregRuntime(jcfg, tracker, sequence_parallel=sp, tp_size=tp, per_token_loss=per_token)
+    sd = None
+    if jcfg.selfdistill is not None:
+        sd = SelfDistillRuntime(runtime, tracker, sequence_parallel=sp, per_token_loss=per_token)
     config = transformer_config(
         MODEL, tp=tp, pp=pp, vpp=vpp, sequence_parallel=sp,
         calculate_per_token_loss=per_token, **layout.get("overrides", {}),
@@ -114,7 +122,7 @@ def build(layout: dict, jcfg: JregConfig):
     ]
     config.finalize_model_grads_func = finalize_model_grads
     config.no_sync_func = [m.no_sync for m in wrapped] if len(wrapped) > 1 else wrapped[0].no_sync
-    return wrapped, config, tracker
+    return wrapped, config, tracker, sd
 
 
 def run_layout(layout: dict, jcfg: JregConfig) -> dict:
@@ -124,7 +132,7 @@ def run_layout(layout: dict, jcfg: JregConfig) -> dict:
     ps.initialize_model_parallel(tp, pp, virtual_pipeline_model_parallel_size=vpp)
     model_parallel_cuda_manual_seed(SEED)
     dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
-    wrapped, config, tracker = build(layout, jcfg)
+    wrapped, config, tracker, sd = build(layout, jcfg)
     batches = make_batches(NUM_MICROBATCHES)
     per_rank = NUM_MICROBATCHES // dp
     mine = batches[dp_rank * per_rank : (dp_rank + 1) * per_rank]
@@ -132,7 +140,7 @@ def run_layout(layout: dict, jcfg: JregConfig) -> dict:
     for m in wrapped:
         m.zero_grad_buffer()
     losses = get_forward_backward_func()(
-        forward_step_func=forward_step,
+        forward_step_func=partial(forward_step, selfdistill=sd),
         data_iterator=iters if len(iters) > 1 else iters[0],
         model=wrapped if len(wrapped) > 1 else wrapped[0],
         num_microbatches=per_rank,

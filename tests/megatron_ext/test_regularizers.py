@@ -20,7 +20,7 @@ def test_scanned_names_equal_the_imported_registry():
     """What the launcher and train.py accept (read from the files) is what training can use."""
     registry = regularizers.discover()
     assert regularizers.scan() == {name: r.help for name, r in registry.items()}
-    assert regularizers.choices() == ["none", *registry]
+    assert regularizers.choices() == ["none", *registry, "selfdistill"]
     assert {"jreg", "l2rel"} <= registry.keys() and all(r.help for r in registry.values())
 
 
@@ -36,7 +36,8 @@ def test_launcher_validates_with_the_registry():
 
 def test_unknown_and_none():
     assert regularizers.get("none") is None
-    with pytest.raises(ValueError, match="unknown REG 'bogus'; valid: jreg, l2rel"):
+    assert regularizers.get("selfdistill") is None  # attached at the output, not per layer
+    with pytest.raises(ValueError, match="unknown REG 'bogus'; valid: jreg, l2rel, none, selfd"):
         regularizers.get("bogus")
 
 
