@@ -32,7 +32,8 @@ RUNPY := $(UV) run --locked python
 #> make bench [OUT= REPEATS= DEVICE= PARTS=]   JREG's cost: step time/memory none vs jreg vs l2rel vs selfdistill, the displacement eager vs fused
 #> make bench-gpu                            on a GPU node: the Triton kernel tests compiled, then bench's GPU part
 #> make preflight [WHEELS=dir PYTHON= OUT= NODES=2]  prove a GPU node (NODES=2: inside a 2-node job, the job script and InfiniBand) is ready (PASS/FAIL table; exit 2 without a GPU)
-#> make study [SIZE= ITERS= SAVE_INTERVAL= LAMBDA= WEIGHTS= SEED= SEEDS= DATA= ARGS= ROOT= DOC= PILOTS= SAMPLES= TASKS= LIMIT= DOCS= STAGES= JOBS= SCHEDULER=pbs|slurm NODES= GROUP= WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE=]   none vs jreg vs jreg-final (+ seeds) -> docs/study.md
+#> make study [SIZE= ITERS= SAVE_INTERVAL= LAMBDA= WEIGHTS= SEED= SEEDS= DATA= ARGS= TE= DEVICE= AT= ROOT= DOC= PILOTS= SAMPLES= TASKS= LIMIT= DOCS= STAGES= JOBS= SCHEDULER=pbs|slurm NODES= GROUP= WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE=]   none vs jreg vs jreg-final (+ seeds) -> docs/study.md
+#> make study-pilots [ROOT= LAYERS=12,16,24 SEEDS=1234,1235 LAMBDAS=0.3,1.0,3.0 ITERS=1500 SAVE_INTERVAL= DATA= JOBS= TE= DEVICE=]   the pilot round and the rule that picks the study's depth and LAMBDA
 #> make help                                 this list
 .PHONY: help setup test test-fast lint data pretrain bench bench-gpu preflight study
 help:
@@ -171,8 +172,15 @@ preflight: $(if $(PYTHON),,setup)
 # (python -m study help lists every setting). On a cluster: make study SIZE=1b SCHEDULER=pbs|slurm
 # NODES=4 GROUP=gXXXXX [WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE=] submits one training job per
 # run (jobs/submit.sh), then jobs/study.sh (analyze, eval, plots, report) after them.
-STUDY_VARS := SIZE ITERS SAVE_INTERVAL LAMBDA WEIGHTS SEED SEEDS DATA ARGS ROOT DOC PILOTS SAMPLES \
+STUDY_VARS := SIZE ITERS SAVE_INTERVAL LAMBDA WEIGHTS SEED SEEDS DATA ARGS TE DEVICE AT ROOT DOC PILOTS SAMPLES \
 	TASKS LIMIT DOCS STAGES JOBS SCHEDULER NODES GROUP WALLTIME QUEUE PARTITION GPUS_PER_NODE
 .PHONY: study
 study: setup
 	$(RUNPY) -m study $(foreach v,$(STUDY_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
+
+# The pilot round (study/pilots.py): REG=none at each depth and seed, REG=jreg at each LAMBDA, then
+# the fixed rule that picks the study's depth and LAMBDA -> <ROOT>/choice.json.
+PILOT_VARS := ROOT LAYERS SEEDS LAMBDAS ITERS SAVE_INTERVAL DATA JOBS TE DEVICE
+.PHONY: study-pilots
+study-pilots: setup
+	$(RUNPY) -m study.pilots $(foreach v,$(PILOT_VARS),$(if $(value $(v)),'$(v)=$($(v))'))

@@ -110,8 +110,11 @@ def collect_run(s: StudySettings, spec: RunSpec, seconds: dict[str, float]) -> d
     run_dir = s.root / spec.name
     analysis = sorted(read_jsonl(run_dir / ANALYSIS_FILE), key=lambda x: x["iteration"])
     metrics = read_jsonl(run_dir / "metrics.jsonl")
+    if s.at is not None:  # AT: every run as it was at that iteration
+        analysis = [x for x in analysis if x["iteration"] <= s.at]
+        metrics = [x for x in metrics if x["iteration"] <= s.at]
     final = final_numbers(analysis, metrics)
-    planned = setup(run_dir).get("train_iters", "-")
+    planned = str(s.at) if s.at is not None else setup(run_dir).get("train_iters", "-")
     # a run still training (or stopped) is shown but left out of the seed statistics
     finished = not planned.isdigit() or final["iteration"] == int(planned)
     return {"name": spec.name, "group": spec.group, "main": spec.main, "seed": spec.seed,

@@ -64,10 +64,10 @@ def setup_section(s: StudySettings, runs: list[dict], root: Path) -> list[str]:
            f"- Analysis: {s.samples} held-out sequences of the test split per checkpoint "
            "(`make analyze`); tasks: `make eval` on the last checkpoint.",
            f"- Runs with numbers: {done or 'none yet'}.",
-           "- Machine(s): " + "; ".join(
+           "- Machine(s): " + ("; ".join(
                f"{m['cpu']}, {m['cpus']} CPU(s), {m['memory_gib']} GiB, GPUs: {m['gpus']}, "
                f"OMP_NUM_THREADS={m['omp_threads'] or 'unset'}" for m in collect.machines(root)
-           ),
+           ) or "not recorded (no stage finished: every run was stopped)"),
            "- Reproduce: `make study " + " ".join(
                f"{k}={v}" for k, v in (("SIZE", s.size), ("LAMBDA", s.lam),
                                        ("WEIGHTS", s.weights), ("SEED", s.seed)))
@@ -75,7 +75,11 @@ def setup_section(s: StudySettings, runs: list[dict], root: Path) -> list[str]:
            + (f" ITERS={s.iters}" if s.iters else "")
            + (f" SAVE_INTERVAL={s.save_interval}" if s.save_interval else "")
            + (f" DATA={collect.rel_data(s.data)}" if s.data != StudySettings().data else "")
-           + (f" ARGS='{s.args}'" if s.args else "") + "`.",
+           + (f" ARGS='{s.args}'" if s.args else "") + (f" TE={s.te}" if s.te else "")
+           + (f" AT={s.at}" if s.at is not None else "") + "`.",
+           *([f"- Compared at iteration {s.at} (`AT={s.at}`): every run's numbers are its "
+              f"validation pass / analysis there, the lines after it are left out."]
+             if s.at is not None else []),
            ""]  # fmt: skip
     rows = [[r["name"], r["seed"], fmt(r["seconds"] / 60, 3) if r["seconds"] else "-",
              r["final"]["iteration"] if r["final"]["iteration"] is not None else "-"]
@@ -205,7 +209,7 @@ def pilots_section(paths: list[Path]) -> list[str]:
             ref = next((q for q in pilots if q["reg"] == "none" and q["shape"] == p["shape"]
                         and q["iteration"] == p["iteration"]), None)  # fmt: skip
             change = "-"
-            if ref is not None and ref is not p and p["val_loss"] and ref["val_loss"]:
+            if ref is not None and p["reg"] != "none" and p["val_loss"] and ref["val_loss"]:
                 change = f"{100 * (p['val_loss'] / ref['val_loss'] - 1):+.2f}%"
             rows.append([p["name"], p["shape"], f"{p['iteration']} / {p['planned']}", p["reg"],
                          p["tokens"], p["val_loss"], change, p["D"][-1], p["zeta_L"],

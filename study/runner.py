@@ -180,6 +180,9 @@ class Runner:
         if failed:
             raise failed[0]
 
+    def _device(self) -> list[str]:
+        return [f"DEVICE={self.s.device}"] if self.s.device else []
+
     def analyze(self, run: RunSpec, *, quiet: bool = False) -> None:
         run_dir = self.s.root / run.name
         wanted = checkpoints(run_dir) if run.main else checkpoints(run_dir)[-1:]
@@ -192,7 +195,7 @@ class Runner:
             return
         self._call(run.name, "analyze", [sys.executable, "-m", "eval", "analyze",
                    f"RUN={run_dir}", f"ITER={','.join(map(str, todo))}",
-                   f"SAMPLES={self.s.samples}"], quiet=quiet)  # fmt: skip
+                   f"SAMPLES={self.s.samples}", *self._device()], quiet=quiet)  # fmt: skip
 
     def evaluate(self, run: RunSpec, *, quiet: bool = False) -> None:
         run_dir = self.s.root / run.name
@@ -204,6 +207,7 @@ class Runner:
             self.print(f"study: eval {run.name}: iteration {last[0]} already evaluated")
             return
         cmd = [sys.executable, "-m", "eval", "eval", f"RUN={run_dir}", f"ITER={last[0]}"]
+        cmd += self._device()
         for key, value in (("TASKS", self.s.tasks), ("LIMIT", self.s.limit),
                            ("DOCS", self.s.docs)):  # fmt: skip
             if value:

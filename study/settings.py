@@ -39,6 +39,7 @@ SETTINGS = {
     "SEEDS": "extra seeds of none and jreg, comma list (default 1235,1236; none: no extra)",
     "DATA": f"prepared dataset or weighted blend 0.7:data/a,0.3:data/b (default {DEFAULT_DATA})",
     "ARGS": "extra Megatron flags for every run",
+    "TE": "make pretrain's TE= for every run (TE=0: a GPU node without Transformer Engine)",
     "ROOT": "folder of the study's runs (default runs/study)",
     "DOC": "the report (default docs/study.md; figures in docs/study/)",
     "PILOTS": "run dirs, or folders of run dirs, summarised in the Pilots section (comma list)",
@@ -46,6 +47,8 @@ SETTINGS = {
     "TASKS": "lm-eval tasks (default: the local held-out tasks)",
     "LIMIT": "documents per lm-eval task (default: all)",
     "DOCS": "held-out documents the local tasks are built from (default 500)",
+    "DEVICE": "cpu | cuda for the analysis and eval stages (default: cuda when a GPU is visible)",
+    "AT": "compare every run at this iteration, not its last checkpoint (runs a time limit stopped)",
     "STAGES": "comma list of train,analyze,eval,plots,report (default: all)",
     "JOBS": "runs at once, each trained, analysed and evaluated (default 1; same numbers)",
 }
@@ -107,6 +110,14 @@ class StudySettings:
     """DATA: a dataset folder or a weighted blend (``common.datablend``), absolute paths."""
     args: str = ""
     """Extra Megatron flags."""
+    te: str = ""
+    """make pretrain's TE (not part of a run's record: it changes the kernels, not the recipe)."""
+    device: str = ""
+    """DEVICE of the analyze and eval stages."""
+    at: int | None = None
+    """AT: the report's "last checkpoint" is this iteration for every run (the lines after it are
+    left out), so runs stopped at different points past it are still compared at one point."""
+    """make pretrain's TE (not part of a run's record: it changes the kernels, not the recipe)."""
     root: Path = REPO / "runs" / "study"
     """Where the runs go."""
     doc: Path = REPO / "docs" / "study.md"
@@ -165,6 +176,8 @@ class StudySettings:
             args = f"--eval-interval {self.save_interval} {args}".strip()  # a pass per checkpoint
         if args:
             out.append(f"ARGS={args}")
+        if self.te:
+            out.append(f"TE={self.te}")
         return out
 
     def to_json(self) -> dict:
@@ -222,7 +235,8 @@ def parse(argv: list[str]) -> StudySettings:
         size=v.get("SIZE", "study"), iters=_int(v, "ITERS", None),
         save_interval=_int(v, "SAVE_INTERVAL", None), lam=lam,
         weights=v.get("WEIGHTS", DEFAULT_WEIGHTS), seed=_int(v, "SEED", DEFAULT_SEED), seeds=seeds,
-        data=_data(v.get("DATA", DEFAULT_DATA)), args=v.get("ARGS", ""),
+        data=_data(v.get("DATA", DEFAULT_DATA)), args=v.get("ARGS", ""), te=v.get("TE", ""),
+        device=v.get("DEVICE", ""), at=_int(v, "AT", None),
         root=_path(v.get("ROOT", "runs/study")), doc=_path(v.get("DOC", "docs/study.md")),
         pilots=pilots, samples=_int(v, "SAMPLES", 64), tasks=v.get("TASKS", ""),
         limit=_int(v, "LIMIT", None), docs=_int(v, "DOCS", None),
