@@ -34,6 +34,7 @@ RUNPY := $(UV) run --locked python
 #> make preflight [WHEELS=dir PYTHON= OUT= NODES=2]  prove a GPU node (NODES=2: inside a 2-node job, the job script and InfiniBand) is ready (PASS/FAIL table; exit 2 without a GPU)
 #> make study [SIZE= ITERS= SAVE_INTERVAL= LAMBDA= WEIGHTS= SEED= SEEDS= DATA= ARGS= TE= DEVICE= AT= ROOT= DOC= PILOTS= SAMPLES= TASKS= LIMIT= DOCS= STAGES= JOBS= SCHEDULER=pbs|slurm NODES= GROUP= WALLTIME= QUEUE= PARTITION= GPUS_PER_NODE=]   none vs jreg vs jreg-final (+ seeds) -> docs/study.md
 #> make study-pilots [ROOT= LAYERS=12,16,24 SEEDS=1234,1235 LAMBDAS=0.3,1.0,3.0 ITERS=1500 SAVE_INTERVAL= DATA= JOBS= TE= DEVICE=]   the pilot round and the rule that picks the study's depth and LAMBDA
+#> make selfdistill-study [SOURCE=runs/study/none ITER= ITERS= LR= ROOT= DOC= STAGES=]   continue a trained run with REG=none/jreg/selfdistill -> docs/selfdistill.md
 #> make help                                 this list
 .PHONY: help setup test test-fast lint data pretrain bench bench-gpu preflight study
 help:
@@ -180,6 +181,13 @@ study: setup
 
 # The pilot round (study/pilots.py): REG=none at each depth and seed, REG=jreg at each LAMBDA, then
 # the fixed rule that picks the study's depth and LAMBDA -> <ROOT>/choice.json.
+# The self-distillation experiment (study/selfdistill.py): continue a trained run with REG=none,
+# jreg and selfdistill from the same exported-then-imported weights -> docs/selfdistill.md.
+SD_STUDY_VARS := SOURCE ITER ITERS LR ROOT DOC STAGES
+.PHONY: selfdistill-study
+selfdistill-study: setup
+	$(RUNPY) -m study.selfdistill $(foreach v,$(SD_STUDY_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
+
 PILOT_VARS := ROOT LAYERS SEEDS LAMBDAS ITERS SAVE_INTERVAL DATA JOBS TE DEVICE
 .PHONY: study-pilots
 study-pilots: setup
