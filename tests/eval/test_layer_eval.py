@@ -90,21 +90,29 @@ def test_bad_layers_fail_before_any_file(tmp_path, capsys, args, message):
 
 @pytest.mark.slow
 def test_eval_layers_writes_per_layer_results_and_table(tp_pp_run, exported, tmp_path):
-    """LAYERS=0,L on an export: one lm-eval pass per layer, the last one the whole model."""
+    """LAYERS=0,L on an export: one lm-eval pass per layer; layer L (the truncated model with
+    all its layers) scores exactly what make eval scores on the folder; the table, the plot,
+    and the overlay of make plots."""
+    from eval.layer_scores import plot_layers
     from tests.eval.conftest import eval_ok
 
     out = tmp_path / "out"
     num_layers = json.loads((exported / "config.json").read_text())["num_hidden_layers"]
-    log = eval_ok("eval", f"MODEL={exported}", f"OUT={out}", f"LAYERS=0,{num_layers}",
-                  "TASKS=heldout_lastword,heldout_perplexity", "LIMIT=2", "DOCS=10")  # fmt: skip
+    settings = [f"MODEL={exported}", f"OUT={out}", "TASKS=heldout_lastword,heldout_perplexity",
+                "LIMIT=2", "DOCS=10"]  # fmt: skip
+    log = eval_ok("eval", *settings, f"LAYERS=0,{num_layers}")
+    assert not (out / "lm_eval" / "scores.csv").exists() and "Traceback" not in log
     base = out / "lm_eval" / "iter_0000002" / "layers"
     records = {n: json.loads((base / str(n) / "results.json").read_text())
                for n in (0, num_layers)}  # fmt: skip
     for n, record in records.items():
         assert (record["layer"], record["num_layers"], record["iteration"]) == (n, num_layers, 2)
-        assert (base / str(n) / "table.md").read_text().count("heldout_perplexity")
+        assert "heldout_perplexity" in (base / str(n) / "table.md").read_text()
     bpb = [r["results"]["heldout_perplexity"]["bits_per_byte,none"] for r in records.values()]
     assert all(math.isfinite(b) and b > 0 for b in bpb) and bpb[0] != bpb[1]
+    eval_ok("eval", *settings)  # the whole model, as make eval always scored it
+    whole = json.loads((out / "lm_eval" / "iter_0000002" / "results.json").read_text())
+    assert whole["results"] == records[num_layers]["results"]
     rows = list(csv.DictReader((out / "lm_eval" / "layers.csv").open()))
     got = {(r["target"], int(r["layer"]), r["task"], r["metric"]): float(r["value"]) for r in rows}
     assert got[("iter_0000002", 0, "heldout_perplexity", "bits_per_byte")] == bpb[0]
@@ -112,4 +120,6 @@ def test_eval_layers_writes_per_layer_results_and_table(tp_pp_run, exported, tmp
     md = (out / "lm_eval" / "layers.md").read_text()
     assert f"| task | metric | docs | layer 0 | layer {num_layers} |" in md
     assert (out / "lm_eval" / "layers.png").stat().st_size > 10_000
-    assert not (out / "lm_eval" / "scores.csv").exists() and "Traceback" not in log
+    overlay = tmp_path / "overlay.png"
+    assert plot_layers({"a": out / "lm_eval", "b": out / "lm_eval"}, overlay)
+    assert overlay.stat().st_size > 10_000
