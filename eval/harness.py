@@ -191,26 +191,18 @@ def _record(target: Target, run: RunDir | None, cfg: HarnessConfig, args: dict, 
     return record
 
 
-def _score(
-    lm_args: dict,
-    target: Target,
-    run,
-    cfg: HarnessConfig,
-    manager,
-    record_args: dict,
-    out: Path,
-    extra: dict,
-    hub_model: bool,
-) -> str:
-    """One lm-eval pass of HFLM(``lm_args``); writes ``out/{results.json,table.md}``."""
+def _score(hflm: dict, target: Target, run: RunDir | None, cfg: HarnessConfig, manager,
+           args: dict, out: Path, extra: dict) -> str:  # fmt: skip
+    """One lm-eval pass of ``HFLM(**hflm)`` on ``target`` (set up with ``args``); writes
+    ``out/{results.json,table.md}`` (the record plus ``extra``) and returns the table."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.utils import make_table
 
     try:
-        lm = HFLM(**lm_args)
+        lm = HFLM(**hflm)
     except (OSError, ValueError) as err:
-        if target.export or not hub_model:
+        if target.export or Path(target.pretrained).expanduser().is_dir():
             raise EvalError(f"cannot load {target.pretrained} ({_first_line(err)})") from None
         raise EvalError(hub_hint(target.pretrained)) from None
     results = simple_evaluate(
@@ -220,7 +212,7 @@ def _score(
     )  # fmt: skip
     del lm
     out.mkdir(parents=True, exist_ok=True)
-    record = {**_record(target, run, cfg, record_args, results), **extra}
+    record = {**_record(target, run, cfg, args, results), **extra}
     (out / "results.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     table = make_table(results)
     (out / "table.md").write_text(table)
@@ -259,15 +251,13 @@ def run_harness(run: RunDir | None, cfg: HarnessConfig, print_fn=print) -> list[
                  f"{cfg.batch_size}{bos})")  # fmt: skip
         out = cfg.out_dir / "lm_eval" / target.folder
         if cfg.layers is None:
-            print_fn(_score(args, target, run, cfg, manager, args, out, {}, hub_model))
+            print_fn(_score(args, target, run, cfg, manager, args, out, {}))
         else:  # the loaded model, truncated: HFLM takes it as it is (device, dtype set)
-            lens_args = {k: v for k, v in args.items() if k not in ("device", "dtype")}
+            lens = {k: v for k, v in args.items() if k not in ("device", "dtype")}
             for layer, num, model in lens_models(target.pretrained, cfg.layers, dtype, device):
                 print_fn(f"{target.label}: layer {layer} of {num} (logit lens)")
-                table = _score({**lens_args, "pretrained": model}, target, run, cfg, manager,
-                               args, out / "layers" / str(layer),
-                               {"layer": layer, "num_layers": num}, hub_model)  # fmt: skip
-                print_fn(table)
+                print_fn(_score({**lens, "pretrained": model}, target, run, cfg, manager, args,
+                                out / "layers" / str(layer), {"layer": layer, "num_layers": num}))  # fmt: skip
         if target.delete_after:
             shutil.rmtree(target.pretrained, ignore_errors=True)
             print_fn(f"KEEP_EXPORTS=0: deleted {target.pretrained} (scored)")
