@@ -27,8 +27,8 @@ RUNPY := $(UV) run --locked python
 #> make plots [RUN= RUN2= RUN3= RUN4= RUN5= RUN6= RUN7= RUN8= RUN9= OUT=]   figures; several runs: <RUN>/plots/compare-.../
 #> make export [RUN= ITER= DTYPE= OUT=]      checkpoint -> Hugging Face folder <RUN>/hf/iter_N
 #> make import MODEL=<HF folder|hub id> [RUN= DTYPE=]   HF Llama/Qwen2 -> Megatron checkpoint runs/<RUN> (any TP/PP loads it)
-#> make eval [RUN= ITER= TASKS= NUM_FEWSHOT= LIMIT= BATCH=|auto DTYPE= MODEL=<HF folder|hub id> KEEP_EXPORTS=0 DOCS= DEVICE= OUT=]   lm-eval -> <RUN>/lm_eval/scores.{csv,md,png}
-#> make eval-scores [RUN= OUT=]             the scores table and plot again from lm_eval/*/results.json
+#> make eval [RUN= ITER= TASKS= NUM_FEWSHOT= LIMIT= BATCH=|auto DTYPE= MODEL=<HF folder|hub id> KEEP_EXPORTS=0 DOCS= DEVICE= OUT= LAYERS=all|0,8,16]   lm-eval -> <RUN>/lm_eval/scores.{csv,md,png} (LAYERS: per layer, logit lens -> lm_eval/layers.{csv,md,png})
+#> make eval-scores [RUN= OUT=]             the scores (and per-layer) tables and plots again from lm_eval/*/results.json
 #> make bench [OUT= REPEATS= DEVICE= PARTS=]   JREG's cost: step time/memory none vs jreg vs l2rel vs selfdistill, the displacement eager vs fused
 #> make bench-gpu                            on a GPU node: the Triton kernel tests compiled, then bench's GPU part
 #> make preflight [WHEELS=dir PYTHON= OUT= NODES=2]  prove a GPU node (NODES=2: inside a 2-node job, the job script and InfiniBand) is ready (PASS/FAIL table; exit 2 without a GPU)
@@ -114,13 +114,13 @@ submit:
 # make plots [RUN=runs/a RUN2=runs/b ... RUN9= OUT=]
 # make export [RUN= ITER=latest|all|100,200 DTYPE=as-saved|float32|bfloat16 OUT=]
 # make import MODEL=<HF Llama/Qwen2 folder | hub id> [RUN=runs/import-<name> DTYPE=float32|bfloat16]
-# make eval [RUN= ITER=all|latest|100,200 TASKS=heldout_perplexity,heldout_lastword NUM_FEWSHOT= LIMIT= BATCH=8|auto DTYPE= MODEL= KEEP_EXPORTS=1 DOCS=500 DEVICE= OUT=]
+# make eval [RUN= ITER=all|latest|100,200 TASKS=heldout_perplexity,heldout_lastword NUM_FEWSHOT= LIMIT= BATCH=8|auto DTYPE= MODEL= KEEP_EXPORTS=1 DOCS=500 DEVICE= OUT= LAYERS=all|0,8,16]
 # make eval-scores [RUN= OUT=]  (the table and plot again, from results files)
 ANALYZE_VARS := RUN ITER SAMPLES SPLIT VALID ALPHA FORCE DEVICE OUT MODEL TEXT SEQ BATCH DTYPE
 PLOTS_VARS := RUN RUN2 RUN3 RUN4 RUN5 RUN6 RUN7 RUN8 RUN9 OUT
 EXPORT_VARS := RUN ITER DTYPE OUT
 IMPORT_VARS := MODEL RUN DTYPE
-EVAL_VARS := RUN ITER TASKS NUM_FEWSHOT LIMIT BATCH DTYPE MODEL KEEP_EXPORTS DOCS DEVICE OUT
+EVAL_VARS := RUN ITER TASKS NUM_FEWSHOT LIMIT BATCH DTYPE MODEL KEEP_EXPORTS DOCS DEVICE OUT LAYERS
 .PHONY: analyze plots export import eval eval-scores
 analyze: setup
 	$(RUNPY) -m eval analyze $(foreach v,$(ANALYZE_VARS),$(if $(value $(v)),'$(v)=$($(v))'))

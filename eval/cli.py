@@ -67,6 +67,7 @@ COMMANDS = {
         "KEEP_EXPORTS": "0: delete each checkpoint's export once scored (default 1)",
         "DOCS": "held-out documents used to build the local tasks (default 500)",
         "DEVICE": "cpu | cuda (default: cuda when available)",
+        "LAYERS": "all | 0,8,16: score each layer through the logit lens (0 = embeddings)",
     },
     "scores": {**COMMON},
     "checkpoints": {"RUN": COMMON["RUN"], "ITER": "all (default) | latest | 100,200"},
@@ -243,10 +244,15 @@ def cmd_eval(s: dict) -> int:
         num_docs=_int(s, "DOCS", 500), device=s.get("DEVICE", ""),
         num_fewshot=int_setting(s, "NUM_FEWSHOT", None, EvalError, minimum=0),
         dtype=s.get("DTYPE", ""), model=s.get("MODEL"), keep_exports=_flag(s, "KEEP_EXPORTS", "1"),
+        layers=s.get("LAYERS"),
     )  # fmt: skip
     HarnessConfig(iterations=[], out_dir=Path("."), **settings)  # every setting, before any file
     run, iterations, out = _eval_source(s)
     cfg = HarnessConfig(iterations=iterations, out_dir=out, **settings)
+    if cfg.layers:
+        from eval.layer_eval import check_layers
+
+        check_layers(cfg.layers, run, cfg.model)
     if run is None and any(t in LOCAL_TASKS for t in cfg.tasks):
         raise EvalError(
             f"the local tasks ({', '.join(LOCAL_TASKS)}) are built from a run's held-out split: "
@@ -260,16 +266,23 @@ def cmd_eval(s: dict) -> int:
 
 
 def cmd_scores(s: dict) -> int:
-    """The table, plot and notes of ``<out>/lm_eval/*/results.json`` again (no model), and the
-    run's TensorBoard/W&B scores: after the eval job's parallel lanes, or copied results."""
+    """The table, plot and notes of ``<out>/lm_eval/*/results.json`` again (no model), the
+    score-vs-layer ones of ``*/layers/*/results.json``, and the run's TensorBoard/W&B scores:
+    after the eval job's parallel lanes, or copied results."""
+    from eval.layer_scores import write_layer_scores
     from eval.scores import notes, write_scores
 
     out = Path(s["OUT"]).resolve() if "OUT" in s else resolve_run(s["RUN"])
-    written = write_scores(out / "lm_eval")
-    if not written:
+    scores, layers = write_scores(out / "lm_eval"), write_layer_scores(out / "lm_eval")
+    if not scores and not layers:
         raise EvalError(f"no results under {out / 'lm_eval'}; run make eval first")
-    print(written[1].read_text() + "\n".join(notes(out / "lm_eval")))
-    if "OUT" not in s:  # the run's own results: into its TensorBoard and W&B run too
+    for files in (scores, layers):
+        if files:
+            print(files[1].read_text())
+    for line in notes(out / "lm_eval"):
+        print(line)
+    written = scores + layers
+    if "OUT" not in s and scores:  # the run's own results: into its TensorBoard and W&B run too
         from eval.score_log import log_scores
 
         log_scores(out)

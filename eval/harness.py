@@ -18,7 +18,9 @@ was trained). For each target writes ``<out>/lm_eval/<iter_N | model-name>/resul
 ``KEEP_EXPORTS=0`` deletes each export once it is scored. Then ``eval.scores`` writes the table
 (``lm_eval/scores.csv``, ``scores.md``), ``scores.png`` and notes on metrics that cannot be read,
 and (results in the run's own folder) ``eval.score_log`` adds the scores to the run's TensorBoard
-and W&B run against tokens seen.
+and W&B run against tokens seen. ``LAYERS=`` scores each selected layer of each target through the
+logit lens instead (``eval.layer_eval``: ``lm_eval/<target>/layers/<l>/``, then
+``eval.layer_scores``: ``lm_eval/layers.{csv,md,png}``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from urllib.parse import urlparse
 from common.files import read_json
 from eval.device import check_device, resolve_device
 from eval.hf_model import hub_hint, resolve
+from eval.layer_eval import lens_models, parse_layers
+from eval.layer_scores import write_layer_scores
 from eval.lm_models import DTYPES, Target, default_dtype, lm_args
 from eval.rundir import REPO, EvalError, RunDir
 from eval.score_log import log_scores
@@ -70,6 +74,9 @@ class HarnessConfig:
     run's checkpoints."""
     keep_exports: bool = True
     """False: delete each checkpoint's export once it is scored."""
+    layers: str | None = None
+    """``LAYERS``: ``all`` or ``0,8,16``, each layer scored through the logit lens
+    (``eval.layer_eval``) instead of the whole model; None: the whole model."""
 
     def __post_init__(self):
         if self.tasks is None:
@@ -87,6 +94,8 @@ class HarnessConfig:
             raise EvalError(f"NUM_FEWSHOT must be 0 or more, got {self.num_fewshot}")
         if self.dtype not in ("", *DTYPES):
             raise EvalError(f"DTYPE must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.layers is not None:
+            parse_layers(self.layers)
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -182,6 +191,34 @@ def _record(target: Target, run: RunDir | None, cfg: HarnessConfig, args: dict, 
     return record
 
 
+def _score(hflm: dict, target: Target, run: RunDir | None, cfg: HarnessConfig, manager,
+           args: dict, out: Path, extra: dict) -> str:  # fmt: skip
+    """One lm-eval pass of ``HFLM(**hflm)`` on ``target`` (set up with ``args``); writes
+    ``out/{results.json,table.md}`` (the record plus ``extra``) and returns the table."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.utils import make_table
+
+    try:
+        lm = HFLM(**hflm)
+    except (OSError, ValueError) as err:
+        if target.export or Path(target.pretrained).expanduser().is_dir():
+            raise EvalError(f"cannot load {target.pretrained} ({_first_line(err)})") from None
+        raise EvalError(hub_hint(target.pretrained)) from None
+    results = simple_evaluate(
+        model=lm, tasks=list(cfg.tasks), task_manager=manager, limit=cfg.limit,
+        num_fewshot=cfg.num_fewshot, bootstrap_iters=1000, log_samples=False,
+        verbosity="WARNING",
+    )  # fmt: skip
+    del lm
+    out.mkdir(parents=True, exist_ok=True)
+    record = {**_record(target, run, cfg, args, results), **extra}
+    (out / "results.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    table = make_table(results)
+    (out / "table.md").write_text(table)
+    return table
+
+
 def run_harness(run: RunDir | None, cfg: HarnessConfig, print_fn=print) -> list[Path]:
     """Evaluate every target of ``cfg``; returns the table and plot files written."""
     hub_tasks = [t for t in cfg.tasks if t not in LOCAL_TASKS]
@@ -198,10 +235,6 @@ def run_harness(run: RunDir | None, cfg: HarnessConfig, print_fn=print) -> list[
     manager = _task_manager(tasks_dir, hub_tasks)
     targets = _targets(run, cfg, print_fn)
 
-    from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.utils import make_table
-
     device = str(resolve_device(cfg.device))
     dtype = cfg.dtype or default_dtype(device)
     for name in cfg.tasks:
@@ -216,28 +249,23 @@ def run_harness(run: RunDir | None, cfg: HarnessConfig, print_fn=print) -> list[
             f"conditioned on id {args['prefix_token_id']}")  # fmt: skip
         print_fn(f"{target.label}: lm-eval on {target.pretrained} ({dtype}, batch "
                  f"{cfg.batch_size}{bos})")  # fmt: skip
-        try:
-            lm = HFLM(**args)
-        except (OSError, ValueError) as err:
-            if target.export or not hub_model:
-                raise EvalError(f"cannot load {target.pretrained} ({_first_line(err)})") from None
-            raise EvalError(hub_hint(target.pretrained)) from None
-        results = simple_evaluate(
-            model=lm, tasks=list(cfg.tasks), task_manager=manager, limit=cfg.limit,
-            num_fewshot=cfg.num_fewshot, bootstrap_iters=1000, log_samples=False,
-            verbosity="WARNING",
-        )  # fmt: skip
-        del lm
         out = cfg.out_dir / "lm_eval" / target.folder
-        out.mkdir(parents=True, exist_ok=True)
-        record = _record(target, run, cfg, args, results)
-        (out / "results.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-        table = make_table(results)
-        (out / "table.md").write_text(table)
-        print_fn(table)
+        if cfg.layers is None:
+            print_fn(_score(args, target, run, cfg, manager, args, out, {}))
+        else:  # the loaded model, truncated: HFLM takes it as it is (device, dtype set)
+            lens = {k: v for k, v in args.items() if k not in ("device", "dtype")}
+            for layer, num, model in lens_models(target.pretrained, cfg.layers, dtype, device):
+                print_fn(f"{target.label}: layer {layer} of {num} (logit lens)")
+                print_fn(_score({**lens, "pretrained": model}, target, run, cfg, manager, args,
+                                out / "layers" / str(layer), {"layer": layer, "num_layers": num}))  # fmt: skip
         if target.delete_after:
             shutil.rmtree(target.pretrained, ignore_errors=True)
             print_fn(f"KEEP_EXPORTS=0: deleted {target.pretrained} (scored)")
+    if cfg.layers is not None:
+        written = write_layer_scores(cfg.out_dir / "lm_eval")
+        print_fn(written[1].read_text())
+        print_fn("wrote " + ", ".join(str(p) for p in written))
+        return written
     written = write_scores(cfg.out_dir / "lm_eval")
     print_fn((written[1]).read_text())
     for line in notes(cfg.out_dir / "lm_eval"):

@@ -88,6 +88,21 @@ def load(spec: str, dtype: str, dev):
     return model.to(dev).eval(), tokenizer
 
 
+def decoder_stack(base, num_layers: int) -> tuple:
+    """(the module holding the decoder layers, the attribute name of their ``nn.ModuleList``, the
+    final norm next to it) of a HF base model with ``num_layers`` layers."""
+    import torch
+
+    for owner in base.modules():
+        for name, child in owner.named_children():
+            if isinstance(child, torch.nn.ModuleList) and len(child) == num_layers:
+                norm = next((getattr(owner, n) for n in _NORM_NAMES if hasattr(owner, n)), None)
+                if norm is None:
+                    raise EvalError(f"{type(base).__name__}: no final norm next to {name}")
+                return owner, name, norm
+    raise EvalError(f"{type(base).__name__}: no list of {num_layers} decoder layers")
+
+
 class HFAdapter:
     """Residual stream and head of a loaded HF causal LM."""
 
@@ -99,19 +114,8 @@ class HFAdapter:
         self.softcap = getattr(text_config, "final_logit_softcapping", None)
         self.unembed = model.get_output_embeddings()
         self.dtype = self.unembed.weight.dtype
-        self.layers, self.norm = self._find(model.base_model)
-
-    def _find(self, base):
-        import torch
-
-        for owner in base.modules():
-            for name, child in owner.named_children():
-                if isinstance(child, torch.nn.ModuleList) and len(child) == self.num_layers:
-                    norm = next((getattr(owner, n) for n in _NORM_NAMES if hasattr(owner, n)), None)
-                    if norm is None:
-                        raise EvalError(f"{type(base).__name__}: no final norm next to {name}")
-                    return list(child), norm
-        raise EvalError(f"{type(base).__name__}: no list of {self.num_layers} decoder layers")
+        owner, name, self.norm = decoder_stack(model.base_model, self.num_layers)
+        self.layers = list(getattr(owner, name))
 
     def head(self, h_nh):
         """Logits of states ``[n, hidden]`` (final norm, unembedding, soft-capping)."""

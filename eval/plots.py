@@ -1,4 +1,5 @@
-"""``make plots``: figures from a run's files only (``metrics.jsonl``, ``analysis.jsonl``).
+"""``make plots``: figures from a run's files only (``metrics.jsonl``, ``analysis.jsonl``,
+``lm_eval/*/layers/``).
 
 Nothing here loads a model or imports Megatron, so plots can be redrawn anywhere the files are
 copied. Several runs (``RUN=runs/a RUN2=runs/b``, baseline vs JREG being the main use) are drawn
@@ -23,6 +24,8 @@ makes the missing file. Figures, each drawn when its input exists:
   against tokens seen, from ``metrics.jsonl``; validation passes run during training are dots, the
   pass Megatron runs after training (on the next validation batches, so it differs from an in-loop
   pass at the same iteration) a cross, the test set a square.
+* ``layer_scores.png``: lm-eval scores against layer (``make eval LAYERS=``, the logit lens), every
+  evaluated checkpoint or model of every run overlaid (``eval.layer_scores``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pathlib import Path
 from matplotlib.ticker import MaxNLocator
 
 from common.files import read_jsonl
-from eval import plots_depth
+from eval import layer_scores, plots_depth
 from eval.figures import finish, plt, style
 from eval.rundir import ANALYSIS_FILE, REPO, EvalError
 from megatron_ext.metrics import jump_rate
@@ -134,7 +137,8 @@ def plot_runs(runs: list[Path], out: Path) -> list[Path]:
         if run.name not in metrics:
             print(f"warning: {run} has no metrics.jsonl: training.png and the training-log lines "
                   "leave it out", file=sys.stderr, flush=True)  # fmt: skip
-    if not metrics and not analysis:
+    layers = {r.name: r / "lm_eval" for r in runs if layer_scores.has_layers(r / "lm_eval")}
+    if not metrics and not analysis and not layers:
         names = ", ".join(str(r) for r in runs)
         raise EvalError(f"nothing to plot in {names}: no metrics.jsonl and no {ANALYSIS_FILE}")
     out.mkdir(parents=True, exist_ok=True)
@@ -174,6 +178,8 @@ def plot_runs(runs: list[Path], out: Path) -> list[Path]:
         plots_depth.depth_profile(analysis, target("depth_profile.png"))
         if not plots_depth.decision_depth(analysis, target("decision_depth.png")):
             written.pop()
+    if layers:
+        layer_scores.plot_layers(layers, target("layer_scores.png"))
     return written
 
 

@@ -43,6 +43,28 @@ def _sort_key(label):
     return (0, label, "") if isinstance(label, int) else (1, 0, str(label))
 
 
+def record_scores(record: dict) -> tuple[dict, dict, dict]:
+    """``({(task, metric): value}, {(task, metric): stderr}, {task: (scored, total)})`` of one
+    ``results.json`` record: the tasks and groups asked for, under their current names."""
+    scores, stderr, docs = {}, {}, {}
+    requested = {RENAMED.get(t, t) for t in record.get("requested") or ()}
+    for n, counts in (record.get("n-samples") or {}).items():
+        docs[RENAMED.get(n, n)] = (counts.get("effective"), counts.get("original"))
+    for task, metrics in record["results"].items():
+        task = RENAMED.get(task, task)
+        if requested and task not in requested:
+            continue  # a subtask of a requested group: the group's row stands for it
+        for key, value in metrics.items():
+            name = key.split(",")[0]
+            if name in _NOT_SCORES or not isinstance(value, (int, float)):
+                continue
+            if name.endswith("_stderr"):
+                stderr[(task, name.removesuffix("_stderr"))] = value
+            else:
+                scores[(task, name)] = float(value)
+    return scores, stderr, docs
+
+
 def collect(lm_eval_dir: Path) -> dict:
     """Every results file as ``{"columns": {label: {tokens, limit}}, "scores": {(task, metric):
     {label: value}}, "stderr": {...}, "docs": {task: (scored, total)}}``."""
@@ -56,21 +78,12 @@ def collect(lm_eval_dir: Path) -> dict:
             label = int(folder[5:]) if is_iter else record.get("label") or folder
         columns[label] = {"tokens": record.get("tokens_seen"), "limit": record.get("limit"),
                           **{k: record.get(k) for k in _SETTINGS}}  # fmt: skip
-        requested = {RENAMED.get(t, t) for t in record.get("requested") or ()}
-        for n, counts in (record.get("n-samples") or {}).items():
-            docs[RENAMED.get(n, n)] = (counts.get("effective"), counts.get("original"))
-        for task, metrics in record["results"].items():
-            task = RENAMED.get(task, task)
-            if requested and task not in requested:
-                continue  # a subtask of a requested group: the group's row stands for it
-            for key, value in metrics.items():
-                name = key.split(",")[0]
-                if name in _NOT_SCORES or not isinstance(value, (int, float)):
-                    continue
-                if name.endswith("_stderr"):
-                    stderr.setdefault((task, name.removesuffix("_stderr")), {})[label] = value
-                else:
-                    scores.setdefault((task, name), {})[label] = float(value)
+        values, errors, counts = record_scores(record)
+        docs.update(counts)
+        for key, value in values.items():
+            scores.setdefault(key, {})[label] = value
+        for key, value in errors.items():
+            stderr.setdefault(key, {})[label] = value
     columns = dict(sorted(columns.items(), key=lambda kv: _sort_key(kv[0])))
     return {"columns": columns, "scores": dict(sorted(scores.items())), "stderr": stderr,
             "docs": docs}  # fmt: skip

@@ -14,7 +14,7 @@
 # `python -m eval eval ITER=<its checkpoints> DEVICE=cuda` on its own GPU (it exports, then scores,
 # each of them), and when every lane is done `python -m eval scores` rebuilds the table and plot
 # from all results and adds them to the run's TensorBoard and W&B run. The make eval settings
-# (RUN ITER TASKS NUM_FEWSHOT LIMIT BATCH DTYPE DOCS KEEP_EXPORTS OUT) travel as the job's
+# (RUN ITER TASKS NUM_FEWSHOT LIMIT BATCH DTYPE DOCS KEEP_EXPORTS OUT LAYERS) travel as the job's
 # environment (a TASKS list has commas, which qsub -v and sbatch --export cannot pass plainly):
 #   export RUN=8b-jreg TASKS=hellaswag,arc_easy NUM_FEWSHOT=5 KEEP_EXPORTS=0
 #   qsub -P <group> -V jobs/eval.sh          (PBS, e.g. ABCI)
@@ -35,7 +35,7 @@ fi
 source "$REPO/jobs/lib.sh"
 
 # make eval's settings (eval/cli.py COMMANDS["eval"]) a job passes on; RUN is required.
-EVAL_SETTINGS=(TASKS NUM_FEWSHOT LIMIT BATCH DTYPE DOCS KEEP_EXPORTS OUT)
+EVAL_SETTINGS=(TASKS NUM_FEWSHOT LIMIT BATCH DTYPE DOCS KEEP_EXPORTS OUT LAYERS)
 [[ -n ${RUN:-} ]] || die "RUN is required: the run whose checkpoints to evaluate (RUN=8b-jreg)"
 dry_run=${DRY_RUN:-0}
 gpus=${GPUS:-}
