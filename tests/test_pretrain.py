@@ -12,7 +12,7 @@ import sys
 import psutil
 import pytest
 
-from tests.conftest import REFERENCE_SETTINGS
+from tests.conftest import REFERENCE_SETTINGS, UNINTERRUPTED_SETTINGS
 from tests.helpers import REPO, run_checked, subprocess_env, wait_for_iteration
 
 LAUNCH = [sys.executable, "-m", "launcher"]
@@ -146,11 +146,15 @@ def run_and_kill(run_dir, data, after_iteration: int, **settings) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adam", "distributed"])
-def test_kill_and_resume_is_bitwise(tmp_path, smoke_data, optimizer):
-    settings = dict(ITERS=8, SAVE_INTERVAL=4, LOG_INTERVAL=1)
-    if optimizer == "distributed":
-        settings["ARGS"] = "--use-distributed-optimizer"
-    full = train_lines(train(tmp_path / "full", smoke_data, **settings))
+def test_kill_and_resume_is_bitwise(tmp_path, smoke_data, optimizer, request):
+    if optimizer == "adam":  # the session's uninterrupted run (no checkpoint), saving every 4
+        settings = dict(UNINTERRUPTED_SETTINGS, SAVE_INTERVAL=4)
+        full = train_lines(read_metrics(request.getfixturevalue("uninterrupted_run")))
+    else:
+        settings = dict(
+            ITERS=8, SAVE_INTERVAL=4, LOG_INTERVAL=1, ARGS="--use-distributed-optimizer"
+        )
+        full = train_lines(train(tmp_path / "full", smoke_data, **settings))
     run_dir = tmp_path / "killed"
     run_and_kill(run_dir, smoke_data, after_iteration=6, **settings)
     ckpts = run_dir / "checkpoints"

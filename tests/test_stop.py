@@ -11,10 +11,11 @@ import subprocess
 import pytest
 
 import launcher as launch
+from tests.conftest import UNINTERRUPTED_SETTINGS
 from tests.helpers import REPO, run_checked, subprocess_env, wait_for_iteration
-from tests.test_pretrain import LAUNCH, train, train_lines
+from tests.test_pretrain import LAUNCH, read_metrics, train, train_lines
 
-SETTINGS = dict(ITERS=20, SAVE_INTERVAL=100, LOG_INTERVAL=1, ARGS="--eval-iters 1")
+SETTINGS = UNINTERRUPTED_SETTINGS  # a stopped run resumed ends as the session's uninterrupted run
 
 
 def stop_line(run_dir, sig: str, iteration: int) -> str:
@@ -55,9 +56,9 @@ def same_training(a: list[dict], b: list[dict]) -> bool:
     return key == [(x["iteration"], x["lm_loss"], x["D"]) for x in train_lines(b)]
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, smoke_data):
-    return train(tmp_path_factory.mktemp("full") / "run", smoke_data, **SETTINGS)
+@pytest.fixture
+def uninterrupted(uninterrupted_run) -> list[dict]:
+    return read_metrics(uninterrupted_run)
 
 
 @pytest.mark.slow

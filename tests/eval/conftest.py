@@ -3,7 +3,8 @@
 ``eval_run``: tiny, TP=1, 10 iterations, checkpoints and validation passes every 5 iterations
 (the validation line at 5 is one pass; the one at 10, the last iteration, is not, see
 eval.analyze.POOLED_NOTE). ``tp_pp_run``: the same model trained on 4 processes, TP=2 x PP=2,
-3 iterations, checkpoint and validation pass at 2 (and a final checkpoint at 3).
+3 iterations, checkpoint and validation pass at 2 (and a final checkpoint at 3); its
+iteration-2 checkpoint's Megatron logits are dumped once (``tp_pp_logits``).
 """
 
 from __future__ import annotations
@@ -65,3 +66,14 @@ def exported(tp_pp_run) -> Path:
     """The HF export of tp_pp_run's iteration-2 checkpoint."""
     eval_ok("export", f"RUN={tp_pp_run}", "ITER=2")
     return tp_pp_run / "hf" / "iter_0000002"
+
+
+@pytest.fixture(scope="session")
+def tp_pp_logits(tp_pp_run, tmp_path_factory) -> Path:
+    """tests/eval/megatron_logits.py for tp_pp_run's iteration-2 checkpoint (read-only): the
+    reference logits that the export and the import round trip are compared with."""
+    dump = tmp_path_factory.mktemp("tp_pp_logits") / "megatron_logits.pt"
+    cmd = [sys.executable, "-m", "tests.eval.megatron_logits", str(tp_pp_run), "2", str(dump)]
+    code, out = run_checked(cmd, timeout=300)
+    assert code == 0, out[-4000:]
+    return dump
