@@ -108,20 +108,25 @@ def smoke_data(tmp_path_factory) -> Path:
 REFERENCE_SETTINGS = dict(REG="jreg", LAMBDA=0.5, ITERS=3, LOG_INTERVAL=1, SAVE_INTERVAL=100)
 
 
-@pytest.fixture(scope="session")
-def reference_run(tmp_path_factory, smoke_data) -> Path:
-    """One process, REFERENCE_SETTINGS, trained once per session (read-only: metrics.jsonl)."""
+def _trained_once(tmp_path_factory, smoke_data, name: str, settings: dict) -> Path:
+    """One launcher run on the smoke data with ``settings``, trained once per session."""
 
     def build(folder: Path) -> Path:
         from tests.helpers import run_checked
 
         run_dir = folder / "run"
         cmd = [sys.executable, "-m", "launcher", f"RUN={run_dir}", f"DATA={smoke_data}"]
-        code, out = run_checked(cmd + [f"{k}={v}" for k, v in REFERENCE_SETTINGS.items()], 400)
+        code, out = run_checked(cmd + [f"{k}={v}" for k, v in settings.items()], 400)
         assert code == 0, out[-5000:]
         return run_dir
 
-    return once(tmp_path_factory, "reference_run", build)
+    return once(tmp_path_factory, name, build)
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory, smoke_data) -> Path:
+    """One process, REFERENCE_SETTINGS, trained once per session (read-only: metrics.jsonl)."""
+    return _trained_once(tmp_path_factory, smoke_data, "reference_run", REFERENCE_SETTINGS)
 
 
 # The uninterrupted run that the stop and kill tests compare a stopped-then-resumed run with:
@@ -132,17 +137,7 @@ UNINTERRUPTED_SETTINGS = dict(ITERS=20, SAVE_INTERVAL=100, LOG_INTERVAL=1, ARGS=
 @pytest.fixture(scope="session")
 def uninterrupted_run(tmp_path_factory, smoke_data) -> Path:
     """One process, UNINTERRUPTED_SETTINGS, trained once per session (read-only: metrics.jsonl)."""
-
-    def build(folder: Path) -> Path:
-        from tests.helpers import run_checked
-
-        run_dir = folder / "run"
-        cmd = [sys.executable, "-m", "launcher", f"RUN={run_dir}", f"DATA={smoke_data}"]
-        code, out = run_checked(cmd + [f"{k}={v}" for k, v in UNINTERRUPTED_SETTINGS.items()], 400)
-        assert code == 0, out[-5000:]
-        return run_dir
-
-    return once(tmp_path_factory, "uninterrupted_run", build)
+    return _trained_once(tmp_path_factory, smoke_data, "uninterrupted_run", UNINTERRUPTED_SETTINGS)
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,9 @@ def test_plan_line_abbreviates_many_layer_weights():
     from recipes import model_recipe
 
     def short(weights):
-        p = types.SimpleNamespace(reg="jreg", weights=weights, model=model_recipe("1b"))
+        p = types.SimpleNamespace(
+            reg="jreg", weights=weights, model=model_recipe("1b"), selfdistill=None
+        )
         return describe_weights(p)
 
     assert short("uniform") == ""
