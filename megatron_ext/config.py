@@ -213,6 +213,11 @@ class TrainConfig:
         """A validated copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
 
+    def warmup_iters(self) -> int:
+        """lr_warmup_fraction of train_iters, at least 1, but below train_iters: Megatron asserts
+        lr_warmup_steps < lr_decay_steps (``optimizer_param_scheduler.py``), so ITERS=1 gets 0."""
+        return min(max(1, round(self.lr_warmup_fraction * self.train_iters)), self.train_iters - 1)
+
     def megatron_flags(self) -> list[str]:
         """The Megatron-LM flags for this schedule."""
         return [
@@ -221,7 +226,7 @@ class TrainConfig:
             "--train-iters", str(self.train_iters),
             "--lr", str(self.lr), "--min-lr", str(self.min_lr),
             "--lr-decay-style", self.lr_decay_style,
-            "--lr-warmup-iters", str(max(1, round(self.lr_warmup_fraction * self.train_iters))),
+            "--lr-warmup-iters", str(self.warmup_iters()),
             "--weight-decay", str(self.weight_decay),
             "--adam-beta1", "0.9", "--adam-beta2", str(self.adam_beta2),
             "--clip-grad", str(self.clip_grad),

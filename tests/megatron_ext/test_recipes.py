@@ -85,3 +85,24 @@ def test_study_recipe_has_depth_and_ten_checkpoints():
     assert 2e6 <= tokens <= 1e7  # a few million tokens
     assert train.train_iters // train.save_interval >= 10
     assert train.eval_interval == train.save_interval  # a validation pass at every checkpoint
+
+
+@pytest.mark.parametrize("iters", [1, 2, 3000])
+def test_schedule_passes_megatrons_scheduler(iters):
+    """ITERS=1 used to die in Megatron's assert lr_warmup_steps < lr_decay_steps (warmup >= 1):
+    the flags must build Megatron's own OptimizerParamScheduler the way training.py does."""
+    import torch
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+    from recipes import training
+
+    cfg = training.tiny().replace(train_iters=iters)
+    flags = cfg.megatron_flags()
+    warmup = int(flags[flags.index("--lr-warmup-iters") + 1])
+    assert warmup == (0 if iters == 1 else max(1, round(cfg.lr_warmup_fraction * iters)))
+    gbs = cfg.global_batch_size
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    OptimizerParamScheduler(opt, init_lr=0.0, max_lr=cfg.lr, min_lr=cfg.min_lr,
+                            lr_warmup_steps=warmup * gbs, lr_decay_steps=iters * gbs,
+                            lr_decay_style=cfg.lr_decay_style, start_wd=0.1, end_wd=0.1,
+                            wd_incr_steps=iters * gbs, wd_incr_style="constant")  # fmt: skip
