@@ -21,6 +21,7 @@ from pathlib import Path
 from common.files import REPO, atomic_write_text, read_jsonl
 from common.settings import parse_settings
 from eval.rundir import ANALYSIS_FILE
+from study.runner import last_checkpoint
 
 SETTINGS = {
     "SOURCE": "the trained run to continue (default runs/study/none)",
@@ -48,11 +49,6 @@ def _run(cmd: list[str], log: Path) -> None:
         code = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT).returncode
     if code:
         raise SystemExit(f"error: {' '.join(cmd[2:4])} failed (exit {code}); see {log}")
-
-
-def last_iteration(run: Path) -> int | None:
-    path = run / "checkpoints" / "latest_checkpointed_iteration.txt"
-    return int(path.read_text()) if path.is_file() else None
 
 
 def analysis_at(run: Path, iteration: int) -> dict | None:
@@ -187,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     source, root = REPO / v.get("SOURCE", "runs/study/none"), REPO / v.get("ROOT", "runs/sd")
-    it = int(v["ITER"]) if "ITER" in v else last_iteration(source)
+    it = int(v["ITER"]) if "ITER" in v else last_checkpoint(source)
     if it is None:
         print(f"error: {source} has no checkpoint", file=sys.stderr)
         return 2
@@ -197,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     py, logs = [sys.executable, "-m"], root / "logs"
     root.mkdir(parents=True, exist_ok=True)
     record = {"source": str(source.relative_to(REPO)), "root": str(root.relative_to(REPO)),
-              "lr": lr, "argv": " ".join(argv)}  # fmt: skip
+              "lr": lr, "argv": " ".join(a for a in argv if not a.startswith("STAGES="))}  # fmt: skip
     (root / "experiment.json").write_text(json.dumps(record) + "\n")
     hf = source / "hf" / f"iter_{it:07d}"
     if "import" in stages and not (root / "base" / "import.json").is_file():
@@ -205,12 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         _run([*py, "eval", "import", f"MODEL={hf}", f"RUN={root / 'base'}"], logs / "import.log")
     for arm, settings in ARMS.items():
         run = root / arm
-        if "train" in stages and last_iteration(run) != iters:
+        if "train" in stages and last_checkpoint(run) != iters:
             _run([*py, "launcher", f"RUN={run}", f"INIT={root / 'base'}", "SIZE=study",
                   "TRAIN=study", *settings, f"ITERS={iters}", f"SAVE_INTERVAL={iters // 3 or 1}",
                   "SEED=1234", f"ARGS=--lr {lr} --min-lr {float(lr) / 10:g} "
                   f"--eval-interval {iters // 3 or 1}"], logs / f"{arm}.log")  # fmt: skip
-        if "analyze" in stages and last_iteration(run) == iters and not analysis_at(run, iters):
+        if "analyze" in stages and last_checkpoint(run) == iters and not analysis_at(run, iters):
             _run([*py, "eval", "analyze", f"RUN={run}", f"ITER={iters}"], logs / f"{arm}.log")
     if "analyze" in stages and not analysis_at(source, it):
         _run([*py, "eval", "analyze", f"RUN={source}", f"ITER={it}"], logs / "source.log")

@@ -117,7 +117,6 @@ class StudySettings:
     at: int | None = None
     """AT: the report's "last checkpoint" is this iteration for every run (the lines after it are
     left out), so runs stopped at different points past it are still compared at one point."""
-    """make pretrain's TE (not part of a run's record: it changes the kernels, not the recipe)."""
     root: Path = REPO / "runs" / "study"
     """Where the runs go."""
     doc: Path = REPO / "docs" / "study.md"
