@@ -141,8 +141,10 @@ def _shapes(device: str, smoke: bool) -> list[Shape]:
                             microbatches=2, vocab=8192)]  # fmt: skip
     from megatron_ext.config import te_available
 
-    bf16 = Shape(name="1b-bf16", size="1b", micro_batch=2, microbatches=1, vocab=128256,
-                 dtype=torch.bfloat16, te=te_available())  # fmt: skip
+    # Without TE attention is unfused: micro batch 2 x seq 4096 x 16 layers ran out of an H200's
+    # 140 GiB (2026-12-04, docs/benchmarks.md), as SIZE=1b does in training (launcher.gpu fits 1).
+    bf16 = Shape(name="1b-bf16", size="1b", micro_batch=2 if te_available() else 1,
+                 microbatches=1, vocab=128256, dtype=torch.bfloat16, te=te_available())  # fmt: skip
     if not te_available():
         return [bf16]
     return [bf16, Shape(name="1b-fp8", size="1b", micro_batch=2, microbatches=1, vocab=128256,
@@ -182,7 +184,9 @@ def model_flops_per_token(cfg, vocab: int) -> float:
 
 def _saved_bytes(forward, params) -> int:
     """Bytes of the unique non-parameter storages that ``forward`` saves for backward. The graph
-    stays alive until all are counted, so no freed address is reused and counted twice."""
+    stays alive until all are counted, so no freed address is reused and counted twice; then a
+    backward frees it (without one, something in the graph outlives ``del``: on an H200 the
+    1b shape's graphs piled up, one per variant, until memory ran out; 2026-12-04)."""
     skip = {p.untyped_storage().data_ptr() for p in params}
     seen: dict[int, int] = {}
 
@@ -194,6 +198,7 @@ def _saved_bytes(forward, params) -> int:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = forward()
+    loss.backward()
     del loss
     return sum(seen.values())
 

@@ -43,3 +43,33 @@ BAD = [(["--repeats", "0"], "--repeats must be >= 1"), (["--parts", "train,gpu"]
 def test_bench_bad_arguments(argv, message):
     code, log = run_checked([sys.executable, "-m", "bench", *argv], timeout=60)
     assert code == 2 and f"error: {message}" in log, log
+
+
+LEAK_CHECK = """
+import gc, json, torch
+import bench.parts as P
+
+def live():
+    return sum(o.untyped_storage().nbytes() for o in gc.get_objects() if torch.is_tensor(o))
+
+counted, growth = P._saved_bytes, []
+def spy(forward, params):
+    gc.collect(); before = live()
+    out = counted(forward, params)
+    gc.collect(); growth.append(live() - before)
+    return out
+P._saved_bytes = spy
+P._init_distributed("cpu")
+P._train_one(P._shapes("cpu", True)[0], "cpu", 1, 0, None)
+print("GROWTH", json.dumps(growth))
+"""
+
+
+@pytest.mark.slow
+def test_saved_activation_count_frees_its_graph():
+    """Counting one variant's saved activations leaves no graph alive: on an H200 the 1b shape's
+    graphs piled up (one per variant, ~67 GiB each) until memory ran out."""
+    code, log = run_checked([sys.executable, "-c", LEAK_CHECK], timeout=300)
+    assert code == 0, log[-5000:]
+    growth = json.loads(log.split("GROWTH", 1)[1].strip().splitlines()[0])
+    assert len(growth) == 4 and max(growth) == 0, growth
