@@ -164,9 +164,6 @@ def plan(v: dict) -> Plan:
         selfdistill = sd_settings.parse(v, reg)
     except ValueError as err:
         raise LaunchError(str(err)) from None
-    if selfdistill and selfdistill.get("teacher", "self") != "self":
-        raise LaunchError(sd_settings.refusal(pp=1, vpp=None, cp=1, recompute=None,
-                                              teacher=selfdistill["teacher"]))  # fmt: skip
     weights = v.get("WEIGHTS", DEFAULT_WEIGHTS)
     try:
         name, kw = parse_schedule(weights)
@@ -230,6 +227,7 @@ def plan(v: dict) -> Plan:
             pp=int(flag_value(extra, "--pipeline-model-parallel-size") or layout.pp),
             vpp=layout.vpp, cp=int(flag_value(extra, "--context-parallel-size") or layout.cp),
             recompute=flag_value(extra, "--recompute-granularity"),
+            teacher=selfdistill.get("teacher", "self"), init=init_dir is not None,
         )  # fmt: skip
         if refusal:
             raise LaunchError(refusal)

@@ -22,8 +22,8 @@ SETTINGS = {
     "SD_DIRECTION": ("direction", "--sd-direction", str,
                      "paper: KL(q_l || q_target) (default) | forward: KL(q_target || q_l)"),
     "SD_TEACHER": ("teacher", "--sd-teacher", str,
-                   "self: the model's own final distribution, detached (default); frozen: not "
-                   "trainable yet"),
+                   "self: the model's own final distribution, detached (default); frozen: "
+                   "INIT='s model, read again at every start (needs INIT=)"),
     "SD_CHUNK": ("chunk_tokens", "--sd-chunk-tokens", int,
                  "tokens per logit-lens piece (default 512; memory vs. step time)"),
 }  # fmt: skip
@@ -82,6 +82,7 @@ def refusal(
     cp: int,
     recompute: str | None,
     teacher: str = "self",
+    init: bool = False,
     grad_accum_fusion: bool = False,
 ) -> str | None:
     """Why REG=selfdistill cannot train on this layout (one line), or None.
@@ -94,8 +95,9 @@ def refusal(
     - gradient-accumulation fusion (Apex's fused wgrad): the output layer then writes its weight
       gradient straight into ``main_grad`` and marks it added, and DDP drops the lens's gradient
       of that weight (distributed_data_parallel.py:490, megatron-core 0.19.2).
-    - TEACHER=frozen: the frozen copy (a second model, forward only, saved with the checkpoint
-      so that a resumed run keeps the same teacher) is not built yet.
+    - TEACHER=frozen without INIT= (``init``): the teacher is the model distillation starts from,
+      read from INIT's checkpoint at every start (``megatron_ext.sd_teacher``); a run from random
+      weights has none.
     """
     if pp > 1 or (vpp or 1) > 1:
         return (
@@ -114,9 +116,9 @@ def refusal(
             f"REG={NAME} cannot run with gradient-accumulation fusion (the output layer's fused "
             "wgrad makes DDP drop the lens's gradient); add --no-gradient-accumulation-fusion"
         )
-    if teacher != "self":
+    if teacher == "frozen" and not init:
         return (
-            f"SD_TEACHER={teacher} is not trainable yet (the frozen teacher copy is not built); "
-            "use SD_TEACHER=self"
+            "SD_TEACHER=frozen needs INIT=<imported model> (the teacher is the model distillation "
+            "starts from); use SD_TEACHER=self for a run from random weights"
         )
     return None

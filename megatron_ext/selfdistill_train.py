@@ -11,8 +11,10 @@ scale, grad_scale / num_microbatches, as the LM loss gets), then drops the state
 The loss value is the same on every TP rank (the lens's log-sum-exp is all-reduced over the
 vocabulary shards, and under SP over all tokens of the microbatch), as Megatron's LM loss is;
 ``finalize_model_grads`` sums the SP norm's gradient parts and DP averages, as for the LM loss.
-What it cannot run on (PP > 1, CP > 1, full recompute, a frozen teacher) is refused before the
-start (``megatron_ext.sd_settings.refusal``).
+With ``SD_TEACHER=frozen`` the target is the frozen teacher's (``megatron_ext.sd_teacher``, built
+at the first microbatch, when Megatron's process groups exist). What it cannot run on (PP > 1,
+CP > 1, full recompute, a frozen teacher without INIT=) is refused before the start
+(``megatron_ext.sd_settings.refusal``).
 """
 
 from __future__ import annotations
@@ -49,10 +51,12 @@ class SelfDistillRuntime:
         sequence_parallel: the hidden states hold this rank's s / tp tokens.
         per_token_loss: Megatron's ``calculate_per_token_loss`` (the term is then the token mean
             times the microbatch's tokens, as the LM loss is a token sum).
+        teacher_factory: ``SD_TEACHER=frozen``: builds the teacher from the student's
+            ``GPTModel`` (``megatron_ext.sd_teacher.FrozenTeacher``); None: the self teacher.
     """
 
     def __init__(self, jreg: JregRuntime, tracker=None, *, sequence_parallel=False,
-                 per_token_loss=False):  # fmt: skip
+                 per_token_loss=False, teacher_factory=None):  # fmt: skip
         self.jreg = jreg
         self.cfg = jreg.cfg.selfdistill
         self.lam = float(jreg.cfg.lam)
@@ -60,6 +64,8 @@ class SelfDistillRuntime:
         self.sequence_parallel = sequence_parallel
         self.per_token_loss = per_token_loss
         self.hiddens: list[torch.Tensor] = []
+        self.teacher_factory = teacher_factory
+        self.teacher = None
         jreg.collector = self
 
     def collect(self, layer_number: int, h_in: torch.Tensor, h_out: torch.Tensor) -> None:
@@ -73,21 +79,29 @@ class SelfDistillRuntime:
             )
         self.hiddens.append(h_out)
 
-    def attach(self, output: torch.Tensor, model, training: bool) -> torch.Tensor:
+    def attach(self, output: torch.Tensor, model, training: bool, batch=None) -> torch.Tensor:
         """Compute the loss of the collected states, record its metrics, attach it to
-        ``output`` (training with grad and lambda > 0) and drop the states."""
+        ``output`` (training with grad and lambda > 0) and drop the states. ``batch``: the
+        microbatch (``tokens``, ``position_ids``), which a frozen teacher reads."""
         hiddens, self.hiddens = self.hiddens, []
         if len(hiddens) != self.jreg.cfg.num_layers + 1:  # e.g. layers run as CUDA graphs
             raise RuntimeError(
                 f"selfdistill: {len(hiddens)} hidden states collected, expected h_0..h_"
                 f"{self.jreg.cfg.num_layers}; the layers' hook did not run (CUDA graphs?)"
             )
-        norm, weight, group = lens_head(_unwrap(model))
+        gpt = _unwrap(model)
+        norm, weight, group = lens_head(gpt)
+        target = None
+        if self.teacher_factory is not None:
+            if self.teacher is None:
+                self.teacher = self.teacher_factory(gpt)
+            target = self.teacher.target(batch)
         grad = training and torch.is_grad_enabled() and self.lam > 0
         with torch.set_grad_enabled(grad):
             loss, metrics = selfdistill_loss(
-                hiddens, norm, weight, self.cfg, group=group, sp=self.sequence_parallel
-            )
+                hiddens, norm, weight, self.cfg, target=target, group=group,
+                sp=self.sequence_parallel,
+            )  # fmt: skip
         if self.tracker is not None:
             self.tracker.record_metric("zeta_1", metrics["zeta_1"], training=training)
             self.tracker.record_metric("zeta_2", metrics["zeta_2"], training=training)

@@ -121,7 +121,7 @@ def make_forward_step(
         batch = get_batch(data_iterator, model)
         output_bs = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
         if selfdistill is not None:
-            output_bs = selfdistill.attach(output_bs, model, training)
+            output_bs = selfdistill.attach(output_bs, model, training, batch)
         nan_now = bool(
             nan_at_iteration is not None and training and iteration_fn() == nan_at_iteration
         )

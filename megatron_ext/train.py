@@ -47,6 +47,7 @@ from megatron_ext.nonfinite import is_nonfinite_error  # noqa: E402
 from megatron_ext.reg import JregConfig, JregRuntime  # noqa: E402
 from megatron_ext.resume import last_checkpoint, set_aside_incomplete, supersede_metrics  # noqa: E402
 from megatron_ext.runlog import RunLogger  # noqa: E402
+from megatron_ext.sd_teacher import FrozenTeacher  # noqa: E402
 from megatron_ext.selfdistill_train import SelfDistillRuntime  # noqa: E402
 from megatron_ext.step import dataset_provider, make_forward_step  # noqa: E402
 from megatron_ext.stop import install_sigint  # noqa: E402
@@ -90,8 +91,24 @@ def selfdistill_refusal(args, jcfg: JregConfig) -> str | None:
     return sd_settings.refusal(
         pp=args.pipeline_model_parallel_size, vpp=args.virtual_pipeline_model_parallel_size,
         cp=args.context_parallel_size, recompute=args.recompute_granularity,
-        teacher=jcfg.selfdistill.teacher, grad_accum_fusion=args.gradient_accumulation_fusion,
+        teacher=jcfg.selfdistill.teacher, init=args.pretrained_checkpoint is not None,
+        grad_accum_fusion=args.gradient_accumulation_fusion,
     )  # fmt: skip
+
+
+def frozen_teacher_factory(args, model_cfg, jcfg: JregConfig):
+    """SD_TEACHER=frozen: builds INIT='s model as the teacher from the student (None else)."""
+    if jcfg.selfdistill.teacher != "frozen":
+        return None
+    use_te = args.transformer_impl == "transformer_engine"
+
+    def build(student):
+        teacher = FrozenTeacher(model_cfg, args.pretrained_checkpoint, student, use_te=use_te)
+        if args.rank == 0:
+            say(f"SD_TEACHER=frozen: the teacher is {teacher.checkpoint}")
+        return teacher
+
+    return build
 
 
 def gpt_dataset_config(args) -> GPTDatasetConfig:
@@ -187,12 +204,6 @@ def main() -> int:
         tp_size=args.tensor_model_parallel_size, cp_size=args.context_parallel_size,
         per_token_loss=args.calculate_per_token_loss,
     )  # fmt: skip
-    selfdistill = None
-    if jcfg.selfdistill is not None:
-        selfdistill = SelfDistillRuntime(
-            runtime, tracker, sequence_parallel=args.sequence_parallel,
-            per_token_loss=args.calculate_per_token_loss,
-        )  # fmt: skip
     run_dir = Path(args.run_dir)
     start_iteration = last_checkpoint(args.load) if args.load else 0
     is_writer = args.rank == args.world_size - 1  # where Megatron puts the TB/W&B writers
@@ -213,6 +224,13 @@ def main() -> int:
         runtime, use_te=args.transformer_impl == "transformer_engine", config=model_cfg.transformer
     )
     model_cfg.pre_wrap_hooks.append(layout_invariant_hook(args))
+    selfdistill = None
+    if jcfg.selfdistill is not None:
+        selfdistill = SelfDistillRuntime(
+            runtime, tracker, sequence_parallel=args.sequence_parallel,
+            per_token_loss=args.calculate_per_token_loss,
+            teacher_factory=frozen_teacher_factory(args, model_cfg, jcfg),
+        )  # fmt: skip
     logger = RunLogger(
         tracker, finalize_model_grads, log_interval=args.log_interval,
         train_iters=args.train_iters,

@@ -5,9 +5,10 @@ A trained run that shows a last-layer jump (SOURCE, at ITER) is exported to Hugg
 imported back (``make export`` then ``make import``: the path a user takes with a released model),
 then continued for ITERS more iterations (default a tenth of the source's) in several ways from the
 same weights, seed and data order: REG=none (what continuing alone does), REG=jreg and
-REG=selfdistill (the paper's k, alpha, KL direction and self teacher). Every end point and the
-source are analysed on the same held-out sample (``make analyze``: D_l, S_model, zeta_L and the
-logit lens at every layer), and the page answers the paper's claims by fixed rules, each against
+REG=selfdistill (the paper's k, alpha and KL direction; the self teacher, and the paper's frozen
+teacher: the imported model). Every end point and the source are analysed on the same held-out
+sample (``make analyze``: D_l, S_model, zeta_L and the logit lens at every layer), and the page
+answers the paper's claims by fixed rules, each against
 the REG=none continuation (so the change is the regulariser's, not more training's).
 """
 
@@ -37,6 +38,7 @@ ARMS = {
     "jreg": ["REG=jreg", "LAMBDA=1.0"],
     "selfdistill": ["REG=selfdistill", "LAMBDA=1.0"],
     "selfdistill-l0.1": ["REG=selfdistill", "LAMBDA=0.1"],
+    "selfdistill-frozen": ["REG=selfdistill", "LAMBDA=1.0", "SD_TEACHER=frozen"],
 }
 """Continuations: name -> launcher settings (LAMBDA 1.0 is the study's JREG weight; 0.1 is
 make pretrain's default)."""
@@ -151,7 +153,9 @@ def report(source: Path, it: int, root: Path, iters: int, doc: Path) -> None:
              "data, seed 1234; settings: " + "; ".join(
                  f"`{a}`: {' '.join(s)}" for a, s in ARMS.items()) + ".",
              "- `REG=selfdistill` uses the paper's settings (k = 0.25, alpha = 1, KL(q_l || "
-             "q_target) as the paper writes it, the model's own detached output as the target).",
+             "q_target) as the paper writes it); the target is the model's own detached output "
+             "(`SD_TEACHER=self`) unless the arm says `SD_TEACHER=frozen` (the paper's: the "
+             "imported model's output, a frozen copy read from `INIT=`).",
              "- Analysis: the same 64 held-out sequences for every model (`make analyze`); "
              "validation loss: the validation pass training ran, replayed.",
              f"- Reproduce: `python -m study.selfdistill {cmd['argv']}`.", "",

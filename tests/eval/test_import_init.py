@@ -80,6 +80,36 @@ def test_imported_checkpoint_loads_at_tp2_pp2(imported, continued, tp_pp_run, sm
     assert abs(losses[0] - _train_lines(tp_pp_run)[0]["lm_loss"]) > 1e-2
 
 
+def _frozen(imported, **more) -> dict:
+    return dict(INIT=imported, TRAIN="tiny", REG="selfdistill", SD_TEACHER="frozen", LAMBDA=1,
+                LOG_INTERVAL=1, **more)  # fmt: skip
+
+
+def test_frozen_teacher_is_the_init_model_after_a_resume(imported, smoke_data, tmp_path):
+    """SD_TEACHER=frozen distills toward INIT's model, read again at every start: its last
+    layer's KL is 0 while the student still equals INIT (iteration 1) and > 0 once the student
+    has moved; a run resumed from its own iteration-2 checkpoint, at TP=2 with sequence
+    parallelism, computes iteration 3 as the uninterrupted one-process run did (a teacher taken
+    from the resumed weights would give KL_L = 0 there; a teacher whose tokens did not line up
+    with the student's under SP, other KL values)."""
+    straight = pretrain(tmp_path / "straight", smoke_data, ITERS=3, SAVE_INTERVAL=2,
+                        **_frozen(imported))  # fmt: skip
+    assert "SD_TEACHER=frozen: the teacher is" in _last_log(straight)
+    lines = _train_lines(straight)
+    assert lines[0]["KL"][-1] == 0.0 and lines[2]["KL"][-1] > 1e-3
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "iter_0000003")
+    (resumed / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("2")
+    pretrain(resumed, smoke_data, ITERS=3, SAVE_INTERVAL=2, NPROC=2, TP=2, **_frozen(imported))
+    log = _last_log(resumed)
+    assert "SP=on" in log and "resuming from" in log and "the teacher is" in log
+    again = _train_lines(resumed)
+    assert [x["iteration"] for x in again] == [1, 2, 3]
+    for key in ("lm_loss", "zeta_1", "zeta_2", "KL"):
+        assert again[2][key] == pytest.approx(lines[2][key], rel=1e-5, abs=1e-7), key
+
+
 def _train_lines(run) -> list[dict]:
     return [x for x in read_jsonl(run / "metrics.jsonl") if "split" not in x]
 

@@ -70,7 +70,7 @@ def test_self_teacher_last_kl_is_zero(runs):
         ({"pp": 1, "vpp": None, "cp": 1, "recompute": "full"}, "selective recompute"),
         (
             {"pp": 1, "vpp": None, "cp": 1, "recompute": None, "teacher": "frozen"},
-            "SD_TEACHER=self",
+            "SD_TEACHER=frozen needs INIT=",
         ),
         (
             {"pp": 1, "vpp": None, "cp": 1, "recompute": None, "grad_accum_fusion": True},
@@ -82,13 +82,17 @@ def test_refusals_are_one_line(layout, words):
     why = sd_settings.refusal(**layout)
     assert why and "\n" not in why and words in why
     assert sd_settings.refusal(pp=1, vpp=None, cp=1, recompute="selective") is None
+    assert (
+        sd_settings.refusal(pp=1, vpp=None, cp=1, recompute=None, teacher="frozen", init=True)
+        is None
+    )
 
 
 @pytest.mark.parametrize(
     "settings, words",
     [
         ({"REG": "selfdistill", "PP": "2"}, "needs PP=1"),
-        ({"REG": "selfdistill", "SD_TEACHER": "frozen"}, "use SD_TEACHER=self"),
+        ({"REG": "selfdistill", "SD_TEACHER": "frozen"}, "SD_TEACHER=frozen needs INIT="),
         ({"REG": "selfdistill", "SD_DIRECTION": "reverse"}, "SD_DIRECTION must be one of"),
         ({"REG": "selfdistill", "SD_ALPHA": "-1"}, "SD_ALPHA must be"),
         ({"REG": "jreg", "SD_K": "0.5"}, "SD_K applies to REG=selfdistill only"),
