@@ -15,16 +15,15 @@ pilot), all at width 64 (``SIZE=study``), ITERS iterations. Each run's last chec
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common.files import REPO, read_jsonl
+from common.files import read_jsonl
 from common.settings import parse_settings
 from eval.rundir import ANALYSIS_FILE
+from study.runner import run_logged
 
 SETTINGS = {
     "ROOT": "folder of the pilot runs (default runs/pilots)",
@@ -100,14 +99,6 @@ def choose(numbers: dict[str, dict], layers: list[int], seeds: list[int],
     return {"layers": depth, "lambda": lam, "jump_counts": counts, "why": why}
 
 
-def _call(cmd: list[str], log: Path) -> int:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    with log.open("a") as f:
-        return subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
-                              env=env).returncode  # fmt: skip
-
-
 def train_and_analyze(run: dict, root: Path, v: dict) -> None:
     run_dir = root / run["name"]
     log = root / "logs" / f"{run['name']}.log"
@@ -117,9 +108,9 @@ def train_and_analyze(run: dict, root: Path, v: dict) -> None:
               f"SEED={run['seed']}", f"ITERS={v['iters']}", f"SAVE_INTERVAL={v['save']}",
               f"ARGS=--num-layers {run['layers']} --eval-interval {v['save']}"]  # fmt: skip
     launch += [f"{k}={v[k.lower()]}" for k in ("DATA", "TE") if v.get(k.lower())]
-    code = _call(launch, log)
+    code = run_logged(launch, log)
     if code == 0:
-        code = _call([sys.executable, "-m", "eval", "analyze", f"RUN={run_dir}",
+        code = run_logged([sys.executable, "-m", "eval", "analyze", f"RUN={run_dir}",
                       f"ITER={v['iters']}", "SAMPLES=64",
                       *([f"DEVICE={v['device']}"] if v.get("device") else [])], log)  # fmt: skip
     print(f"pilots: {run['name']}: exit {code} after {time.perf_counter() - start:.0f} s "

@@ -83,6 +83,22 @@ def analysed(run_dir: Path) -> set[int]:
     return out
 
 
+def run_logged(cmd: list[str], log: Path, *, echo: bool = False) -> int:
+    """Run ``cmd`` from the repository root (on its PYTHONPATH), append its output to ``log``
+    and, with ``echo``, to the console; its exit code. The study's programs run every stage so."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    with log.open("a") as f:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        for text in proc.stdout:
+            f.write(text)
+            if echo:
+                sys.stdout.write(text)
+        return proc.wait()
+
+
 class Runner:
     """Runs the stages for ``settings``; ``print_fn`` gets one line per decision."""
 
@@ -99,21 +115,11 @@ class Runner:
     def _call(self, run: str, stage: str, cmd: list[str], *, quiet: bool = False) -> None:
         """Run ``cmd`` from the repo root, its output to ``logs/<run>.<stage>`` and, unless
         ``quiet`` (runs trained side by side), to the console."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{run}.{stage}.log"
         self.print(f"study: {stage} {run}: {' '.join(cmd[1:])} (log: {log})")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         start, code = time.perf_counter(), None
         try:
-            with log.open("a") as f:
-                proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)  # fmt: skip
-                for text in proc.stdout:
-                    f.write(text)
-                    if not quiet:
-                        sys.stdout.write(text)
-                code = proc.wait()
+            code = run_logged(cmd, log, echo=not quiet)
         finally:
             self._log(run=run, stage=stage, seconds=round(time.perf_counter() - start, 1),
                       returncode=code)  # fmt: skip
