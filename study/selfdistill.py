@@ -8,21 +8,21 @@ same weights, seed and data order: REG=none (what continuing alone does), REG=jr
 REG=selfdistill (the paper's k, alpha and KL direction; the self teacher, and the paper's frozen
 teacher: the imported model). Every end point and the source are analysed on the same held-out
 sample (``make analyze``: D_l, S_model, zeta_L and the logit lens at every layer), and the page
-answers the paper's claims by fixed rules, each against
-the REG=none continuation (so the change is the regulariser's, not more training's).
+answers the paper's claims by fixed rules, each against the REG=none continuation (so the change
+is the regulariser's, not more training's). ``make eval LAYERS=all`` scores every model's layers
+on the held-out tasks (the paper's per-layer figures).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 from common.files import REPO, atomic_write_text, read_jsonl
 from common.settings import parse_settings
 from eval.rundir import ANALYSIS_FILE
-from study.runner import last_checkpoint
+from study.runner import last_checkpoint, run_logged
 
 SETTINGS = {
     "SOURCE": "the trained run to continue (default runs/study/none)",
@@ -31,7 +31,8 @@ SETTINGS = {
     "LR": "peak learning rate of the continuations (default 3e-4, a tenth of the study's)",
     "ROOT": "folder of the imported model and the continuations (default runs/sd)",
     "DOC": "the page (default docs/selfdistill.md; figures in docs/selfdistill/)",
-    "STAGES": "comma list of import,train,analyze,report (default all)",
+    "STAGES": "comma list of import,train,analyze,layers,report (default all; layers: make eval "
+    "LAYERS=all of every model, the paper's per-layer task scores)",
 }
 ARMS = {
     "none": ["REG=none", "LAMBDA=0"],
@@ -46,9 +47,7 @@ make pretrain's default)."""
 
 def _run(cmd: list[str], log: Path) -> None:
     print(f"selfdistill: {' '.join(cmd[2:])} (log {log})", flush=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as f:
-        code = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT).returncode
+    code = run_logged(cmd, log)
     if code:
         raise SystemExit(f"error: {' '.join(cmd[2:4])} failed (exit {code}); see {log}")
 
@@ -119,6 +118,45 @@ def figure(rows: dict[str, dict], key: str, ylabel: str, path: Path) -> None:
     plt.close(fig)
 
 
+def layer_scores(run: Path, iteration: int) -> dict | None:
+    """``make eval LAYERS=all``'s scores of ``run`` at ``iteration``: ``{(task, metric): [score
+    at layer 0..L]}`` (None until every layer is scored)."""
+    from eval.layer_scores import collect_layers
+
+    target = collect_layers(run / "lm_eval").get(f"iter_{iteration:07d}")
+    if target is None or len(target["layers"]) != target["num_layers"] + 1:
+        return None
+    keys = sorted({k for scores, _ in target["layers"].values() for k in scores})
+    return {k: [scores.get(k) for scores, _ in target["layers"].values()] for k in keys}
+
+
+def layer_section(models: dict[str, tuple[Path, int]], doc: Path) -> list[str]:
+    """The page's per-layer task scores: a table per (task, metric), one row per model."""
+    from eval.layer_scores import plot_layers
+
+    scored = {name: layer_scores(run, n) for name, (run, n) in models.items()}
+    scored = {name: x for name, x in scored.items() if x}
+    if not scored:
+        return []
+    figure_path = doc.parent / doc.stem / "layer_scores.png"
+    sources = {name: models[name][0] / "lm_eval" for name in scored}
+    figure_path.parent.mkdir(parents=True, exist_ok=True)
+    plot_layers(sources, figure_path)
+    lines = ["## Per-layer task scores (`make eval LAYERS=all`)", "",
+             "lm-eval on the run's held-out tasks, every layer through the logit lens (layer 0: "
+             "the embeddings; L: the model). The source's row is its own checkpoint.", "",
+             f"![task scores per layer]({doc.stem}/{figure_path.name})", ""]  # fmt: skip
+    for key in sorted({k for x in scored.values() for k in x}):
+        width = max(len(x.get(key, [])) for x in scored.values())
+        lines += [f"**{key[0]}: {key[1]}**", "",
+                  "| model | " + " | ".join(f"{i}" for i in range(width)) + " |",
+                  "|---|" + "---|" * width]  # fmt: skip
+        lines += [f"| {name} | " + " | ".join(fmt(v) for v in x.get(key, [])) + " |"
+                  for name, x in scored.items()]  # fmt: skip
+        lines.append("")
+    return lines
+
+
 def fmt(v) -> str:
     return "-" if v is None else f"{v:.4g}"
 
@@ -174,7 +212,9 @@ def report(source: Path, it: int, root: Path, iters: int, doc: Path) -> None:
               "|---|" + "---|" * L]  # fmt: skip
     lines += [f"| {name} | " + " | ".join(f"{d:.4f}" for d in x["D"]) + " |"
               for name, x in rows.items()]  # fmt: skip
-    lines += ["", "## The paper's claims, by rule", "", *claims(rows[next(iter(rows))], after), ""]
+    models = {f"source (iteration {it})": (source, it), **{a: (root / a, iters) for a in after}}
+    lines += ["", *layer_section(models, doc)]
+    lines += ["## The paper's claims, by rule", "", *claims(rows[next(iter(rows))], after), ""]
     atomic_write_text(doc, "\n".join(lines))
     print(f"selfdistill: wrote {doc}")
 
@@ -193,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     iters, lr = int(v.get("ITERS", max(1, it // 10))), v.get("LR", "3e-4")
     doc = REPO / v.get("DOC", "docs/selfdistill.md")
-    stages = v.get("STAGES", "import,train,analyze,report").split(",")
+    stages = v.get("STAGES", "import,train,analyze,layers,report").split(",")
     py, logs = [sys.executable, "-m"], root / "logs"
     root.mkdir(parents=True, exist_ok=True)
     record = {"source": str(source.relative_to(REPO)), "root": str(root.relative_to(REPO)),
@@ -214,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
             _run([*py, "eval", "analyze", f"RUN={run}", f"ITER={iters}"], logs / f"{arm}.log")
     if "analyze" in stages and not analysis_at(source, it):
         _run([*py, "eval", "analyze", f"RUN={source}", f"ITER={it}"], logs / "source.log")
+    models = {"source": (source, it), **{a: (root / a, iters) for a in ARMS}}
+    for name, (run, n) in models.items():
+        if "layers" in stages and last_checkpoint(run) and not layer_scores(run, n):
+            _run([*py, "eval", "eval", f"RUN={run}", f"ITER={n}", "LAYERS=all"],
+                 logs / f"{name}.layers.log")  # fmt: skip
     if "report" in stages:
         report(source, it, root, iters, doc)
     return 0
