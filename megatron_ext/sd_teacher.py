@@ -11,8 +11,8 @@ The teacher is a second GPT model of the run's configuration, built as Megatron 
 student (``GPTModelConfig``'s builder, same TP/SP groups and dtype) but with Megatron's plain
 layer spec (its hidden states never reach the student's JREG hooks or collector), its weights read
 with ``dist_checkpointing`` from that checkpoint (resharded to this layout as the student's were),
-frozen and in eval mode. Building it draws no random numbers that training would see (the RNG
-states are restored afterwards), so a resumed run stays bitwise equal to an uninterrupted one.
+frozen and in eval mode. Building it (at the first microbatch of every start) leaves the RNG
+states as they were, so a start with the teacher draws the random numbers a start without it would.
 
 Per microbatch it returns zeta_1's target as ``megatron_ext.selfdistill.zeta1`` takes it: the
 teacher's final-norm output (``[s, b, h]``, ``s / tp`` tokens under SP), an identity norm and its

@@ -36,13 +36,18 @@ SETTINGS = {
 }
 ARMS = {
     "none": ["REG=none", "LAMBDA=0"],
-    "jreg": ["REG=jreg", "LAMBDA=1.0"],
+    "selfdistill-frozen": ["REG=selfdistill", "LAMBDA=1.0", "SD_TEACHER=frozen"],
     "selfdistill": ["REG=selfdistill", "LAMBDA=1.0"],
     "selfdistill-l0.1": ["REG=selfdistill", "LAMBDA=0.1"],
-    "selfdistill-frozen": ["REG=selfdistill", "LAMBDA=1.0", "SD_TEACHER=frozen"],
+    "jreg": ["REG=jreg", "LAMBDA=1.0"],
 }
 """Continuations: name -> launcher settings (LAMBDA 1.0 is the study's JREG weight; 0.1 is
-make pretrain's default)."""
+make pretrain's default), the paper's method first (stages run in this order)."""
+
+
+LAYER_DOCS = 100
+"""Held-out documents of the per-layer tasks (``make eval DOCS=``; 500 by default: 13 layers x 6
+models of those took ~1 min per layer on the 2-core VM)."""
 
 
 def _run(cmd: list[str], log: Path) -> None:
@@ -143,8 +148,9 @@ def layer_section(models: dict[str, tuple[Path, int]], doc: Path) -> list[str]:
     figure_path.parent.mkdir(parents=True, exist_ok=True)
     plot_layers(sources, figure_path)
     lines = ["## Per-layer task scores (`make eval LAYERS=all`)", "",
-             "lm-eval on the run's held-out tasks, every layer through the logit lens (layer 0: "
-             "the embeddings; L: the model). The source's row is its own checkpoint.", "",
+             f"lm-eval on the run's held-out tasks built from {LAYER_DOCS} held-out documents "
+             "(`DOCS=`), every layer through the logit lens (layer 0: the embeddings; L: the "
+             "model). The source's row is its own checkpoint.", "",
              f"![task scores per layer]({doc.stem}/{figure_path.name})", ""]  # fmt: skip
     for key in sorted({k for x in scored.values() for k in x}):
         width = max(len(x.get(key, [])) for x in scored.values())
@@ -257,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     models = {"source": (source, it), **{a: (root / a, iters) for a in ARMS}}
     for name, (run, n) in models.items():
         if "layers" in stages and last_checkpoint(run) and not layer_scores(run, n):
-            _run([*py, "eval", "eval", f"RUN={run}", f"ITER={n}", "LAYERS=all"],
+            _run([*py, "eval", "eval", f"RUN={run}", f"ITER={n}", "LAYERS=all", f"DOCS={LAYER_DOCS}"],
                  logs / f"{name}.layers.log")  # fmt: skip
     if "report" in stages:
         report(source, it, root, iters, doc)
