@@ -31,6 +31,25 @@ REPO_CACHE_TESTS = ("tests/data_prep/test_embedded.py", "tests/data_prep/test_to
                     "tests/test_pretrain.py::test_default_pretrain_path")  # fmt: skip
 
 
+_BUSY: dict[str, float] = {}
+"""Seconds of setup + call + teardown per xdist worker (on the controller)."""
+
+
+def pytest_runtest_logreport(report):
+    node = getattr(report, "node", None)  # xdist sets it on the controller's reports
+    if node is not None:
+        worker = node.gateway.id
+        _BUSY[worker] = _BUSY.get(worker, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How the wall time splits over the workers: the suite takes as long as the busiest one
+    (a group pinned to one worker, RUN_GROUPS, can make it wait for the other)."""
+    if _BUSY:
+        busy = ", ".join(f"{w} {s:.0f} s" for w, s in sorted(_BUSY.items()))
+        terminalreporter.write_line(f"busy time per xdist worker: {busy}")
+
+
 @pytest.fixture(autouse=True)
 def _environment_restored():
     """Each test gets the session's environment back: code a test runs in-process may set
