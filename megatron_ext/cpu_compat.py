@@ -265,6 +265,18 @@ def _patch_megatron_training() -> None:
     training.initialize_megatron = functools.partial(orig_init, allow_no_cuda=True)
     # arguments.py:1414 asks the GPU architecture (CUDA_DEVICE_MAX_CONNECTIONS check) when TP>1.
     arguments.get_device_arch_version = lambda: 9
+    # training.py:1117 -> initialize.py:473-558 warms up the torch.compile'd bias+SwiGLU/GeLU and
+    # bias+dropout+add kernels: ~2 s of inductor per start. CPU runs switch those fusions off
+    # (launcher/command.py: --no-bias-swiglu-fusion --no-bias-dropout-fusion; SwiGLU turns off
+    # the GeLU one), so no step runs what the warm-up compiles; a run with a fusion on keeps it.
+    orig_jit = training.set_jit_fusion_options
+
+    def set_jit_fusion_options(*args, **kwargs):
+        a = training.get_args()
+        if a.bias_gelu_fusion or a.bias_swiglu_fusion or a.bias_dropout_fusion:
+            orig_jit(*args, **kwargs)
+
+    training.set_jit_fusion_options = set_jit_fusion_options
 
 
 def enable(training: bool = False) -> bool:

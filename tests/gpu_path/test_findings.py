@@ -181,6 +181,33 @@ def test_dataset_helpers_are_never_compiled(tmp_path):
     assert not log.exists(), log.read_text()
 
 
+def test_synchronous_checkpoint_save_starts_no_process(tmp_path):
+    """A torch_dist save without --async-save writes its results through an in-process queue,
+    not a spawned multiprocessing Manager (a second Python start per saving process), and the
+    checkpoint loads back."""
+    script = (
+        "import multiprocessing, sys, torch\n"
+        "from megatron_ext import cpu_compat, megatron_compat\n"
+        "cpu_compat.enable()\n"
+        "megatron_compat.enable()\n"
+        "torch.distributed.init_process_group('gloo', rank=0, world_size=1)\n"
+        "from megatron.core import dist_checkpointing\n"
+        "from megatron.core.dist_checkpointing import ShardedTensor\n"
+        "def state(t):\n"
+        "    return {'w': ShardedTensor.from_rank_offsets('w', t, replica_id=0)}\n"
+        "dist_checkpointing.save(state(torch.arange(6.0)), sys.argv[1])\n"
+        "assert not multiprocessing.active_children(), multiprocessing.active_children()\n"
+        "loaded = dist_checkpointing.load(state(torch.zeros(6)), sys.argv[1])\n"
+        "assert torch.equal(loaded['w'], torch.arange(6.0)), loaded\n"
+        "print('saved-ok')\n"
+    )
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0"}
+    code, out = run_checked([sys.executable, "-c", script, str(ckpt)], 300, **env)
+    assert code == 0 and "saved-ok" in out, out[-3000:]
+
+
 def test_no_gpu_in_a_cluster_job_is_refused():
     """Finding 4: a job that sees no GPU names the likely cause; ALLOW_CPU=1 overrides."""
     assert cluster_without_gpu(0, 1, {}) is None  # a laptop: CPU is fine
