@@ -6,6 +6,7 @@ import os
 import sys
 
 from common.files import REPO
+from common.ports import free_port
 from launcher import wandb_run
 from launcher.data import SPLITS, Dataset
 from launcher.planner import Plan
@@ -124,7 +125,7 @@ def command(p: Plan, v: dict) -> list[str]:
         return [sys.executable, "-m", "megatron_ext.train", *megatron_args(p)]
     rdzv = ["--nnodes", str(p.nnodes), "--node-rank", v.get("NODE_RANK", "0"),
             "--master-addr", v.get("MASTER_ADDR", "127.0.0.1"),
-            "--master-port", v.get("MASTER_PORT", str(_free_port()))]  # fmt: skip
+            "--master-port", v.get("MASTER_PORT", str(free_port()))]  # fmt: skip
     return [sys.executable, "-m", "launcher.torchrun", "--nproc-per-node", str(p.nproc),
             *rdzv, "--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S),
             "-m", "megatron_ext.train", *megatron_args(p)]  # fmt: skip
@@ -135,7 +136,7 @@ def run_env(p: Plan, v: dict) -> dict[str, str]:
     if p.world_size == 1:
         env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
         env.setdefault("MASTER_ADDR", v.get("MASTER_ADDR", "127.0.0.1"))
-        env.setdefault("MASTER_PORT", v.get("MASTER_PORT", str(_free_port())))
+        env.setdefault("MASTER_PORT", v.get("MASTER_PORT", str(free_port())))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["PYTHONDONTWRITEBYTECODE"] = ""  # Megatron recompiles ~3,500 modules per start otherwise
     # W&B: offline unless the user asked for online (WANDB_MODE or an API key).
@@ -150,11 +151,3 @@ def run_env(p: Plan, v: dict) -> dict[str, str]:
         # (docs/benchmarks.md); OMP_NUM_THREADS in the environment wins
         env.setdefault("OMP_NUM_THREADS", "1")
     return env
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
