@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from dataclasses import dataclass
 
 import torch
 
 from bench.timing import REGS, interleaved
+from common.ports import free_port
 from megatron_ext.jreg import displacement, relative_l2
 
 MIB = 2**20
@@ -160,11 +160,8 @@ def _init_distributed(device: str) -> None:
     from megatron.core import parallel_state as ps
     from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(port))
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
     if device == "cuda":
         torch.cuda.set_device(0)
     torch.distributed.init_process_group("nccl" if device == "cuda" else "gloo", rank=0,

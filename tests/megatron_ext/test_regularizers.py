@@ -4,12 +4,12 @@ a fused twin, errors) and the named metrics (one naming table, reduce ops, one c
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from common.ports import free_port
 from megatron_ext import regularizers
 from megatron_ext.metrics import METRICS, Metric, console, from_scalars, to_scalars
 from megatron_ext.reg import JregConfig
@@ -126,9 +126,7 @@ def _worker(rank: int, port: int, out: dict) -> None:
 
 @pytest.mark.slow
 def test_every_reduce_op_in_one_collective_over_two_ranks():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     out = mp.Manager().dict()
     mp.spawn(_worker, args=(port, out), nprocs=2)
     (r0, calls0), (r1, calls1) = out[("all", 0)], out[("all", 1)]
