@@ -49,7 +49,8 @@ VARIABLES = {
     "CP": "context parallel",
     "NPROC": "processes per node (default: GPUs, or 1 on CPU)",
     "NNODES": "nodes (default 1)", "NODE_RANK": "this node's rank",
-    "MASTER_ADDR": "rendezvous host", "MASTER_PORT": "rendezvous port",
+    "MASTER_ADDR": "rendezvous host",
+    "MASTER_PORT": "rendezvous port (default: a free one below the ephemeral range)",
     "FP8": "off | hybrid (default hybrid on Hopper+ with Transformer Engine)",
     "TE": "auto | 1 | 0: Transformer Engine on GPUs (auto: required from Hopper on; 0: the slower "
           "bf16 local spec)",
