@@ -29,8 +29,8 @@ import torch
 from megatron.core import dist_checkpointing
 from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
-from common.files import TRACKER
 from megatron_ext.layer import base_layer_spec
+from megatron_ext.resume import last_checkpoint
 
 
 def _as_is(x: torch.Tensor) -> torch.Tensor:
@@ -39,12 +39,12 @@ def _as_is(x: torch.Tensor) -> torch.Tensor:
 
 
 def checkpoint_dir(folder: str | Path) -> Path:
-    """The checkpoint folder (``iter_NNNNNNN`` or ``release``) that ``folder``'s tracker names."""
-    tracker = Path(folder) / TRACKER
-    if not tracker.is_file():
-        raise RuntimeError(f"SD_TEACHER=frozen: no {TRACKER} in {folder} (a make import folder?)")
-    text = tracker.read_text().strip()
-    return Path(folder) / ("release" if text == "release" else f"iter_{int(text):07d}")
+    """The latest checkpoint folder (``iter_NNNNNNN``) of ``folder`` (``make import`` writes
+    iteration 0), read as every resume reads it (``megatron_ext.resume.last_checkpoint``)."""
+    iteration = last_checkpoint(folder)
+    if iteration is None:
+        raise RuntimeError(f"SD_TEACHER=frozen: no checkpoint in {folder} (a make import folder?)")
+    return Path(folder) / f"iter_{iteration:07d}"
 
 
 def load_weights(gpt, folder: str | Path) -> Path:
