@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import warnings
 
 import torch
@@ -279,6 +280,34 @@ def _patch_megatron_training() -> None:
     training.set_jit_fusion_options = set_jit_fusion_options
 
 
+def _no_compile(model=None, **_kwargs):
+    """``torch.compile``'s two call forms (``f`` and ``(**options)(f)``), compiling nothing."""
+    return model if model is not None else (lambda fn: fn)
+
+
+def _import_megatron_core_without_compile() -> None:
+    """Import megatron.core with its JIT fuser off, as ``--disable-jit-fuser`` intends.
+
+    core/jit.py:16-33 binds ``jit_fuser = torch.compile`` at import, and every ``@jit_fuser``
+    function (fusions/fused_bias_*.py, transformer/utils.py, ...) then imports torch._dynamo and
+    inductor: ~2.3 s of every CPU process's ~6.5 s import, for kernels a CPU run either never calls
+    (the bias fusions are off) or would compile to C++ that proves nothing about a GPU. Megatron's
+    own switch (training/global_vars.py:156-157, ``disable_jit_fuser``) comes after the import, too
+    late for both. torch.compile is ours again once megatron.core is imported, so code that compiles
+    on purpose (bench's fused displacement) still does; jit.py's ``noop_decorator`` stays the fuser
+    of megatron modules imported later.
+    """
+    if "megatron.core" in sys.modules:
+        return
+    real_compile = torch.compile
+    torch.compile = _no_compile
+    try:
+        from megatron.core import jit
+    finally:
+        torch.compile = real_compile
+    jit.disable_jit_fuser()
+
+
 def enable(training: bool = False) -> bool:
     """Apply the CPU shims when no GPU is present. Returns True when they are active.
 
@@ -289,6 +318,7 @@ def enable(training: bool = False) -> bool:
     if torch.cuda.is_available():
         return False
     if not _enabled:
+        _import_megatron_core_without_compile()
         from megatron.core import package_info
 
         if package_info.__version__.split("+")[0] != MEGATRON_CORE_VERSION:

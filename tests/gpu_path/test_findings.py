@@ -208,6 +208,30 @@ def test_synchronous_checkpoint_save_starts_no_process(tmp_path):
     assert code == 0 and "saved-ok" in out, out[-3000:]
 
 
+def test_cpu_process_imports_megatron_without_the_compiler():
+    """Megatron's @jit_fuser functions are plain functions on CPU (its noop_decorator), so a CPU
+    process never imports torch._dynamo/inductor at start-up (~2.3 s each); torch.compile itself
+    is still torch's."""
+    script = (
+        "import sys, torch\n"
+        "real = torch.compile\n"
+        "from megatron_ext import cpu_compat\n"
+        "cpu_compat.enable()\n"
+        "from megatron.core import jit\n"
+        "from megatron.core.fusions.fused_bias_gelu import bias_gelu\n"
+        "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo imported'\n"
+        "assert jit.jit_fuser is jit.noop_decorator, jit.jit_fuser\n"
+        "assert torch.compile is real and bias_gelu.__module__.startswith('megatron')\n"
+        "x, b = torch.randn(4), torch.randn(4)\n"
+        "y = x + b\n"
+        "ref = y * 0.5 * (1.0 + torch.tanh(0.79788456 * y * (1 + 0.044715 * y * y)))\n"
+        "assert torch.allclose(bias_gelu(b, x), ref), (bias_gelu(b, x), ref)\n"
+        "print('no-compiler-ok')\n"
+    )
+    code, out = run_checked([sys.executable, "-c", script], 300)
+    assert code == 0 and "no-compiler-ok" in out, out[-3000:]
+
+
 def test_no_gpu_in_a_cluster_job_is_refused():
     """Finding 4: a job that sees no GPU names the likely cause; ALLOW_CPU=1 overrides."""
     assert cluster_without_gpu(0, 1, {}) is None  # a laptop: CPU is fine
