@@ -205,7 +205,8 @@ def _saved_bytes(forward, params) -> int:
 
 def _train_one(shape: Shape, device: str, repeats: int, warmup: int, peak) -> dict:
     from megatron_ext.model import build_gpt_model, transformer_config
-    from megatron_ext.reg import JregConfig, JregRuntime
+    from megatron_ext.reg import JregRuntime
+    from megatron_ext.regconfig import JregConfig
     from megatron_ext.selfdistill_train import SelfDistillRuntime
     from megatron_ext.tracker import JumpTracker
     from recipes import model_recipe

@@ -41,7 +41,7 @@ from eval.activations import VOID_ALPHA
 from eval.device import check_device, resolve_device
 from eval.rundir import ANALYSIS_FILE, EvalError, RunDir
 from megatron_ext.jreg import parse_schedule
-from megatron_ext.reg import JregConfig
+from megatron_ext.regconfig import JregConfig
 
 _COMPARED = ("lm_loss", "jump_ratio", "S_model", "jreg_loss")
 

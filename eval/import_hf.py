@@ -135,7 +135,8 @@ def build(cfg: LlamaConfig, vocab: int, dtype: torch.dtype):
     """A one-process Megatron model of ``cfg`` (``eval.megatron_io``; patches torch for CPU)."""
     from eval import megatron_io
     from megatron_ext.model import build_gpt_model, transformer_config
-    from megatron_ext.reg import JregConfig, JregRuntime
+    from megatron_ext.reg import JregRuntime
+    from megatron_ext.regconfig import JregConfig
 
     megatron_io.init(0)
     runtime = JregRuntime(JregConfig(reg="none", num_layers=cfg.num_layers))

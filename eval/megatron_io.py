@@ -30,7 +30,8 @@ from eval.rundir import EvalError, RunDir  # noqa: E402
 from eval.sequences import run_dataset  # noqa: E402
 from megatron_ext.config import BATCH_KEYS  # noqa: E402
 from megatron_ext.model import build_gpt_model, transformer_config  # noqa: E402
-from megatron_ext.reg import JregConfig, JregRuntime  # noqa: E402
+from megatron_ext.reg import JregRuntime  # noqa: E402
+from megatron_ext.regconfig import JregConfig  # noqa: E402
 
 
 def init(seed: int) -> None:

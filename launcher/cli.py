@@ -99,7 +99,7 @@ def describe_data(p: Plan) -> str:
 
 def run_config(p: Plan) -> RunConfig:
     """The run's typed configs as Megatron will use them: the plan's, with ARGS applied."""
-    from megatron_ext.reg import JregConfig
+    from megatron_ext.regconfig import JregConfig
 
     name, kw = parse_schedule(p.weights)
     reg = JregConfig(reg=p.reg, lam=p.lam, schedule=name, schedule_k=kw.get("k"),

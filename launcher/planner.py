@@ -122,6 +122,8 @@ def gpu_info() -> tuple[int, int]:
         if not (count.isdigit() and (capability or "9").isdigit()):
             raise LaunchError(f"PLAN_GPUS must be COUNT[:CAPABILITY], e.g. 8:9, got {planned!r}")
         return int(count), int(capability or "9")
+    if not gpu_device_files():
+        return 0, 0
     import torch
 
     if not torch.cuda.is_available():
@@ -129,8 +131,27 @@ def gpu_info() -> tuple[int, int]:
     return torch.cuda.device_count(), torch.cuda.get_device_capability(0)[0]
 
 
+# A CUDA driver talks to the GPU through one of these (bare metal/containers, WSL2, Jetson; ROCm
+# builds of torch: /dev/kfd). Without any of them torch.cuda.is_available() cannot be True, and
+# the launcher skips importing torch (~1.3 s of every CPU launch, DRY_RUN and bad input included).
+GPU_DEVICE_FILES = (
+    "/dev/nvidiactl",
+    "/dev/nvidia0",
+    "/dev/dxg",
+    "/dev/nvhost-ctrl-gpu",
+    "/dev/kfd",
+)
+
+
+def gpu_device_files() -> list[str]:
+    """The GPU driver device files present on this machine."""
+    return [f for f in GPU_DEVICE_FILES if os.path.exists(f)]
+
+
 def gpu_memory() -> int | None:
     """Bytes of memory of GPU 0; None where torch sees no GPU (a plan for another machine)."""
+    if not gpu_device_files():
+        return None
     import torch
 
     if not torch.cuda.is_available():
@@ -174,12 +195,10 @@ def plan(v: dict) -> Plan:
     num_gpus, capability = gpu_info()
     nproc = int_var(v, "NPROC", num_gpus or 1)
     nnodes = int_var(v, "NNODES", 1)
-    if not num_gpus and not flag_on(v, "DRY_RUN"):
-        import torch
+    if not num_gpus and not flag_on(v, "DRY_RUN") and cluster_without_gpu(0, nnodes):
+        import torch  # only here: the line names the CUDA that torch was built for
 
-        refusal = cluster_without_gpu(0, nnodes, os.environ, torch.version.cuda)
-        if refusal:
-            raise LaunchError(refusal)
+        raise LaunchError(cluster_without_gpu(0, nnodes, os.environ, torch.version.cuda))
     preview = bool(os.environ.get("PLAN_GPUS"))
     te_problem = None
     if num_gpus:

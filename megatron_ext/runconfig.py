@@ -22,7 +22,7 @@ from common.settings import DEFAULT_LAMBDA, DEFAULT_REG, DEFAULT_WEIGHTS
 from megatron_ext.config import LlamaConfig, ParallelConfig, TrainConfig
 
 if TYPE_CHECKING:
-    from megatron_ext.reg import JregConfig
+    from megatron_ext.regconfig import JregConfig
 
 RUN_CONFIG = "run_config.json"
 SCHEMA_VERSION = 1
@@ -147,7 +147,7 @@ class RunConfig:
         version = d.pop("schema_version", None)
         if version != SCHEMA_VERSION:
             raise RunConfigError(f"schema_version {version!r}, this code reads {SCHEMA_VERSION}")
-        from megatron_ext.reg import JregConfig
+        from megatron_ext.regconfig import JregConfig
 
         kinds = {"model": LlamaConfig, "train": TrainConfig, "parallel": ParallelConfig,
                  "reg": JregConfig, "data": DataConfig}  # fmt: skip
@@ -205,8 +205,8 @@ def _values(cls, table: dict[str, str], flags: dict) -> dict:
 
 def _jreg(flags: dict, num_layers: int, base: dict) -> JregConfig:
     from megatron_ext import sd_settings
-    from megatron_ext.jreg import parse_schedule
-    from megatron_ext.reg import JregConfig
+    from megatron_ext.regconfig import JregConfig
+    from megatron_ext.schedules import parse_schedule
 
     kw = dict(base)
     if "--jreg-reg" in flags:

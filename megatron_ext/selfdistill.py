@@ -24,46 +24,13 @@ entropy).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch.utils.checkpoint import checkpoint
 
-from megatron_ext.sd_settings import DIRECTIONS, TEACHERS
-
-
-@dataclass(kw_only=True)
-class SelfDistillConfig:
-    """The paper's settings are the defaults."""
-
-    k: float = 0.25
-    """w_l proportional to exp(k l), l = 0..L."""
-    alpha: float = 1.0
-    """Weight of zeta_2 against zeta_1."""
-    direction: str = "paper"
-    """``paper``: KL(q_l || q_target); ``forward``: KL(q_target || q_l)."""
-    teacher: str = "self"
-    """``self``: the current model's final distribution, detached; ``frozen``: a frozen copy of
-    the model at distillation start (the caller passes its final hidden state, norm and head)."""
-    chunk_tokens: int = 512
-    """Tokens per lens piece: the memory bound is a few [chunk_tokens, vocab / tp] tensors."""
-
-    def __post_init__(self):
-        if not math.isfinite(self.k):
-            raise ValueError(f"selfdistill k must be finite, got {self.k!r}")
-        if not math.isfinite(self.alpha) or self.alpha < 0:
-            raise ValueError(f"selfdistill alpha must be a finite number >= 0, got {self.alpha!r}")
-        if self.direction not in DIRECTIONS:
-            raise ValueError(
-                f"unknown KL direction {self.direction!r}; valid: {', '.join(DIRECTIONS)}"
-            )
-        if self.teacher not in TEACHERS:
-            raise ValueError(f"unknown TEACHER {self.teacher!r}; valid: {', '.join(TEACHERS)}")
-        if self.chunk_tokens < 1:
-            raise ValueError(f"chunk_tokens must be >= 1, got {self.chunk_tokens!r}")
+from megatron_ext.sd_settings import SelfDistillConfig
 
 
 def layer_weights(num_layers: int, k: float = 0.25) -> torch.Tensor:

@@ -44,7 +44,8 @@ from megatron_ext.init import layout_invariant_init  # noqa: E402
 from megatron_ext.jreg import parse_schedule  # noqa: E402
 from megatron_ext.layer import jreg_layer_spec  # noqa: E402
 from megatron_ext.nonfinite import is_nonfinite_error  # noqa: E402
-from megatron_ext.reg import JregConfig, JregRuntime  # noqa: E402
+from megatron_ext.reg import JregRuntime  # noqa: E402
+from megatron_ext.regconfig import JregConfig  # noqa: E402
 from megatron_ext.resume import last_checkpoint, set_aside_incomplete, supersede_metrics  # noqa: E402
 from megatron_ext.runlog import RunLogger  # noqa: E402
 from megatron_ext.sd_teacher import FrozenTeacher  # noqa: E402

@@ -14,7 +14,8 @@ import torch
 
 from megatron_ext.config import LlamaConfig
 from megatron_ext.init import init_kind, layout_invariant_init, param_owners
-from megatron_ext.reg import JregConfig, JregRuntime
+from megatron_ext.reg import JregRuntime
+from megatron_ext.regconfig import JregConfig
 from megatron_ext.tracker import JumpTracker
 from preflight.table import Check
 

@@ -30,7 +30,8 @@ from megatron.core.transformer.transformer_layer import TransformerLayer  # noqa
 
 from megatron_ext.init import layout_invariant_init  # noqa: E402
 from megatron_ext.model import build_gpt_model, transformer_config  # noqa: E402
-from megatron_ext.reg import JregConfig, JregRuntime  # noqa: E402
+from megatron_ext.reg import JregRuntime  # noqa: E402
+from megatron_ext.regconfig import JregConfig  # noqa: E402
 from recipes import model_recipe, train_recipe  # noqa: E402
 
 

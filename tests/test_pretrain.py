@@ -187,6 +187,20 @@ def test_dry_run_1b_prints_megatron_flags(smoke_data):
     assert "SIZE=1b REG=jreg" in out
 
 
+def test_launcher_plans_without_importing_torch(smoke_data):
+    """DRY_RUN (and every check before a start) never imports torch on a machine without a GPU
+    driver: ~1.3 s per launch here, more on a login node's shared file system."""
+    script = (
+        "import sys\n"
+        "from launcher.cli import main\n"
+        f"code = main(['DRY_RUN=1', 'DATA={smoke_data}', 'REG=selfdistill', 'SD_K=0.5'])\n"
+        f"bad = main(['DRY_RUN=1', 'DATA={smoke_data}', 'WEIGHTS=last_k:99'])\n"
+        "print('codes', code, bad, 'torch' in sys.modules)\n"
+    )
+    code, out = run_checked([sys.executable, "-c", script], 120)
+    assert code == 0 and "codes 0 2 False" in out, out[-3000:]
+
+
 @pytest.fixture
 def corrupt_data(tmp_path, smoke_data):
     copy = tmp_path / "corrupt"

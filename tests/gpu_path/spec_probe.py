@@ -11,7 +11,7 @@ from megatron_ext import cpu_compat
 cpu_compat.enable()
 
 from megatron_ext.init import param_owners  # noqa: E402
-from megatron_ext.reg import JregConfig  # noqa: E402
+from megatron_ext.regconfig import JregConfig  # noqa: E402
 from tests.megatron_ext.reference import model_with  # noqa: E402
 from tests.megatron_ext.scenarios import MODEL, SEED, one_process  # noqa: E402
 

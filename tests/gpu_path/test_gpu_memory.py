@@ -42,7 +42,8 @@ def test_jreg_pins_the_stage_output_megatron_deallocates():
     from megatron.core.pipeline_parallel.schedules import deallocate_output_tensor
     from megatron.core.utils import make_viewless_tensor
 
-    from megatron_ext.reg import JregConfig, JregRuntime
+    from megatron_ext.reg import JregRuntime
+    from megatron_ext.regconfig import JregConfig
 
     s, b, h = 16, 2, 32
     runtime = JregRuntime(JregConfig(num_layers=2, lam=0.1))

@@ -101,3 +101,22 @@ def test_launcher_refuses_offloading_in_one_line(smoke_data, capsys):
                         "ARGS=--fine-grained-activation-offloading --offload-modules attn_norm"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: --offload-modules attn_norm")
+
+
+def test_gpu_count_asks_torch_only_where_a_gpu_driver_is(monkeypatch, tmp_path):
+    """No GPU device file: (0, 0) without a torch query (the launcher then never imports torch);
+    with one: torch's count and capability, as before."""
+    import torch
+
+    def no_query():
+        raise AssertionError("torch was asked")
+
+    monkeypatch.delenv("PLAN_GPUS", raising=False)
+    monkeypatch.setattr(planner, "GPU_DEVICE_FILES", (str(tmp_path / "nvidiactl"),))
+    monkeypatch.setattr(torch.cuda, "is_available", no_query)
+    assert planner.gpu_info() == (0, 0) and planner.gpu_memory() is None
+    (tmp_path / "nvidiactl").touch()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: (9, 0))
+    assert planner.gpu_info() == (8, 9)

@@ -12,7 +12,7 @@ from launcher.cli import run_config
 from launcher.command import megatron_args
 from launcher.planner import plan
 from megatron_ext.config import ParallelConfig
-from megatron_ext.reg import JregConfig
+from megatron_ext.regconfig import JregConfig
 from megatron_ext.runconfig import (
     DataConfig,
     RunConfig,

@@ -33,7 +33,8 @@ from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed  # noq
 from megatron_ext.config import LlamaConfig  # noqa: E402
 from megatron_ext.init import global_names, global_shape, layout_invariant_init, shard_pieces  # noqa: E402
 from megatron_ext.model import build_gpt_model, transformer_config  # noqa: E402
-from megatron_ext.reg import JregConfig, JregRuntime  # noqa: E402
+from megatron_ext.reg import JregRuntime  # noqa: E402
+from megatron_ext.regconfig import JregConfig  # noqa: E402
 from megatron_ext.selfdistill_train import SelfDistillRuntime  # noqa: E402
 from megatron_ext.tracker import JumpTracker  # noqa: E402
 

@@ -27,7 +27,7 @@ from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed  # noq
 from megatron.core.transformer.transformer_layer import TransformerLayer  # noqa: E402
 
 from megatron_ext.init import global_names  # noqa: E402
-from megatron_ext.reg import JregConfig  # noqa: E402
+from megatron_ext.regconfig import JregConfig  # noqa: E402
 from megatron_ext.selfdistill import selfdistill_loss  # noqa: E402
 from tests.megatron_ext.reference import model_with  # noqa: E402
 from tests.megatron_ext.scenarios import (  # noqa: E402

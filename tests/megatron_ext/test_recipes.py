@@ -3,7 +3,7 @@
 import pytest
 
 from megatron_ext.config import LlamaConfig, megatron_flags
-from megatron_ext.reg import JregConfig
+from megatron_ext.regconfig import JregConfig
 from recipes import SIZES, model_recipe
 
 

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from common.ports import free_port
 from megatron_ext import regularizers
 from megatron_ext.metrics import METRICS, Metric, console, from_scalars, to_scalars
-from megatron_ext.reg import JregConfig
+from megatron_ext.regconfig import JregConfig
 from megatron_ext.tracker import JumpTracker, MetricBuffers
 
 
