@@ -64,7 +64,7 @@ def run_dataset(run: RunDir, split: str, num_samples: int):
     return built[_SPLITS.index(split)]
 
 
-def _indexed(prefix: str):
+def indexed_documents(prefix: str):
     """Documents of an indexed dataset (data_prep's reader: no megatron-core import, which
     costs seconds to minutes on a busy machine)."""
     from data_prep.errors import DataError
@@ -81,7 +81,7 @@ def token_counts(prefixes: str | list[str], limit: int = COUNT_LIMIT) -> np.ndar
     blend's members: their counts added)."""
     counts = np.zeros(0, dtype=np.int64)
     for prefix in [prefixes] if isinstance(prefixes, str) else prefixes:
-        tokens = _indexed(prefix).tokens
+        tokens = indexed_documents(prefix).tokens
         for start in range(0, min(len(tokens), limit), 1 << 24):
             part = np.bincount(np.asarray(tokens[start : min(start + (1 << 24), limit)]))
             grown = np.zeros(max(len(counts), len(part)), dtype=np.int64)
@@ -160,7 +160,7 @@ def from_dataset_dir(folder: Path, tokenizer, samples: int, seq: int) -> Sequenc
         raise EvalError(f"{folder}/manifest.json lists no splits; rebuild it with make data")
     prefix = str(folder / splits[split]["prefix"])
     data_tok = AutoTokenizer.from_pretrained(str(folder / manifest["tokenizer"]["path"]))
-    docs, notes = _indexed(prefix), []
+    docs, notes = indexed_documents(prefix), []
     need = samples * (seq + 1)
     same = tokenizer is None or _same_vocab(tokenizer, data_tok)
     if tokenizer is None:

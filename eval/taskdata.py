@@ -1,7 +1,7 @@
 """Data for the local lm-eval tasks (``eval/tasks/*.yaml``), built from a run's held-out split.
 
-The test split's documents are read from its ``.bin/.idx`` with Megatron's ``IndexedDataset`` and
-detokenized with the dataset's own tokenizer, so the tasks measure text the model never trained
+The test split's documents are read from its ``.bin/.idx`` (``eval.sequences.indexed_documents``:
+no megatron-core import, ~2-5 s per ``make eval``) and detokenized with the dataset's own tokenizer, so the tasks measure text the model never trained
 on, in the run's language and domain (no hub download). Written to ``<tasks_dir>/``:
 
 * ``heldout_perplexity.jsonl``: ``{"page": document}`` per document (rolling perplexity);
@@ -62,13 +62,14 @@ def _norm(word: str) -> str:
 def documents(run: RunDir, split: str = "test", num_docs: int | None = None) -> list[str]:
     """The first ``num_docs`` non-empty documents of ``split``, detokenized (a blend: its
     members' documents one member after the other)."""
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
     from transformers import AutoTokenizer
+
+    from eval.sequences import indexed_documents
 
     tokenizer = AutoTokenizer.from_pretrained(str(run.tokenizer_dir))
     texts = []
     for prefix in run.prefixes(split):
-        ds = IndexedDataset(prefix)
+        ds = indexed_documents(prefix)
         for i in range(len(ds)):
             if num_docs is not None and len(texts) >= num_docs:
                 return texts
