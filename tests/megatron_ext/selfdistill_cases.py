@@ -13,7 +13,8 @@ import os
 import torch
 import torch.distributed as dist
 
-from megatron_ext.selfdistill import SelfDistillConfig, layer_weights, selfdistill_loss
+from megatron_ext.sd_settings import SelfDistillConfig
+from megatron_ext.selfdistill import layer_weights, selfdistill_loss
 
 LAYERS, SEQ, BATCH, HIDDEN, VOCAB = 3, 8, 2, 16, 24
 CASES = {

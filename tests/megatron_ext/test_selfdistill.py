@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from megatron_ext.selfdistill import SelfDistillConfig, layer_weights
+from megatron_ext.sd_settings import SelfDistillConfig
+from megatron_ext.selfdistill import layer_weights
 from tests.helpers import torchrun
 from tests.megatron_ext import selfdistill_cases as sc
 
