@@ -15,12 +15,12 @@ import io
 from collections.abc import Iterator
 
 import torch
+from torch.distributed.checkpoint.api import CheckpointException
 
 from megatron_ext import cpu_compat
 
 ON_CPU = cpu_compat.enable()
 
-from megatron.core import dist_checkpointing  # noqa: E402
 from megatron.core import parallel_state as ps  # noqa: E402
 from megatron.core.datasets.gpt_dataset import GPTDataset  # noqa: E402
 from megatron.core.models.gpt import GPTModel  # noqa: E402
@@ -29,7 +29,7 @@ from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed  # noq
 from eval.rundir import EvalError, RunDir  # noqa: E402
 from eval.sequences import run_dataset  # noqa: E402
 from megatron_ext.config import BATCH_KEYS  # noqa: E402
-from megatron_ext.model import build_gpt_model, transformer_config  # noqa: E402
+from megatron_ext.model import build_gpt_model, load_weights, transformer_config  # noqa: E402
 from megatron_ext.reg import JregRuntime  # noqa: E402
 from megatron_ext.regconfig import JregConfig  # noqa: E402
 
@@ -59,15 +59,18 @@ def load_checkpoint(run: RunDir, iteration: int, dtype: torch.dtype | None = Non
     model = build_model(run, saved)
     ckpt = run.checkpoint_dir(iteration)
     try:
-        meta = dist_checkpointing.load_content_metadata(str(ckpt))
-        sharded = {"model": model.sharded_state_dict(metadata=meta)}
         with contextlib.redirect_stdout(io.StringIO()):
-            state = dist_checkpointing.load(sharded, str(ckpt))
-        result = model.load_state_dict(state["model"], strict=False)
-    except Exception as err:  # any reader error: name the folder, keep it one line
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise EvalError(f"cannot load {ckpt}: {first}") from err
-    missing = [k for k in result.missing_keys if not k.endswith("_extra_state")]
+            missing = load_weights(model, ckpt)
+    except (Exception, CheckpointException) as err:  # torch's is a BaseException: one line too
+        cause = err
+        if isinstance(err, CheckpointException) and err.failures:  # {rank: (exception, stack)}
+            cause = next(iter(err.failures.values()))[0]
+        text = str(cause).strip()
+        first = f"{type(cause).__name__}: {text.splitlines()[0]}" if text else type(cause).__name__
+        raise EvalError(
+            f"cannot load {ckpt} ({first}): a damaged or partly copied checkpoint; another one "
+            "loads with ITER="
+        ) from err
     if missing:
         raise EvalError(f"{ckpt} lacks weights for {', '.join(missing[:3])}")
     if dtype is not None and dtype != saved:

@@ -10,8 +10,11 @@ so both paths describe the same model.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from megatron.core import dist_checkpointing
 from megatron.core.models.gpt import GPTModel
 from megatron.core.transformer import TransformerConfig
 
@@ -106,3 +109,13 @@ def build_gpt_model(
         rope_scaling_factor=cfg.rope_scaling_factor or 8.0,
         vp_stage=vp_stage,
     )
+
+
+def load_weights(gpt: GPTModel, ckpt: str | Path) -> list[str]:
+    """Read the model weights of the checkpoint folder ``ckpt`` (``iter_NNNNNNN``) into ``gpt``,
+    resharded to its layout (every rank of ``gpt``'s groups calls it); returns the names the
+    checkpoint lacks (TE's ``_extra_state`` aside). Reader errors propagate."""
+    meta = dist_checkpointing.load_content_metadata(str(ckpt))
+    state = dist_checkpointing.load({"model": gpt.sharded_state_dict(metadata=meta)}, str(ckpt))
+    result = gpt.load_state_dict(state["model"], strict=False)
+    return [k for k in result.missing_keys if not k.endswith("_extra_state")]

@@ -26,10 +26,10 @@ import dataclasses
 from pathlib import Path
 
 import torch
-from megatron.core import dist_checkpointing
 from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
 from megatron_ext.layer import base_layer_spec
+from megatron_ext.model import load_weights
 from megatron_ext.resume import last_checkpoint
 
 
@@ -45,18 +45,6 @@ def checkpoint_dir(folder: str | Path) -> Path:
     if iteration is None:
         raise RuntimeError(f"SD_TEACHER=frozen: no checkpoint in {folder} (a make import folder?)")
     return Path(folder) / f"iter_{iteration:07d}"
-
-
-def load_weights(gpt, folder: str | Path) -> Path:
-    """Read ``folder``'s latest checkpoint into ``gpt`` (every rank calls it); its path."""
-    ckpt = checkpoint_dir(folder)
-    meta = dist_checkpointing.load_content_metadata(str(ckpt))
-    state = dist_checkpointing.load({"model": gpt.sharded_state_dict(metadata=meta)}, str(ckpt))
-    result = gpt.load_state_dict(state["model"], strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("_extra_state")]
-    if missing:
-        raise RuntimeError(f"SD_TEACHER=frozen: {ckpt} lacks {', '.join(missing[:3])}")
-    return ckpt
 
 
 class FrozenTeacher:
@@ -85,7 +73,12 @@ class FrozenTeacher:
         while hasattr(chunk, "module"):  # Float16Module: the parameters are already bf16
             chunk = chunk.module
         self.gpt = chunk
-        self.checkpoint = load_weights(self.gpt, folder)
+        self.checkpoint = checkpoint_dir(folder)
+        missing = load_weights(self.gpt, self.checkpoint)
+        if missing:
+            raise RuntimeError(
+                f"SD_TEACHER=frozen: {self.checkpoint} lacks {', '.join(missing[:3])}"
+            )
         self.gpt.requires_grad_(False)
         self.gpt.eval()
         if self.gpt.share_embeddings_and_output_weights:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 
@@ -123,6 +124,21 @@ def test_wrong_batches_do_not_match_and_force(eval_run, tmp_path):
             "FORCE=1", f"OUT={tmp_path}")  # fmt: skip
     (line,) = read_jsonl(tmp_path / "analysis.jsonl")
     assert line["voids"]["alpha"] == 2.0 and "valid" not in line
+
+
+def test_damaged_checkpoint_is_one_line(eval_run, tmp_path):
+    """A truncated shard fails inside torch.distributed.checkpoint with a CheckpointException (a
+    BaseException, not an Exception): still one line naming the checkpoint, no traceback."""
+    run = tmp_path / "copy"
+    shutil.copytree(eval_run, run)
+    shard = sorted((run / "checkpoints" / "iter_0000005").glob("*.distcp"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    code, out = eval_cli("analyze", f"RUN={run}", "ITER=5", "SAMPLES=4")
+    last = out.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in out, out[-3000:]
+    assert (
+        last.startswith(f"error: cannot load {run}/checkpoints/iter_0000005 (") and "ITER=" in last
+    )
 
 
 def test_tp2_pp2_checkpoint_replays_its_validation_pass(tp_pp_run, tmp_path):
