@@ -133,7 +133,7 @@ def test_damaged_checkpoint_is_one_line(eval_run, tmp_path):
     shutil.copytree(eval_run, run)
     shard = sorted((run / "checkpoints" / "iter_0000005").glob("*.distcp"))[0]
     shard.write_bytes(shard.read_bytes()[:100])
-    code, out = eval_cli("analyze", f"RUN={run}", "ITER=5", "SAMPLES=4")
+    code, out = eval_cli("analyze", f"RUN={run}", "ITER=5", "SAMPLES=4", f"OUT={tmp_path}")
     last = out.strip().splitlines()[-1]
     assert code == 2 and "Traceback" not in out, out[-3000:]
     assert (
