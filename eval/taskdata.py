@@ -1,8 +1,9 @@
 """Data for the local lm-eval tasks (``eval/tasks/*.yaml``), built from a run's held-out split.
 
 The test split's documents are read from its ``.bin/.idx`` (``eval.sequences.indexed_documents``:
-no megatron-core import, ~2-5 s per ``make eval``) and detokenized with the dataset's own tokenizer, so the tasks measure text the model never trained
-on, in the run's language and domain (no hub download). Written to ``<tasks_dir>/``:
+no megatron-core import, ~2-5 s per ``make eval``) and detokenized with the dataset's own
+tokenizer, so the tasks measure text the model never trained on, in the run's language and domain
+(no hub download). Written to ``<tasks_dir>/``:
 
 * ``heldout_perplexity.jsonl``: ``{"page": document}`` per document (rolling perplexity);
 * ``heldout_lastword.jsonl``: ``{"text": passage}``, consecutive passages of at least

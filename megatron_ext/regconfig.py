@@ -37,9 +37,7 @@ class JregConfig:
     paper's); must stay None for every other REG. ``schedule`` does not apply to it."""
 
     def __post_init__(self):
-        names = [*regularizers.scan(), regularizers.NONE, regularizers.SELFDISTILL]
-        if self.reg not in names:  # the plug-ins' names, read without importing them
-            raise ValueError(f"unknown REG {self.reg!r}; valid: {', '.join(names)}")
+        regularizers.check(self.reg)
         if self.reg == regularizers.SELFDISTILL:
             sd = self.selfdistill
             self.selfdistill = SelfDistillConfig(**sd) if isinstance(sd, dict) else sd

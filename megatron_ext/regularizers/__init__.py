@@ -161,9 +161,20 @@ def get(name: str) -> Regularizer | None:
         return _REGISTRY[name]
     registry = discover()
     if name not in registry:
-        valid = ", ".join([*registry, NONE, SELFDISTILL])
-        raise ValueError(f"unknown REG {name!r}; valid: {valid}")
+        raise _unknown(name, registry)
     return registry[name]
+
+
+def check(name: str) -> None:
+    """Raise ValueError (as ``get`` does) unless ``name`` is a ``REG=`` value; the plug-ins'
+    names are read without importing them (no torch)."""
+    names = scan()
+    if name not in (NONE, SELFDISTILL) and name not in names:
+        raise _unknown(name, names)
+
+
+def _unknown(name: str, names) -> ValueError:
+    return ValueError(f"unknown REG {name!r}; valid: {', '.join([*names, NONE, SELFDISTILL])}")
 
 
 def scan() -> dict[str, str]:
